@@ -1,0 +1,76 @@
+//! Events a breaker reports: state changes, rejected calls, fallbacks used.
+//!
+//! Hooks are plain closures stored behind an `Arc` in the breaker's shared
+//! state rather than type parameters (as `tower_http::trace` does): the
+//! events are rare, and keeping them out of the type lets a [`Registry`]
+//! hold breakers with different hooks side by side.
+//!
+//! [`Registry`]: crate::registry::Registry
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::State;
+
+/// A breaker moved from one state to another.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct StateChange {
+    /// The breaker's name.
+    pub name: Arc<str>,
+    /// The state it left.
+    pub from: State,
+    /// The state it entered.
+    pub to: State,
+    /// Calls in the window at the time.
+    pub calls: u64,
+    /// Failure rate in the window at the time.
+    pub failure_rate: f64,
+    /// Slow-call rate in the window at the time.
+    pub slow_call_rate: f64,
+    /// On a move to open: how long it stays open.
+    pub open_for: Option<Duration>,
+}
+
+/// A call was rejected without reaching the inner service.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Rejected {
+    /// The breaker's name.
+    pub name: Arc<str>,
+    /// The state that rejected it.
+    pub state: State,
+    /// Time left until half-open, where known.
+    pub retry_after: Option<Duration>,
+}
+
+/// A fallback answered in place of the inner service.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct FallbackUsed {
+    /// The breaker's name.
+    pub name: Arc<str>,
+    /// Whether the circuit was open (`true`) or the call failed (`false`).
+    pub circuit_open: bool,
+}
+
+type Hook<E> = Arc<dyn Fn(&E) + Send + Sync>;
+
+/// The hooks of one breaker; cloned into each keyed breaker.
+#[derive(Clone, Default)]
+pub(crate) struct Hooks {
+    pub(crate) on_state_change: Option<Hook<StateChange>>,
+    pub(crate) on_rejected: Option<Hook<Rejected>>,
+    pub(crate) on_fallback: Option<Hook<FallbackUsed>>,
+}
+
+impl fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hooks")
+            .field("on_state_change", &self.on_state_change.is_some())
+            .field("on_rejected", &self.on_rejected.is_some())
+            .field("on_fallback", &self.on_fallback.is_some())
+            .finish()
+    }
+}

@@ -1,0 +1,84 @@
+//! Response future of [`CircuitBreaker`](super::CircuitBreaker).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use pin_project_lite::pin_project;
+
+use super::error::CircuitOpen;
+use super::handle::CallGuard;
+use crate::BoxError;
+use crate::classify::Classifier;
+
+pin_project! {
+    /// The response future of [`CircuitBreaker`](super::CircuitBreaker):
+    /// either the inner call, whose outcome it records when it finishes, or
+    /// an immediate rejection.
+    ///
+    /// Rejection happens here rather than in `poll_ready`, so a breaker
+    /// under axum or `tower::buffer` answers each call with an error
+    /// instead of failing the service as a whole.
+    #[derive(Debug)]
+    pub struct ResponseFuture<F, C> {
+        #[pin]
+        kind: Kind<F, C>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    #[derive(Debug)]
+    enum Kind<F, C> {
+        Called {
+            #[pin]
+            future: F,
+            call: Option<(CallGuard, C)>,
+        },
+        Rejected {
+            error: Option<CircuitOpen>,
+        },
+    }
+}
+
+impl<F, C> ResponseFuture<F, C> {
+    pub(crate) fn called(future: F, guard: CallGuard, classifier: C) -> Self {
+        ResponseFuture {
+            kind: Kind::Called {
+                future,
+                call: Some((guard, classifier)),
+            },
+        }
+    }
+
+    pub(crate) fn rejected(error: CircuitOpen) -> Self {
+        ResponseFuture {
+            kind: Kind::Rejected { error: Some(error) },
+        }
+    }
+}
+
+impl<F, C, T, E> Future for ResponseFuture<F, C>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+    C: Classifier<T, E>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Called { future, call } => {
+                let result = ready!(future.poll(cx));
+                if let Some((guard, classifier)) = call.take() {
+                    guard.finish(classifier.classify(result.as_ref()));
+                }
+                Poll::Ready(result.map_err(Into::into))
+            }
+            KindProj::Rejected { error } => {
+                let error = error.take().expect("polled after completion");
+                Poll::Ready(Err(Box::new(error)))
+            }
+        }
+    }
+}

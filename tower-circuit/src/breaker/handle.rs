@@ -1,0 +1,687 @@
+//! The shared breaker: its state machine, window and counters.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::RngExt;
+use tokio::time::Instant;
+
+use super::config::{Config, ConfigError, Window};
+use super::error::CircuitOpen;
+use super::events::{FallbackUsed, Hooks, Rejected, StateChange};
+use super::layer::CircuitBreakerLayer;
+use super::metrics::Metrics;
+use super::state::{State, Word};
+use super::window::lock;
+use super::window::{CachePadded, CountWindow, Sample, SlidingWindow, TimeWindow, Totals};
+use crate::classify::{ErrorsAsFailures, HttpClassifier, Outcome};
+
+/// A circuit breaker, shared by every service built from its layers.
+///
+/// Cloning is cheap and every clone controls the same breaker: keep one to
+/// read [`state`](Breaker::state) and [`metrics`](Breaker::metrics), or to
+/// [`force_open`](Breaker::force_open), [`reset`](Breaker::reset) or
+/// [`disable`](Breaker::disable) it from an admin endpoint.
+///
+/// ```
+/// use tower_circuit::breaker::{Breaker, Config, State};
+///
+/// let breaker = Breaker::new("user-service", Config::default()).unwrap();
+/// assert_eq!(breaker.state(), State::Closed);
+/// breaker.force_open();
+/// assert_eq!(breaker.state(), State::ForcedOpen);
+/// breaker.reset();
+/// assert_eq!(breaker.state(), State::Closed);
+/// ```
+#[derive(Clone)]
+pub struct Breaker {
+    inner: Arc<BreakerInner>,
+}
+
+struct BreakerInner {
+    shared: Arc<Shared>,
+    /// One per shard, each on its own cache lines: a call clones the `Arc`
+    /// of its core's lane, so concurrent calls on different cores do not
+    /// bounce one reference count between them.
+    lanes: Box<[Arc<CachePadded<Lane>>]>,
+}
+
+/// What a call's response future keeps: the breaker and the shard to
+/// record into.
+#[derive(Debug)]
+pub(crate) struct Lane {
+    shared: Arc<Shared>,
+    shard: usize,
+}
+
+pub(crate) struct Shared {
+    name: Arc<str>,
+    config: Config,
+    slow_call: Option<Duration>,
+    origin: Instant,
+    word: AtomicU64,
+    /// While open: when half-open starts, in nanoseconds since `origin`.
+    open_until: AtomicU64,
+    window: SlidingWindow,
+    control: Mutex<Control>,
+    rejected: AtomicU64,
+    times_opened: AtomicU64,
+    fallbacks: AtomicU64,
+    hooks: Hooks,
+}
+
+/// State changed only under the control lock: transitions are rare, and
+/// one lock keeps them and the half-open bookkeeping simple to reason about.
+#[derive(Debug)]
+struct Control {
+    probes_in_flight: u32,
+    probe_successes: u32,
+    consecutive_trips: u32,
+    last_transition: Instant,
+}
+
+/// Builds a [`Breaker`] with hooks.
+///
+/// ```
+/// use tower_circuit::breaker::{Breaker, Config};
+///
+/// let breaker = Breaker::builder("user-service")
+///     .config(Config::default().minimum_calls(20))
+///     .on_state_change(|change| println!("{}: {} -> {}", change.name, change.from, change.to))
+///     .build()
+///     .unwrap();
+/// # drop(breaker);
+/// ```
+#[derive(Clone, Debug)]
+pub struct BreakerBuilder {
+    name: Arc<str>,
+    config: Config,
+    hooks: Hooks,
+}
+
+impl BreakerBuilder {
+    /// Sets the configuration (default: [`Config::default`]).
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Calls `hook` on every state change, after it happened.
+    pub fn on_state_change<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(&StateChange) + Send + Sync + 'static,
+    {
+        self.hooks.on_state_change = Some(Arc::new(hook));
+        self
+    }
+
+    /// Calls `hook` on every rejected call.
+    pub fn on_rejected<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(&Rejected) + Send + Sync + 'static,
+    {
+        self.hooks.on_rejected = Some(Arc::new(hook));
+        self
+    }
+
+    /// Calls `hook` each time a [fallback](crate::fallback) answers for this breaker.
+    pub fn on_fallback<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(&FallbackUsed) + Send + Sync + 'static,
+    {
+        self.hooks.on_fallback = Some(Arc::new(hook));
+        self
+    }
+
+    /// Validates the configuration and builds the breaker, closed.
+    ///
+    /// Reads tokio's clock, so call it where tests pause time (inside the
+    /// runtime) for the breaker to follow the paused clock.
+    pub fn build(&self) -> Result<Breaker, ConfigError> {
+        self.build_named(self.name.clone())
+    }
+
+    fn build_named(&self, name: Arc<str>) -> Result<Breaker, ConfigError> {
+        self.validate()?;
+        Ok(self.build_validated(name))
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        self.config.validate()
+    }
+
+    /// Builds a breaker from a configuration already validated.
+    pub(crate) fn build_validated(&self, name: Arc<str>) -> Breaker {
+        Breaker::from_parts(name, self.config.clone(), self.hooks.clone())
+    }
+
+    pub(crate) fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+}
+
+impl Breaker {
+    /// Builds a breaker named `name` (used in errors, events, logs and
+    /// metrics), validating `config`.
+    pub fn new(name: impl Into<Arc<str>>, config: Config) -> Result<Self, ConfigError> {
+        Breaker::builder(name).config(config).build()
+    }
+
+    /// Starts a builder, for hooks.
+    pub fn builder(name: impl Into<Arc<str>>) -> BreakerBuilder {
+        BreakerBuilder {
+            name: name.into(),
+            config: Config::default(),
+            hooks: Hooks::default(),
+        }
+    }
+
+    fn from_parts(name: Arc<str>, config: Config, hooks: Hooks) -> Self {
+        let shards = std::thread::available_parallelism()
+            .map(usize::from)
+            .unwrap_or(1);
+        let window = match config.window {
+            Window::Count { size } => SlidingWindow::Count(CountWindow::new(size, 0)),
+            Window::Time { duration, buckets } => {
+                let bucket_nanos = nanos(duration) / u64::from(buckets);
+                SlidingWindow::Time(TimeWindow::new(bucket_nanos, buckets, shards, 0))
+            }
+        };
+        let lane_count = match &window {
+            SlidingWindow::Time(w) => w.shards(),
+            SlidingWindow::Count(_) => shards.clamp(1, 64).next_power_of_two(),
+        };
+        let origin = Instant::now();
+        let shared = Arc::new(Shared {
+            name,
+            slow_call: config.slow_call.map(|s| s.duration),
+            config,
+            origin,
+            word: AtomicU64::new(Word::new(State::Closed, 0).0),
+            open_until: AtomicU64::new(0),
+            window,
+            control: Mutex::new(Control {
+                probes_in_flight: 0,
+                probe_successes: 0,
+                consecutive_trips: 0,
+                last_transition: origin,
+            }),
+            rejected: AtomicU64::new(0),
+            times_opened: AtomicU64::new(0),
+            fallbacks: AtomicU64::new(0),
+            hooks,
+        });
+        let lanes = (0..lane_count)
+            .map(|shard| {
+                Arc::new(CachePadded(Lane {
+                    shared: shared.clone(),
+                    shard,
+                }))
+            })
+            .collect();
+        Breaker {
+            inner: Arc::new(BreakerInner { shared, lanes }),
+        }
+    }
+
+    /// A layer whose services all use this breaker and count every `Err` as
+    /// a failure. See [`CircuitBreakerLayer`] to choose another classifier.
+    pub fn layer(&self) -> CircuitBreakerLayer<ErrorsAsFailures> {
+        CircuitBreakerLayer::new(self.clone())
+    }
+
+    /// A layer for HTTP clients: 5xx responses and errors are failures, other
+    /// responses successes (see [`HttpClassifier`]).
+    pub fn http_layer(&self) -> CircuitBreakerLayer<HttpClassifier> {
+        CircuitBreakerLayer::new(self.clone()).classifier(HttpClassifier::default())
+    }
+
+    /// The breaker's name.
+    pub fn name(&self) -> &str {
+        &self.inner.shared.name
+    }
+
+    /// The configuration it was built with.
+    pub fn config(&self) -> &Config {
+        &self.inner.shared.config
+    }
+
+    /// The current state. An open circuit whose open duration has passed
+    /// moves to half-open here, as it would on the next call.
+    pub fn state(&self) -> State {
+        let shared = &self.inner.shared;
+        let word = shared.word();
+        if word.state() == State::Open && shared.open_elapsed(Instant::now()).is_none() {
+            shared.to_half_open(word);
+            return shared.word().state();
+        }
+        word.state()
+    }
+
+    /// A snapshot of the state, the window's counts and the counters.
+    pub fn metrics(&self) -> Metrics {
+        let state = self.state();
+        let shared = &self.inner.shared;
+        let now = Instant::now();
+        let totals = shared.totals(now);
+        let last_transition = lock(&shared.control).last_transition;
+        let retry_after = if state == State::Open {
+            shared.open_elapsed(now)
+        } else {
+            None
+        };
+        Metrics {
+            name: shared.name.to_string(),
+            state,
+            calls: totals.calls,
+            failures: totals.failures,
+            slow_calls: totals.slow,
+            failure_rate: totals.failure_rate(),
+            slow_call_rate: totals.slow_call_rate(),
+            rejected: shared.rejected.load(Ordering::Relaxed),
+            times_opened: shared.times_opened.load(Ordering::Relaxed),
+            fallbacks: shared.fallbacks.load(Ordering::Relaxed),
+            since_last_transition: now.saturating_duration_since(last_transition),
+            retry_after,
+        }
+    }
+
+    /// Opens the circuit until [`reset`](Breaker::reset): every call is
+    /// rejected. For maintenance, or to shed a dependency by hand.
+    pub fn force_open(&self) {
+        self.inner.shared.transition_to(None, State::ForcedOpen);
+    }
+
+    /// Closes the circuit with a fresh window, from any state.
+    pub fn reset(&self) {
+        self.inner.shared.transition_to(None, State::Closed);
+    }
+
+    /// Stops the breaker from rejecting anything: calls are still counted,
+    /// so metrics stay meaningful. [`reset`](Breaker::reset) turns it back on.
+    pub fn disable(&self) {
+        self.inner.shared.transition_to(None, State::Disabled);
+    }
+
+    /// Admits or rejects one call.
+    pub(crate) fn admit(&self) -> Result<CallGuard, CircuitOpen> {
+        let lanes = &self.inner.lanes;
+        let lane = &lanes[super::window::shard_hint() & (lanes.len() - 1)];
+        let (epoch, kind) = lane.shared.admit()?;
+        let start = lane.shared.slow_call.map(|_| Instant::now());
+        Ok(CallGuard {
+            lane: Some(lane.clone()),
+            epoch,
+            kind,
+            start,
+        })
+    }
+
+    /// Counts a fallback answer and reports it to the hook.
+    pub(crate) fn fallback_used(&self, circuit_open: bool) {
+        let shared = &self.inner.shared;
+        shared.fallbacks.fetch_add(1, Ordering::Relaxed);
+        if let Some(hook) = &shared.hooks.on_fallback {
+            hook(&FallbackUsed {
+                name: shared.name.clone(),
+                circuit_open,
+            });
+        }
+    }
+
+    /// Whether two handles control the same breaker.
+    pub fn same_as(&self, other: &Breaker) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+impl fmt::Debug for Breaker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shared = &self.inner.shared;
+        f.debug_struct("Breaker")
+            .field("name", &shared.name)
+            .field("state", &shared.word().state())
+            .field("config", &shared.config)
+            .finish()
+    }
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a call was admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admitted {
+    /// Closed: the outcome enters the window and may open the circuit.
+    Counted,
+    /// Disabled: the outcome enters the window only.
+    MetricsOnly,
+    /// Half-open: one of the limited probes.
+    Probe,
+}
+
+/// A call in flight. Finishing it records the outcome; dropping it
+/// unfinished (the caller gave up) gives back a half-open probe slot
+/// without recording anything, so the breaker is never stuck half-open.
+#[derive(Debug)]
+pub(crate) struct CallGuard {
+    lane: Option<Arc<CachePadded<Lane>>>,
+    epoch: u64,
+    kind: Admitted,
+    start: Option<Instant>,
+}
+
+impl CallGuard {
+    pub(crate) fn finish(mut self, outcome: Outcome) {
+        if let Some(lane) = self.lane.take() {
+            lane.shared
+                .record(lane.shard, self.epoch, self.kind, self.start, outcome);
+        }
+    }
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        if let Some(lane) = self.lane.take()
+            && self.kind == Admitted::Probe
+        {
+            lane.shared.release_probe(self.epoch);
+        }
+    }
+}
+
+// === impl Shared ===
+
+impl Shared {
+    fn word(&self) -> Word {
+        Word(self.word.load(Ordering::Acquire))
+    }
+
+    fn since_origin(&self, t: Instant) -> u64 {
+        nanos(t.saturating_duration_since(self.origin))
+    }
+
+    /// While open: the time left until half-open, or `None` once it passed.
+    fn open_elapsed(&self, now: Instant) -> Option<Duration> {
+        let until = self.open_until.load(Ordering::Relaxed);
+        let now = self.since_origin(now);
+        (now < until).then(|| Duration::from_nanos(until - now))
+    }
+
+    fn admit(&self) -> Result<(u64, Admitted), CircuitOpen> {
+        loop {
+            let word = self.word();
+            match word.state() {
+                State::Closed => return Ok((word.epoch(), Admitted::Counted)),
+                State::Disabled => return Ok((word.epoch(), Admitted::MetricsOnly)),
+                State::ForcedOpen => return Err(self.reject(State::ForcedOpen, None)),
+                State::Open => match self.open_elapsed(Instant::now()) {
+                    Some(left) => return Err(self.reject(State::Open, Some(left))),
+                    None => self.to_half_open(word),
+                },
+                State::HalfOpen => {
+                    let mut control = lock(&self.control);
+                    if self.word() != word {
+                        continue;
+                    }
+                    if control.probes_in_flight < self.config.half_open_max_calls {
+                        control.probes_in_flight += 1;
+                        return Ok((word.epoch(), Admitted::Probe));
+                    }
+                    drop(control);
+                    return Err(self.reject(State::HalfOpen, None));
+                }
+            }
+        }
+    }
+
+    fn reject(&self, state: State, retry_after: Option<Duration>) -> CircuitOpen {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+        if let Some(hook) = &self.hooks.on_rejected {
+            hook(&Rejected {
+                name: self.name.clone(),
+                state,
+                retry_after,
+            });
+        }
+        CircuitOpen::new(self.name.clone(), state, retry_after)
+    }
+
+    fn to_half_open(&self, seen: Word) {
+        self.transition_to(Some(seen), State::HalfOpen);
+    }
+
+    fn record(
+        &self,
+        shard: usize,
+        epoch: u64,
+        kind: Admitted,
+        start: Option<Instant>,
+        outcome: Outcome,
+    ) {
+        let failure = match outcome {
+            Outcome::Success => false,
+            Outcome::Failure => true,
+            Outcome::Ignored => {
+                if kind == Admitted::Probe {
+                    self.release_probe(epoch);
+                }
+                return;
+            }
+        };
+        let mut now = None;
+        let slow = match (start, self.slow_call) {
+            (Some(start), Some(limit)) => {
+                let t = Instant::now();
+                now = Some(t);
+                t.saturating_duration_since(start) > limit
+            }
+            _ => false,
+        };
+        if kind == Admitted::Probe {
+            self.probe_finished(epoch, failure || slow);
+            return;
+        }
+        let sample = Sample { failure, slow };
+        let totals = match &self.window {
+            SlidingWindow::Count(window) => match window.record(epoch, sample) {
+                Some(totals) => totals,
+                None => return,
+            },
+            SlidingWindow::Time(window) => {
+                let now = now.unwrap_or_else(Instant::now);
+                let at = self.since_origin(now);
+                match window.record(shard, epoch, at, sample) {
+                    // Summing the shards costs a lock per shard, so the time
+                    // window decides only when the rates can have risen: on a
+                    // failure or slow call, and when buckets expired.
+                    Some(crossed) if failure || slow || crossed => window.totals(at),
+                    _ => return,
+                }
+            }
+        };
+        if kind == Admitted::Counted && self.should_trip(&totals) {
+            self.transition_to(Some(Word::new(State::Closed, epoch)), State::Open);
+        }
+    }
+
+    fn should_trip(&self, totals: &Totals) -> bool {
+        if totals.calls < u64::from(self.config.minimum_calls) {
+            return false;
+        }
+        let calls = totals.calls as f64;
+        let failing = totals.failures > 0
+            && totals.failures as f64 >= self.config.failure_rate_threshold * calls;
+        let slow = match &self.config.slow_call {
+            Some(rule) => totals.slow > 0 && totals.slow as f64 >= rule.rate_threshold * calls,
+            None => false,
+        };
+        failing || slow
+    }
+
+    fn probe_finished(&self, epoch: u64, failed: bool) {
+        let half_open = Word::new(State::HalfOpen, epoch);
+        let mut control = lock(&self.control);
+        if self.word() != half_open {
+            return;
+        }
+        control.probes_in_flight -= 1;
+        let next = if failed {
+            State::Open
+        } else {
+            control.probe_successes += 1;
+            if control.probe_successes < self.config.half_open_max_calls {
+                return;
+            }
+            State::Closed
+        };
+        let change = self.apply(&mut control, half_open, next);
+        drop(control);
+        self.announce(change);
+    }
+
+    fn release_probe(&self, epoch: u64) {
+        let mut control = lock(&self.control);
+        if self.word() == Word::new(State::HalfOpen, epoch) {
+            control.probes_in_flight -= 1;
+        }
+    }
+
+    fn totals(&self, now: Instant) -> Totals {
+        match &self.window {
+            SlidingWindow::Count(w) => w.totals(),
+            SlidingWindow::Time(w) => w.totals(self.since_origin(now)),
+        }
+    }
+
+    /// Moves to `to` if the breaker is still in `from` (any state if `None`).
+    fn transition_to(&self, from: Option<Word>, to: State) {
+        let mut control = lock(&self.control);
+        let current = self.word();
+        if from.is_some_and(|from| from != current) {
+            return;
+        }
+        let change = self.apply(&mut control, current, to);
+        drop(control);
+        self.announce(change);
+    }
+
+    /// Performs a transition under the control lock; the caller announces it
+    /// once the lock is released, so hooks may call back into the breaker.
+    fn apply(&self, control: &mut Control, current: Word, to: State) -> StateChange {
+        let now = Instant::now();
+        let epoch = current.epoch() + 1;
+        let totals = self.totals(now);
+        let mut open_for = None;
+        match to {
+            State::Open => {
+                control.consecutive_trips = control.consecutive_trips.saturating_add(1);
+                let duration = self.open_duration(control.consecutive_trips);
+                self.open_until.store(
+                    self.since_origin(now).saturating_add(nanos(duration)),
+                    Ordering::Relaxed,
+                );
+                self.times_opened.fetch_add(1, Ordering::Relaxed);
+                open_for = Some(duration);
+            }
+            State::ForcedOpen => {
+                self.times_opened.fetch_add(1, Ordering::Relaxed);
+            }
+            State::HalfOpen => {
+                control.probes_in_flight = 0;
+                control.probe_successes = 0;
+            }
+            State::Closed | State::Disabled => {
+                control.consecutive_trips = 0;
+                match &self.window {
+                    SlidingWindow::Count(w) => w.reset(epoch),
+                    SlidingWindow::Time(w) => w.reset(epoch, self.since_origin(now)),
+                }
+            }
+        }
+        control.last_transition = now;
+        // Published last, with release ordering: whoever sees the new state
+        // also sees `open_until` and the fresh window.
+        self.word.store(Word::new(to, epoch).0, Ordering::Release);
+        StateChange {
+            name: self.name.clone(),
+            from: current.state(),
+            to,
+            calls: totals.calls,
+            failure_rate: totals.failure_rate(),
+            slow_call_rate: totals.slow_call_rate(),
+            open_for,
+        }
+    }
+
+    fn open_duration(&self, trips: u32) -> Duration {
+        let base = self.config.open_duration;
+        match &self.config.open_backoff {
+            None => base,
+            Some(backoff) => {
+                let full = backoff.duration(base, trips);
+                if backoff.jitter == 0.0 {
+                    return full;
+                }
+                let cut = backoff.jitter * rand::rng().random::<f64>();
+                full.mul_f64(1.0 - cut)
+            }
+        }
+    }
+
+    fn announce(&self, change: StateChange) {
+        let name = &*change.name;
+        let (from, to) = (change.from.as_str(), change.to.as_str());
+        match change.to {
+            State::Open | State::ForcedOpen => tracing::warn!(
+                breaker = name,
+                from,
+                to,
+                failure_rate = change.failure_rate,
+                slow_call_rate = change.slow_call_rate,
+                calls = change.calls,
+                open_for_secs = change.open_for.map(|d| d.as_secs_f64()),
+                "circuit breaker opened"
+            ),
+            State::HalfOpen => tracing::info!(
+                breaker = name,
+                from,
+                to,
+                failure_rate = change.failure_rate,
+                calls = change.calls,
+                "circuit breaker half-open, probing"
+            ),
+            State::Closed => tracing::info!(
+                breaker = name,
+                from,
+                to,
+                failure_rate = change.failure_rate,
+                calls = change.calls,
+                "circuit breaker closed"
+            ),
+            State::Disabled => tracing::warn!(
+                breaker = name,
+                from,
+                to,
+                "circuit breaker disabled: calls are counted but never rejected"
+            ),
+        }
+        if let Some(hook) = &self.hooks.on_state_change {
+            hook(&change);
+        }
+    }
+}
+
+/// Nanoseconds in `d`, saturating (at 584 years).
+fn nanos(d: Duration) -> u64 {
+    d.as_secs()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::from(d.subsec_nanos()))
+}

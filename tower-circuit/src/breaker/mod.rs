@@ -1,0 +1,176 @@
+//! A circuit breaker: stop calling a dependency that is failing, give it
+//! time to recover, then probe it carefully.
+//!
+//! # Why
+//!
+//! When a dependency fails or hangs, every call that still goes to it ties
+//! up a connection, a task and the caller's time, and adds load to a service
+//! that is already struggling. A breaker watches the outcomes of recent
+//! calls; once too many fail it *opens* and fails calls at once with
+//! [`CircuitOpen`](error::CircuitOpen), so callers can fall back (see
+//! [`crate::fallback`]) or answer `503` with `Retry-After`. After
+//! [`open_duration`](Config::open_duration) it lets a few probes through
+//! (*half-open*): their success closes the circuit, a failure reopens it.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//! use tower_circuit::breaker::{Breaker, Config, State};
+//! use tower_circuit::BoxError;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), BoxError> {
+//! let breaker = Breaker::new(
+//!     "user-service",
+//!     Config::default()
+//!         .failure_rate_threshold(0.5)
+//!         .minimum_calls(10)
+//!         .open_duration(Duration::from_secs(30)),
+//! )?;
+//!
+//! let service = ServiceBuilder::new()
+//!     .layer(breaker.layer())
+//!     .service(service_fn(|id: u32| async move {
+//!         if id % 2 == 0 { Ok(id) } else { Err::<u32, BoxError>("odd".into()) }
+//!     }));
+//!
+//! for id in 0..10 {
+//!     let _ = service.clone().oneshot(id).await;
+//! }
+//! // Five failures in ten calls: the rate reached 50 %.
+//! assert_eq!(breaker.state(), State::Open);
+//! let err = service.clone().oneshot(2).await.unwrap_err();
+//! assert!(err.is::<tower_circuit::breaker::CircuitOpen>());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # How it decides
+//!
+//! - **Closed**: calls pass, and their outcomes enter a sliding
+//!   [`Window`]: the last N calls, or the last T seconds in buckets. Once the
+//!   window holds at least [`minimum_calls`](Config::minimum_calls) and the
+//!   failure rate (or, with the [slow-call rule](Config::slow_call), the
+//!   slow-call rate) reaches its threshold, the circuit opens.
+//! - **Open**: calls are rejected without touching the inner service, until
+//!   the open duration has passed. With [`OpenBackoff`] the duration grows on
+//!   each consecutive trip.
+//! - **Half-open**: at most [`half_open_max_calls`](Config::half_open_max_calls)
+//!   probes are in flight at once; the rest are rejected. That many
+//!   successful probes close the circuit with an empty window; one failure
+//!   reopens it. A probe whose future is dropped gives its slot back.
+//!
+//! The move from open to half-open happens on the first call (or
+//! [`Breaker::state`] query) after the open duration, not on a timer.
+//!
+//! Every state change bumps an epoch; a call remembers the epoch it was
+//! admitted in, and its outcome is dropped if the state has changed since,
+//! so a slow call from before an outage never closes or opens the circuit
+//! after it.
+//!
+//! What counts as a failure is up to a [classifier](crate::classify):
+//! [`Breaker::layer`] counts `Err`, [`Breaker::http_layer`] counts 5xx and
+//! errors. Put timeouts *inside* the breaker so that they count: a call
+//! whose future is dropped by an outer timeout records nothing.
+
+pub mod error;
+pub mod events;
+pub mod future;
+
+mod config;
+mod handle;
+mod layer;
+mod metrics;
+mod state;
+pub(crate) mod window;
+
+use std::task::{Context, Poll};
+
+use tower_service::Service;
+
+pub use self::config::{Config, ConfigError, OpenBackoff, SlowCall, Window};
+pub use self::error::CircuitOpen;
+pub use self::handle::{Breaker, BreakerBuilder};
+pub use self::layer::CircuitBreakerLayer;
+pub use self::metrics::Metrics;
+pub use self::state::State;
+
+use self::future::ResponseFuture;
+use crate::BoxError;
+use crate::classify::{Classifier, ErrorsAsFailures, MakeClassifier};
+
+/// Guards an inner service with a [`Breaker`].
+///
+/// Built by [`CircuitBreakerLayer`]; every clone shares the breaker.
+#[derive(Debug, Clone)]
+pub struct CircuitBreaker<S, C = ErrorsAsFailures> {
+    inner: S,
+    breaker: Breaker,
+    classifier: C,
+}
+
+impl<S> CircuitBreaker<S> {
+    /// Guards `inner` with `breaker`, counting every `Err` as a failure.
+    pub fn new(inner: S, breaker: Breaker) -> Self {
+        CircuitBreaker::with_classifier(inner, breaker, ErrorsAsFailures)
+    }
+}
+
+impl<S, C> CircuitBreaker<S, C> {
+    /// Guards `inner` with `breaker`, classifying outcomes with `classifier`.
+    pub fn with_classifier(inner: S, breaker: Breaker, classifier: C) -> Self {
+        CircuitBreaker {
+            inner,
+            breaker,
+            classifier,
+        }
+    }
+
+    /// The breaker guarding this service.
+    pub fn breaker(&self) -> &Breaker {
+        &self.breaker
+    }
+
+    /// A reference to the inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// A mutable reference to the inner service.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, C, Req> Service<Req> for CircuitBreaker<S, C>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    C: MakeClassifier<Req>,
+    C::Classifier: Classifier<S::Response, S::Error>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future, C::Classifier>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Readiness is the inner service's alone: an open circuit rejects in
+        // the response future, so the service itself never fails.
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        match self.breaker.admit() {
+            Ok(guard) => {
+                let classifier = self.classifier.make_classifier(&req);
+                ResponseFuture::called(self.inner.call(req), guard, classifier)
+            }
+            Err(open) => ResponseFuture::rejected(open),
+        }
+    }
+}

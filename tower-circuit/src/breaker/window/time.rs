@@ -1,0 +1,160 @@
+//! The time-based window: per-core shards of fixed time buckets.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::lock;
+use super::{CachePadded, Sample, Totals};
+
+/// The outcomes of the last `buckets × bucket_nanos` nanoseconds.
+///
+/// Time is cut into buckets of equal length counted from the breaker's
+/// creation; the window holds the current bucket and the `buckets - 1`
+/// before it. Each core records into its own shard, each shard on its own
+/// cache lines, so concurrent calls on different cores do not contend; the
+/// totals are the sum over shards, read when a decision needs them.
+#[derive(Debug)]
+pub(crate) struct TimeWindow {
+    shards: Box<[CachePadded<Mutex<Shard>>]>,
+    bucket_nanos: u64,
+}
+
+#[derive(Debug)]
+struct Shard {
+    epoch: u64,
+    buckets: Box<[Bucket]>,
+    /// Absolute number of the newest bucket.
+    head: u64,
+    /// Where (in nanoseconds since the origin) the newest bucket ends.
+    head_end: u64,
+    totals: Totals,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Bucket {
+    calls: u32,
+    failures: u32,
+    slow: u32,
+}
+
+impl Bucket {
+    fn totals(self) -> Totals {
+        Totals {
+            calls: u64::from(self.calls),
+            failures: u64::from(self.failures),
+            slow: u64::from(self.slow),
+        }
+    }
+}
+
+impl Shard {
+    /// Moves the window so that it ends at `now`, dropping buckets that left
+    /// it. Returns whether any bucket boundary was crossed.
+    fn advance(&mut self, now: u64, bucket_nanos: u64) -> bool {
+        if now < self.head_end {
+            return false;
+        }
+        let newest = now / bucket_nanos;
+        let len = self.buckets.len() as u64;
+        let expired = (newest - self.head).min(len);
+        for step in 1..=expired {
+            let index = ((self.head + step) % len) as usize;
+            let old = std::mem::take(&mut self.buckets[index]);
+            self.totals.sub(old.totals());
+        }
+        self.head = newest;
+        self.head_end = newest.saturating_add(1).saturating_mul(bucket_nanos);
+        true
+    }
+
+    fn clear(&mut self, epoch: u64, now: u64, bucket_nanos: u64) {
+        self.epoch = epoch;
+        self.buckets.fill(Bucket::default());
+        self.totals = Totals::default();
+        self.head = now / bucket_nanos;
+        self.head_end = self.head.saturating_add(1).saturating_mul(bucket_nanos);
+    }
+}
+
+impl TimeWindow {
+    /// An empty window of `buckets` buckets of `bucket_nanos` each, split
+    /// into `shards` shards (rounded up to a power of two).
+    pub(crate) fn new(bucket_nanos: u64, buckets: u32, shards: usize, epoch: u64) -> Self {
+        let bucket_nanos = bucket_nanos.max(1);
+        let shards = shards.clamp(1, 64).next_power_of_two();
+        let shards = (0..shards)
+            .map(|_| {
+                CachePadded(Mutex::new(Shard {
+                    epoch,
+                    buckets: vec![Bucket::default(); buckets.max(1) as usize].into_boxed_slice(),
+                    head: 0,
+                    head_end: bucket_nanos,
+                    totals: Totals::default(),
+                }))
+            })
+            .collect();
+        TimeWindow {
+            shards,
+            bucket_nanos,
+        }
+    }
+
+    /// How many shards the window has (a power of two).
+    pub(crate) fn shards(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Records a call admitted in `epoch` that finished `now` nanoseconds
+    /// after the origin, in shard `shard` (taken modulo the shard count).
+    ///
+    /// Returns `None` if the window has moved on to another epoch, else
+    /// whether a bucket boundary was crossed since this shard last recorded.
+    pub(crate) fn record(
+        &self,
+        shard: usize,
+        epoch: u64,
+        now: u64,
+        sample: Sample,
+    ) -> Option<bool> {
+        let mut shard = lock(&self.shards[shard & (self.shards.len() - 1)]);
+        if shard.epoch != epoch {
+            return None;
+        }
+        let crossed = shard.advance(now, self.bucket_nanos);
+        let index = (shard.head % shard.buckets.len() as u64) as usize;
+        let bucket = &mut shard.buckets[index];
+        bucket.calls += 1;
+        bucket.failures += u32::from(sample.failure);
+        bucket.slow += u32::from(sample.slow);
+        shard.totals.add(Totals::of(sample));
+        Some(crossed)
+    }
+
+    /// The counts over the window that ends `now`.
+    pub(crate) fn totals(&self, now: u64) -> Totals {
+        let mut sum = Totals::default();
+        for shard in self.shards.iter() {
+            let mut shard = lock(shard);
+            shard.advance(now, self.bucket_nanos);
+            sum.add(shard.totals);
+        }
+        sum
+    }
+
+    /// Empties the window, which now starts at `now`, and moves it to `epoch`.
+    pub(crate) fn reset(&self, epoch: u64, now: u64) {
+        for shard in self.shards.iter() {
+            lock(shard).clear(epoch, now, self.bucket_nanos);
+        }
+    }
+}
+
+/// The shard a thread records into: threads take consecutive numbers, so the
+/// workers of a runtime land on distinct shards.
+pub(crate) fn shard_hint() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static HINT: usize = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    HINT.with(|hint| *hint)
+}
