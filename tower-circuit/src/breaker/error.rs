@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::State;
+use super::CircuitState;
 
 /// The circuit rejected the call without calling the inner service.
 ///
@@ -15,12 +15,12 @@ use super::State;
 #[derive(Debug, Clone)]
 pub struct CircuitOpen {
     name: Arc<str>,
-    state: State,
+    state: CircuitState,
     retry_after: Option<Duration>,
 }
 
 impl CircuitOpen {
-    pub(crate) fn new(name: Arc<str>, state: State, retry_after: Option<Duration>) -> Self {
+    pub(crate) fn new(name: Arc<str>, state: CircuitState, retry_after: Option<Duration>) -> Self {
         CircuitOpen {
             name,
             state,
@@ -35,7 +35,7 @@ impl CircuitOpen {
 
     /// The state the breaker was in: open, forced open, or half-open with
     /// all its probes in flight.
-    pub fn state(&self) -> State {
+    pub fn state(&self) -> CircuitState {
         self.state
     }
 
@@ -49,12 +49,14 @@ impl CircuitOpen {
 impl fmt::Display for CircuitOpen {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (self.state, self.retry_after) {
-            (State::HalfOpen, _) => write!(
+            (CircuitState::HalfOpen, _) => write!(
                 f,
                 "circuit breaker `{}` is half-open and all its probes are in flight",
                 self.name
             ),
-            (State::ForcedOpen, _) => write!(f, "circuit breaker `{}` is forced open", self.name),
+            (CircuitState::ForcedOpen, _) => {
+                write!(f, "circuit breaker `{}` is forced open", self.name)
+            }
             (_, Some(left)) => write!(
                 f,
                 "circuit breaker `{}` is open; half-open in {:.3}s",

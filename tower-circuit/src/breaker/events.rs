@@ -11,7 +11,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::State;
+use super::CircuitState;
 
 /// A breaker moved from one state to another.
 #[derive(Debug, Clone)]
@@ -20,14 +20,15 @@ pub struct StateChange {
     /// The breaker's name.
     pub name: Arc<str>,
     /// The state it left.
-    pub from: State,
+    pub from: CircuitState,
     /// The state it entered.
-    pub to: State,
-    /// Calls in the window at the time.
+    pub to: CircuitState,
+    /// The calls that decided the change: the window's when leaving closed
+    /// (or on a manual change), the finished probes' when leaving half-open.
     pub calls: u64,
-    /// Failure rate in the window at the time.
+    /// The failure rate over those calls.
     pub failure_rate: f64,
-    /// Slow-call rate in the window at the time.
+    /// The slow-call rate over those calls (a slow probe counts as failed).
     pub slow_call_rate: f64,
     /// On a move to open: how long it stays open.
     pub open_for: Option<Duration>,
@@ -40,7 +41,7 @@ pub struct Rejected {
     /// The breaker's name.
     pub name: Arc<str>,
     /// The state that rejected it.
-    pub state: State,
+    pub state: CircuitState,
     /// Time left until half-open, where known.
     pub retry_after: Option<Duration>,
 }

@@ -13,7 +13,7 @@ use super::error::CircuitOpen;
 use super::events::{FallbackUsed, Hooks, Rejected, StateChange};
 use super::layer::CircuitBreakerLayer;
 use super::metrics::Metrics;
-use super::state::{State, Word};
+use super::state::{CircuitState, Word};
 use super::window::lock;
 use super::window::{CachePadded, CountWindow, Sample, SlidingWindow, TimeWindow, Totals};
 use crate::classify::{ErrorsAsFailures, HttpClassifier, Outcome};
@@ -26,14 +26,14 @@ use crate::classify::{ErrorsAsFailures, HttpClassifier, Outcome};
 /// [`disable`](Breaker::disable) it from an admin endpoint.
 ///
 /// ```
-/// use tower_circuit::breaker::{Breaker, Config, State};
+/// use tower_circuit::breaker::{Breaker, Config, CircuitState};
 ///
 /// let breaker = Breaker::new("user-service", Config::default()).unwrap();
-/// assert_eq!(breaker.state(), State::Closed);
+/// assert_eq!(breaker.state(), CircuitState::Closed);
 /// breaker.force_open();
-/// assert_eq!(breaker.state(), State::ForcedOpen);
+/// assert_eq!(breaker.state(), CircuitState::ForcedOpen);
 /// breaker.reset();
-/// assert_eq!(breaker.state(), State::Closed);
+/// assert_eq!(breaker.state(), CircuitState::Closed);
 /// ```
 #[derive(Clone)]
 pub struct Breaker {
@@ -72,7 +72,7 @@ pub(crate) struct Shared {
     hooks: Hooks,
 }
 
-/// State changed only under the control lock: transitions are rare, and
+/// CircuitState changed only under the control lock: transitions are rare, and
 /// one lock keeps them and the half-open bookkeeping simple to reason about.
 #[derive(Debug)]
 struct Control {
@@ -199,7 +199,7 @@ impl Breaker {
             slow_call: config.slow_call.map(|s| s.duration),
             config,
             origin,
-            word: AtomicU64::new(Word::new(State::Closed, 0).0),
+            word: AtomicU64::new(Word::new(CircuitState::Closed, 0).0),
             open_until: AtomicU64::new(0),
             window,
             control: Mutex::new(Control {
@@ -250,14 +250,24 @@ impl Breaker {
 
     /// The current state. An open circuit whose open duration has passed
     /// moves to half-open here, as it would on the next call.
-    pub fn state(&self) -> State {
+    pub fn state(&self) -> CircuitState {
         let shared = &self.inner.shared;
         let word = shared.word();
-        if word.state() == State::Open && shared.open_elapsed(Instant::now()).is_none() {
+        if word.state() == CircuitState::Open && shared.open_elapsed(Instant::now()).is_none() {
             shared.to_half_open(word);
             return shared.word().state();
         }
         word.state()
+    }
+
+    /// While open: the time left until half-open. `None` in any other state,
+    /// including forced open.
+    pub fn retry_after(&self) -> Option<Duration> {
+        let shared = &self.inner.shared;
+        match shared.word().state() {
+            CircuitState::Open => shared.open_elapsed(Instant::now()),
+            _ => None,
+        }
     }
 
     /// A snapshot of the state, the window's counts and the counters.
@@ -267,7 +277,7 @@ impl Breaker {
         let now = Instant::now();
         let totals = shared.totals(now);
         let last_transition = lock(&shared.control).last_transition;
-        let retry_after = if state == State::Open {
+        let retry_after = if state == CircuitState::Open {
             shared.open_elapsed(now)
         } else {
             None
@@ -291,18 +301,22 @@ impl Breaker {
     /// Opens the circuit until [`reset`](Breaker::reset): every call is
     /// rejected. For maintenance, or to shed a dependency by hand.
     pub fn force_open(&self) {
-        self.inner.shared.transition_to(None, State::ForcedOpen);
+        self.inner
+            .shared
+            .transition_to(None, CircuitState::ForcedOpen);
     }
 
     /// Closes the circuit with a fresh window, from any state.
     pub fn reset(&self) {
-        self.inner.shared.transition_to(None, State::Closed);
+        self.inner.shared.transition_to(None, CircuitState::Closed);
     }
 
     /// Stops the breaker from rejecting anything: calls are still counted,
     /// so metrics stay meaningful. [`reset`](Breaker::reset) turns it back on.
     pub fn disable(&self) {
-        self.inner.shared.transition_to(None, State::Disabled);
+        self.inner
+            .shared
+            .transition_to(None, CircuitState::Disabled);
     }
 
     /// Admits or rejects one call.
@@ -419,14 +433,14 @@ impl Shared {
         loop {
             let word = self.word();
             match word.state() {
-                State::Closed => return Ok((word.epoch(), Admitted::Counted)),
-                State::Disabled => return Ok((word.epoch(), Admitted::MetricsOnly)),
-                State::ForcedOpen => return Err(self.reject(State::ForcedOpen, None)),
-                State::Open => match self.open_elapsed(Instant::now()) {
-                    Some(left) => return Err(self.reject(State::Open, Some(left))),
+                CircuitState::Closed => return Ok((word.epoch(), Admitted::Counted)),
+                CircuitState::Disabled => return Ok((word.epoch(), Admitted::MetricsOnly)),
+                CircuitState::ForcedOpen => return Err(self.reject(CircuitState::ForcedOpen, None)),
+                CircuitState::Open => match self.open_elapsed(Instant::now()) {
+                    Some(left) => return Err(self.reject(CircuitState::Open, Some(left))),
                     None => self.to_half_open(word),
                 },
-                State::HalfOpen => {
+                CircuitState::HalfOpen => {
                     let mut control = lock(&self.control);
                     if self.word() != word {
                         continue;
@@ -436,13 +450,13 @@ impl Shared {
                         return Ok((word.epoch(), Admitted::Probe));
                     }
                     drop(control);
-                    return Err(self.reject(State::HalfOpen, None));
+                    return Err(self.reject(CircuitState::HalfOpen, None));
                 }
             }
         }
     }
 
-    fn reject(&self, state: State, retry_after: Option<Duration>) -> CircuitOpen {
+    fn reject(&self, state: CircuitState, retry_after: Option<Duration>) -> CircuitOpen {
         self.rejected.fetch_add(1, Ordering::Relaxed);
         if let Some(hook) = &self.hooks.on_rejected {
             hook(&Rejected {
@@ -455,7 +469,7 @@ impl Shared {
     }
 
     fn to_half_open(&self, seen: Word) {
-        self.transition_to(Some(seen), State::HalfOpen);
+        self.transition_to(Some(seen), CircuitState::HalfOpen);
     }
 
     fn record(
@@ -508,7 +522,10 @@ impl Shared {
             }
         };
         if kind == Admitted::Counted && self.should_trip(&totals) {
-            self.transition_to(Some(Word::new(State::Closed, epoch)), State::Open);
+            self.transition_to(
+                Some(Word::new(CircuitState::Closed, epoch)),
+                CircuitState::Open,
+            );
         }
     }
 
@@ -527,29 +544,38 @@ impl Shared {
     }
 
     fn probe_finished(&self, epoch: u64, failed: bool) {
-        let half_open = Word::new(State::HalfOpen, epoch);
+        let half_open = Word::new(CircuitState::HalfOpen, epoch);
         let mut control = lock(&self.control);
         if self.word() != half_open {
             return;
         }
         control.probes_in_flight -= 1;
         let next = if failed {
-            State::Open
+            CircuitState::Open
         } else {
             control.probe_successes += 1;
             if control.probe_successes < self.config.half_open_max_calls {
                 return;
             }
-            State::Closed
+            CircuitState::Closed
         };
-        let change = self.apply(&mut control, half_open, next);
+        let probes = Totals {
+            calls: u64::from(control.probe_successes) + u64::from(failed),
+            failures: u64::from(failed),
+            slow: 0,
+        };
+        let mut change = self.apply(&mut control, half_open, next);
         drop(control);
+        // Leaving half-open, the probes decided, not the window.
+        change.calls = probes.calls;
+        change.failure_rate = probes.failure_rate();
+        change.slow_call_rate = 0.0;
         self.announce(change);
     }
 
     fn release_probe(&self, epoch: u64) {
         let mut control = lock(&self.control);
-        if self.word() == Word::new(State::HalfOpen, epoch) {
+        if self.word() == Word::new(CircuitState::HalfOpen, epoch) {
             control.probes_in_flight -= 1;
         }
     }
@@ -562,7 +588,7 @@ impl Shared {
     }
 
     /// Moves to `to` if the breaker is still in `from` (any state if `None`).
-    fn transition_to(&self, from: Option<Word>, to: State) {
+    fn transition_to(&self, from: Option<Word>, to: CircuitState) {
         let mut control = lock(&self.control);
         let current = self.word();
         if from.is_some_and(|from| from != current) {
@@ -575,13 +601,13 @@ impl Shared {
 
     /// Performs a transition under the control lock; the caller announces it
     /// once the lock is released, so hooks may call back into the breaker.
-    fn apply(&self, control: &mut Control, current: Word, to: State) -> StateChange {
+    fn apply(&self, control: &mut Control, current: Word, to: CircuitState) -> StateChange {
         let now = Instant::now();
         let epoch = current.epoch() + 1;
         let totals = self.totals(now);
         let mut open_for = None;
         match to {
-            State::Open => {
+            CircuitState::Open => {
                 control.consecutive_trips = control.consecutive_trips.saturating_add(1);
                 let duration = self.open_duration(control.consecutive_trips);
                 self.open_until.store(
@@ -591,14 +617,14 @@ impl Shared {
                 self.times_opened.fetch_add(1, Ordering::Relaxed);
                 open_for = Some(duration);
             }
-            State::ForcedOpen => {
+            CircuitState::ForcedOpen => {
                 self.times_opened.fetch_add(1, Ordering::Relaxed);
             }
-            State::HalfOpen => {
+            CircuitState::HalfOpen => {
                 control.probes_in_flight = 0;
                 control.probe_successes = 0;
             }
-            State::Closed | State::Disabled => {
+            CircuitState::Closed | CircuitState::Disabled => {
                 control.consecutive_trips = 0;
                 match &self.window {
                     SlidingWindow::Count(w) => w.reset(epoch),
@@ -640,7 +666,8 @@ impl Shared {
         let name = &*change.name;
         let (from, to) = (change.from.as_str(), change.to.as_str());
         match change.to {
-            State::Open | State::ForcedOpen => tracing::warn!(
+            CircuitState::Open | CircuitState::ForcedOpen => tracing::warn!(
+                target: "tower_circuit::breaker",
                 breaker = name,
                 from,
                 to,
@@ -650,7 +677,8 @@ impl Shared {
                 open_for_secs = change.open_for.map(|d| d.as_secs_f64()),
                 "circuit breaker opened"
             ),
-            State::HalfOpen => tracing::info!(
+            CircuitState::HalfOpen => tracing::info!(
+                target: "tower_circuit::breaker",
                 breaker = name,
                 from,
                 to,
@@ -658,7 +686,8 @@ impl Shared {
                 calls = change.calls,
                 "circuit breaker half-open, probing"
             ),
-            State::Closed => tracing::info!(
+            CircuitState::Closed => tracing::info!(
+                target: "tower_circuit::breaker",
                 breaker = name,
                 from,
                 to,
@@ -666,7 +695,8 @@ impl Shared {
                 calls = change.calls,
                 "circuit breaker closed"
             ),
-            State::Disabled => tracing::warn!(
+            CircuitState::Disabled => tracing::warn!(
+                target: "tower_circuit::breaker",
                 breaker = name,
                 from,
                 to,

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::State;
+use super::CircuitState;
 
 /// A snapshot of one breaker, from [`Breaker::metrics`](super::Breaker::metrics).
 #[derive(Debug, Clone, PartialEq)]
@@ -12,7 +12,7 @@ pub struct Metrics {
     /// The breaker's name.
     pub name: String,
     /// Its state.
-    pub state: State,
+    pub state: CircuitState,
     /// Calls in the current window (ignored outcomes excluded).
     pub calls: u64,
     /// Failed calls in the window.

@@ -15,7 +15,7 @@
 //! ```
 //! use std::time::Duration;
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
-//! use tower_circuit::breaker::{Breaker, Config, State};
+//! use tower_circuit::breaker::{Breaker, Config, CircuitState};
 //! use tower_circuit::BoxError;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -38,7 +38,7 @@
 //!     let _ = service.clone().oneshot(id).await;
 //! }
 //! // Five failures in ten calls: the rate reached 50 %.
-//! assert_eq!(breaker.state(), State::Open);
+//! assert_eq!(breaker.state(), CircuitState::Open);
 //! let err = service.clone().oneshot(2).await.unwrap_err();
 //! assert!(err.is::<tower_circuit::breaker::CircuitOpen>());
 //! # Ok(())
@@ -93,7 +93,7 @@ pub use self::error::CircuitOpen;
 pub use self::handle::{Breaker, BreakerBuilder};
 pub use self::layer::CircuitBreakerLayer;
 pub use self::metrics::Metrics;
-pub use self::state::State;
+pub use self::state::CircuitState;
 
 use self::future::ResponseFuture;
 use crate::BoxError;

@@ -6,7 +6,7 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
-pub enum State {
+pub enum CircuitState {
     /// Calls pass and their outcomes enter the window.
     Closed,
     /// Calls fail at once with [`CircuitOpen`](super::error::CircuitOpen)
@@ -22,45 +22,45 @@ pub enum State {
     Disabled,
 }
 
-impl State {
+impl CircuitState {
     /// The state's name in snake case, as used in logs and metrics labels.
     pub fn as_str(self) -> &'static str {
         match self {
-            State::Closed => "closed",
-            State::Open => "open",
-            State::HalfOpen => "half_open",
-            State::ForcedOpen => "forced_open",
-            State::Disabled => "disabled",
+            CircuitState::Closed => "closed",
+            CircuitState::Open => "open",
+            CircuitState::HalfOpen => "half_open",
+            CircuitState::ForcedOpen => "forced_open",
+            CircuitState::Disabled => "disabled",
         }
     }
 
     /// Whether calls are rejected in this state (half-open rejects some).
     pub fn is_open(self) -> bool {
-        matches!(self, State::Open | State::ForcedOpen)
+        matches!(self, CircuitState::Open | CircuitState::ForcedOpen)
     }
 
     pub(crate) fn to_bits(self) -> u64 {
         match self {
-            State::Closed => 0,
-            State::Open => 1,
-            State::HalfOpen => 2,
-            State::ForcedOpen => 3,
-            State::Disabled => 4,
+            CircuitState::Closed => 0,
+            CircuitState::Open => 1,
+            CircuitState::HalfOpen => 2,
+            CircuitState::ForcedOpen => 3,
+            CircuitState::Disabled => 4,
         }
     }
 
-    fn from_bits(bits: u64) -> State {
+    fn from_bits(bits: u64) -> CircuitState {
         match bits & STATE_MASK {
-            0 => State::Closed,
-            1 => State::Open,
-            2 => State::HalfOpen,
-            3 => State::ForcedOpen,
-            _ => State::Disabled,
+            0 => CircuitState::Closed,
+            1 => CircuitState::Open,
+            2 => CircuitState::HalfOpen,
+            3 => CircuitState::ForcedOpen,
+            _ => CircuitState::Disabled,
         }
     }
 }
 
-impl fmt::Display for State {
+impl fmt::Display for CircuitState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
@@ -76,12 +76,12 @@ const STATE_MASK: u64 = (1 << STATE_BITS) - 1;
 pub(crate) struct Word(pub(crate) u64);
 
 impl Word {
-    pub(crate) fn new(state: State, epoch: u64) -> Word {
+    pub(crate) fn new(state: CircuitState, epoch: u64) -> Word {
         Word((epoch << STATE_BITS) | state.to_bits())
     }
 
-    pub(crate) fn state(self) -> State {
-        State::from_bits(self.0)
+    pub(crate) fn state(self) -> CircuitState {
+        CircuitState::from_bits(self.0)
     }
 
     pub(crate) fn epoch(self) -> u64 {

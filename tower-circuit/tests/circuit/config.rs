@@ -1,0 +1,153 @@
+use std::time::Duration;
+
+use tower_circuit::breaker::{Breaker, Config, ConfigError, OpenBackoff, Window};
+
+fn build(config: Config) -> ConfigError {
+    Breaker::new("bad", config).expect_err("the config is invalid")
+}
+
+#[test]
+fn defaults_are_the_documented_ones() {
+    let c = Config::default();
+    assert_eq!(c.failure_rate_threshold, 0.5);
+    assert_eq!(c.minimum_calls, 10);
+    assert_eq!(c.open_duration, Duration::from_secs(30));
+    assert_eq!(c.half_open_max_calls, 1);
+    assert_eq!(
+        c.window,
+        Window::Time {
+            duration: Duration::from_secs(10),
+            buckets: 10
+        }
+    );
+    assert!(c.slow_call.is_none() && c.open_backoff.is_none());
+    assert!(c.validate().is_ok());
+}
+
+#[test]
+fn rejects_failure_rate_threshold_outside_zero_to_one() {
+    for rate in [0.0, -0.1, 1.01, f64::NAN] {
+        let err = build(Config::default().failure_rate_threshold(rate));
+        assert!(
+            matches!(err, ConfigError::FailureRateThreshold(_)),
+            "{rate}: {err}"
+        );
+    }
+    assert!(
+        Config::default()
+            .failure_rate_threshold(1.0)
+            .validate()
+            .is_ok()
+    );
+}
+
+#[test]
+fn rejects_zero_minimum_calls() {
+    assert_eq!(
+        build(Config::default().minimum_calls(0)),
+        ConfigError::MinimumCalls
+    );
+}
+
+#[test]
+fn rejects_minimum_calls_larger_than_count_window() {
+    let err = build(
+        Config::default()
+            .window(Window::Count { size: 5 })
+            .minimum_calls(6),
+    );
+    assert_eq!(
+        err,
+        ConfigError::MinimumCallsExceedWindow {
+            minimum_calls: 6,
+            size: 5
+        }
+    );
+    assert!(err.to_string().contains("could never open"));
+}
+
+#[test]
+fn rejects_empty_count_window() {
+    let err = build(
+        Config::default()
+            .window(Window::Count { size: 0 })
+            .minimum_calls(1),
+    );
+    assert_eq!(err, ConfigError::WindowSize);
+}
+
+#[test]
+fn rejects_time_window_without_buckets() {
+    let err = build(Config::default().window(Window::Time {
+        duration: Duration::from_secs(10),
+        buckets: 0,
+    }));
+    assert_eq!(err, ConfigError::Buckets);
+}
+
+#[test]
+fn rejects_zero_durations() {
+    assert_eq!(
+        build(Config::default().open_duration(Duration::ZERO)),
+        ConfigError::ZeroDuration("open_duration")
+    );
+    let err = build(Config::default().window(Window::Time {
+        duration: Duration::ZERO,
+        buckets: 10,
+    }));
+    assert_eq!(err, ConfigError::ZeroDuration("window duration"));
+    let err = build(Config::default().slow_call(Duration::ZERO, 0.5));
+    assert_eq!(err, ConfigError::ZeroDuration("slow_call.duration"));
+}
+
+#[test]
+fn rejects_buckets_shorter_than_a_nanosecond() {
+    let err = build(Config::default().window(Window::Time {
+        duration: Duration::from_nanos(5),
+        buckets: 10,
+    }));
+    assert_eq!(err, ConfigError::BucketTooShort);
+}
+
+#[test]
+fn rejects_zero_half_open_calls() {
+    assert_eq!(
+        build(Config::default().half_open_max_calls(0)),
+        ConfigError::HalfOpenMaxCalls
+    );
+}
+
+#[test]
+fn rejects_slow_call_rate_outside_zero_to_one() {
+    let err = build(Config::default().slow_call(Duration::from_secs(1), 1.5));
+    assert_eq!(err, ConfigError::SlowCallRateThreshold(1.5));
+}
+
+#[test]
+fn rejects_bad_open_backoff() {
+    let base = OpenBackoff::exponential(Duration::from_secs(300));
+    let err = build(Config::default().open_backoff(OpenBackoff {
+        multiplier: 0.5,
+        ..base
+    }));
+    assert_eq!(err, ConfigError::BackoffMultiplier(0.5));
+    let err = build(Config::default().open_backoff(OpenBackoff {
+        jitter: 2.0,
+        ..base
+    }));
+    assert_eq!(err, ConfigError::Jitter(2.0));
+    let err = build(Config::default().open_backoff(OpenBackoff {
+        max: Duration::from_secs(1),
+        ..base
+    }));
+    assert_eq!(err, ConfigError::BackoffMax);
+}
+
+#[test]
+fn errors_explain_themselves() {
+    let err = build(Config::default().failure_rate_threshold(2.0));
+    assert_eq!(
+        err.to_string(),
+        "failure_rate_threshold must be in (0, 1], got 2"
+    );
+}

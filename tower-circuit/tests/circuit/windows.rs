@@ -1,0 +1,124 @@
+use std::time::Duration;
+
+use tokio::time::advance;
+use tower_circuit::breaker::{CircuitState, Config, Window};
+
+use crate::support::*;
+
+#[tokio::test(start_paused = true)]
+async fn count_window_slides_after_many_successes() {
+    // A window that never slid would need 10,000 failures to reach 50 %.
+    let b = breaker(count_config(100));
+    let (mut svc, _) = service(&b);
+    calls(&mut svc, Call::Ok, 10_000).await;
+    assert_eq!(
+        b.metrics().calls,
+        100,
+        "the window holds the last 100 calls"
+    );
+    calls(&mut svc, Call::Fail, 49).await;
+    assert_eq!(b.state(), CircuitState::Closed);
+    calls(&mut svc, Call::Fail, 1).await;
+    assert_eq!(
+        b.state(),
+        CircuitState::Open,
+        "50 failures among the last 100 calls"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn count_window_evicts_oldest_outcome() {
+    let b = breaker(count_config(4).minimum_calls(4).failure_rate_threshold(1.0));
+    let (mut svc, _) = service(&b);
+    calls(&mut svc, Call::Fail, 3).await;
+    calls(&mut svc, Call::Ok, 1).await;
+    assert_eq!(b.metrics().failures, 3);
+    calls(&mut svc, Call::Ok, 1).await;
+    assert_eq!(
+        b.metrics().failures,
+        2,
+        "the oldest failure left the window"
+    );
+    assert_eq!(b.metrics().calls, 4);
+}
+
+fn time_config() -> Config {
+    Config::default()
+        .window(Window::Time {
+            duration: Duration::from_secs(10),
+            buckets: 10,
+        })
+        .minimum_calls(10)
+        .failure_rate_threshold(0.5)
+}
+
+#[tokio::test(start_paused = true)]
+async fn time_window_forgets_outcomes_older_than_its_duration() {
+    let b = breaker(time_config());
+    let (mut svc, _) = service(&b);
+    calls(&mut svc, Call::Fail, 4).await;
+    calls(&mut svc, Call::Ok, 4).await;
+    assert_eq!(b.metrics().calls, 8);
+    advance(Duration::from_secs(10)).await;
+    assert_eq!(b.metrics().calls, 0, "everything is 10 s old");
+    // The old failures no longer count: 4 new failures in 10 calls is 40 %.
+    calls(&mut svc, Call::Ok, 6).await;
+    calls(&mut svc, Call::Fail, 4).await;
+    assert_eq!(b.state(), CircuitState::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn time_window_slides_bucket_by_bucket() {
+    let b = breaker(time_config());
+    let (mut svc, _) = service(&b);
+    calls(&mut svc, Call::Ok, 5).await; // bucket 0
+    advance(Duration::from_secs(5)).await;
+    calls(&mut svc, Call::Ok, 3).await; // bucket 5
+    advance(Duration::from_millis(4_999)).await;
+    assert_eq!(b.metrics().calls, 8, "at 9.999 s both buckets are inside");
+    advance(Duration::from_millis(1)).await;
+    assert_eq!(b.metrics().calls, 3, "at 10 s the first bucket left");
+    advance(Duration::from_secs(5)).await;
+    assert_eq!(b.metrics().calls, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn time_window_opens_once_rate_crosses_threshold() {
+    let b = breaker(time_config());
+    let (mut svc, _) = service(&b);
+    calls(&mut svc, Call::Ok, 10).await;
+    advance(Duration::from_secs(6)).await;
+    calls(&mut svc, Call::Fail, 9).await;
+    assert_eq!(b.state(), CircuitState::Closed, "9 of 19");
+    calls(&mut svc, Call::Fail, 1).await;
+    assert_eq!(b.state(), CircuitState::Open, "10 of 20");
+}
+
+#[tokio::test(start_paused = true)]
+async fn time_window_opens_when_successes_expire_around_recent_failures() {
+    let b = breaker(time_config());
+    let (mut svc, _) = service(&b);
+    calls(&mut svc, Call::Ok, 10).await;
+    advance(Duration::from_secs(5)).await;
+    calls(&mut svc, Call::Fail, 4).await;
+    calls(&mut svc, Call::Ok, 6).await;
+    assert_eq!(b.state(), CircuitState::Closed, "4 of 20");
+    // The first 10 successes expire: 4 of 10 left, then 5 of 11, then 6 of 12.
+    advance(Duration::from_secs(5)).await;
+    calls(&mut svc, Call::Fail, 1).await;
+    assert_eq!(b.state(), CircuitState::Closed);
+    calls(&mut svc, Call::Fail, 1).await;
+    assert_eq!(b.state(), CircuitState::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn time_window_checks_the_rule_at_bucket_boundaries() {
+    let b = breaker(time_config());
+    let (mut svc, _) = service(&b);
+    calls(&mut svc, Call::Fail, 9).await;
+    assert_eq!(b.state(), CircuitState::Closed, "below the minimum of 10");
+    advance(Duration::from_secs(1)).await;
+    // A success in a new bucket brings the window to 10 calls, 9 failed.
+    calls(&mut svc, Call::Ok, 1).await;
+    assert_eq!(b.state(), CircuitState::Open);
+}
