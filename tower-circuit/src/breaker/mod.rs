@@ -31,7 +31,7 @@
 //! let service = ServiceBuilder::new()
 //!     .layer(breaker.layer())
 //!     .service(service_fn(|id: u32| async move {
-//!         if id % 2 == 0 { Ok(id) } else { Err::<u32, BoxError>("odd".into()) }
+//!         if id.is_multiple_of(2) { Ok(id) } else { Err::<u32, BoxError>("odd".into()) }
 //!     }));
 //!
 //! for id in 0..10 {

@@ -20,7 +20,7 @@ where
         .layer(fallback)
         .layer(breaker.layer())
         .service(service_fn(|id: u32| async move {
-            if id % 2 == 0 {
+            if id.is_multiple_of(2) {
                 Ok(format!("live {id}"))
             } else {
                 Err::<String, BoxError>(format!("user {id} failed").into())
@@ -94,7 +94,7 @@ async fn on_any_error_answers_failures_too() {
 #[tokio::test(start_paused = true)]
 async fn handler_returning_none_passes_the_error_on() {
     let b = breaker(count_config(10));
-    let only_even = |id: u32, _: &BoxError| (id % 2 == 0).then(|| format!("cached {id}"));
+    let only_even = |id: u32, _: &BoxError| (id.is_multiple_of(2)).then(|| format!("cached {id}"));
     let mut svc = guarded(
         &b,
         FallbackLayer::new(id as fn(&u32) -> u32, only_even).counted_in(&b),

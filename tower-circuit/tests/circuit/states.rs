@@ -157,7 +157,7 @@ async fn half_open_admits_at_most_max_probes_concurrently() {
     let mut svc = layer.layer(mock);
     for i in 0..10 {
         let fut = svc.ready().await.unwrap().call(i);
-        let (_, reply) = handle.next_request().await.unwrap();
+        let (_, reply) = next_request(&mut handle).await;
         reply.send_error("down");
         assert!(fut.await.is_err());
     }
@@ -175,8 +175,8 @@ async fn half_open_admits_at_most_max_probes_concurrently() {
     assert_eq!(open.retry_after(), None);
 
     // Both probes reached the inner service and are still in flight.
-    let (r1, reply1) = handle.next_request().await.unwrap();
-    let (r2, reply2) = handle.next_request().await.unwrap();
+    let (r1, reply1) = next_request(&mut handle).await;
+    let (r2, reply2) = next_request(&mut handle).await;
     assert_eq!((r1, r2), (1, 2));
     reply1.send_response(10);
     assert_eq!(first.await.unwrap(), 10);

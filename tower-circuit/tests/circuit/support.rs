@@ -73,3 +73,15 @@ pub(crate) fn is_circuit_open(result: &Result<&'static str, BoxError>) -> bool {
 pub(crate) fn hits(h: &AtomicUsize) -> usize {
     h.load(Ordering::SeqCst)
 }
+
+/// The next request the mock received. Bounded, so that a request that
+/// never comes fails the test at once (the paused clock skips ahead when
+/// everything is idle) instead of hanging it.
+pub(crate) async fn next_request<Req, Res>(
+    handle: &mut tower_test::mock::Handle<Req, Res>,
+) -> (Req, tower_test::mock::SendResponse<Res>) {
+    tokio::time::timeout(Duration::from_secs(3600), handle.next_request())
+        .await
+        .expect("the inner service received no request")
+        .expect("the mock service was dropped")
+}
