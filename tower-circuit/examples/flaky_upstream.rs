@@ -15,7 +15,7 @@
 //! 4. the upstream recovers; after the open duration the next call is let
 //!    through as a probe (**half-open**), succeeds, and **closes** the circuit.
 //!
-//! CircuitState changes are printed by an `on_state_change` hook, and the breaker's
+//! State changes are printed by an `on_state_change` hook, and the breaker's
 //! own `tracing` events (warn on open, info on half-open and closed) show up
 //! through `tracing_subscriber::fmt`.
 //!
@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State as AxumState;
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use bytes::Bytes;
@@ -61,7 +61,7 @@ impl Upstream {
     }
 }
 
-async fn item(AxumState(upstream): AxumState<Arc<Upstream>>) -> (StatusCode, &'static str) {
+async fn item(State(upstream): State<Arc<Upstream>>) -> (StatusCode, &'static str) {
     upstream.hits.fetch_add(1, Ordering::SeqCst);
     if upstream.healthy.load(Ordering::SeqCst) {
         (StatusCode::OK, "ok")

@@ -36,7 +36,7 @@ pin_project! {
             call: Option<(CallGuard, C)>,
         },
         Rejected {
-            error: Option<CircuitOpen>,
+            error: Option<BoxError>,
         },
     }
 }
@@ -53,7 +53,9 @@ impl<F, C> ResponseFuture<F, C> {
 
     pub(crate) fn rejected(error: CircuitOpen) -> Self {
         ResponseFuture {
-            kind: Kind::Rejected { error: Some(error) },
+            kind: Kind::Rejected {
+                error: Some(Box::new(error)),
+            },
         }
     }
 }
@@ -66,6 +68,7 @@ where
 {
     type Output = Result<T, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             KindProj::Called { future, call } => {
@@ -77,7 +80,7 @@ where
             }
             KindProj::Rejected { error } => {
                 let error = error.take().expect("polled after completion");
-                Poll::Ready(Err(Box::new(error)))
+                Poll::Ready(Err(error))
             }
         }
     }

@@ -72,7 +72,7 @@ pub(crate) struct Shared {
     hooks: Hooks,
 }
 
-/// CircuitState changed only under the control lock: transitions are rare, and
+/// State changed only under the control lock: transitions are rare, and
 /// one lock keeps them and the half-open bookkeeping simple to reason about.
 #[derive(Debug)]
 struct Control {
@@ -320,11 +320,15 @@ impl Breaker {
     }
 
     /// Admits or rejects one call.
+    #[inline]
     pub(crate) fn admit(&self) -> Result<CallGuard, CircuitOpen> {
         let lanes = &self.inner.lanes;
         let lane = &lanes[super::window::shard_hint() & (lanes.len() - 1)];
         let (epoch, kind) = lane.shared.admit()?;
-        let start = lane.shared.slow_call.map(|_| Instant::now());
+        let start = match lane.shared.slow_call {
+            Some(_) => lane.shared.since_origin(Instant::now()),
+            None => 0,
+        };
         Ok(CallGuard {
             lane: Some(lane.clone()),
             epoch,
@@ -389,10 +393,15 @@ pub(crate) struct CallGuard {
     lane: Option<Arc<CachePadded<Lane>>>,
     epoch: u64,
     kind: Admitted,
-    start: Option<Instant>,
+    /// When the call started, in nanoseconds since the breaker's origin;
+    /// only read with the slow-call rule on. Kept as a `u64` rather than an
+    /// `Option<Instant>` to keep the response future small: it is moved on
+    /// every call.
+    start: u64,
 }
 
 impl CallGuard {
+    #[inline]
     pub(crate) fn finish(mut self, outcome: Outcome) {
         if let Some(lane) = self.lane.take() {
             lane.shared
@@ -414,10 +423,12 @@ impl Drop for CallGuard {
 // === impl Shared ===
 
 impl Shared {
+    #[inline]
     fn word(&self) -> Word {
         Word(self.word.load(Ordering::Acquire))
     }
 
+    #[inline]
     fn since_origin(&self, t: Instant) -> u64 {
         nanos(t.saturating_duration_since(self.origin))
     }
@@ -429,7 +440,18 @@ impl Shared {
         (now < until).then(|| Duration::from_nanos(until - now))
     }
 
+    #[inline]
     fn admit(&self) -> Result<(u64, Admitted), CircuitOpen> {
+        // The closed state is the hot path: one atomic load decides it.
+        let word = self.word();
+        if word.state() == CircuitState::Closed {
+            return Ok((word.epoch(), Admitted::Counted));
+        }
+        self.admit_slow()
+    }
+
+    #[cold]
+    fn admit_slow(&self) -> Result<(u64, Admitted), CircuitOpen> {
         loop {
             let word = self.word();
             match word.state() {
@@ -472,14 +494,51 @@ impl Shared {
         self.transition_to(Some(seen), CircuitState::HalfOpen);
     }
 
-    fn record(
-        &self,
-        shard: usize,
-        epoch: u64,
-        kind: Admitted,
-        start: Option<Instant>,
-        outcome: Outcome,
-    ) {
+    /// Records a finished call. The common case, a success in the closed
+    /// state without the slow-call rule, stays small enough to inline into
+    /// the response future; everything else goes through `record_other`.
+    #[inline]
+    fn record(&self, shard: usize, epoch: u64, kind: Admitted, start: u64, outcome: Outcome) {
+        if kind != Admitted::Counted || outcome != Outcome::Success || self.slow_call.is_some() {
+            return self.record_other(shard, epoch, kind, start, outcome);
+        }
+        let success = Sample {
+            failure: false,
+            slow: false,
+        };
+        // A success can only open the circuit if the window holds failures
+        // or slow calls (it may bring the window up to `minimum_calls`).
+        match &self.window {
+            SlidingWindow::Count(window) => {
+                if let Some(totals) = window.record(epoch, success)
+                    && (totals.failures > 0 || totals.slow > 0)
+                {
+                    self.trip_if_needed(epoch, &totals);
+                }
+            }
+            SlidingWindow::Time(window) => {
+                let at = self.since_origin(Instant::now());
+                // Summing the shards costs a lock per shard, so on a success
+                // the time window decides only when buckets expired.
+                if window.record(shard, epoch, at, success) == Some(true) {
+                    self.trip_if_needed(epoch, &window.totals(at));
+                }
+            }
+        }
+    }
+
+    #[cold]
+    fn trip_if_needed(&self, epoch: u64, totals: &Totals) {
+        if self.should_trip(totals) {
+            self.transition_to(
+                Some(Word::new(CircuitState::Closed, epoch)),
+                CircuitState::Open,
+            );
+        }
+    }
+
+    #[cold]
+    fn record_other(&self, shard: usize, epoch: u64, kind: Admitted, start: u64, outcome: Outcome) {
         let failure = match outcome {
             Outcome::Success => false,
             Outcome::Failure => true,
@@ -491,13 +550,13 @@ impl Shared {
             }
         };
         let mut now = None;
-        let slow = match (start, self.slow_call) {
-            (Some(start), Some(limit)) => {
+        let slow = match self.slow_call {
+            Some(limit) => {
                 let t = Instant::now();
                 now = Some(t);
-                t.saturating_duration_since(start) > limit
+                self.since_origin(t).saturating_sub(start) > nanos(limit)
             }
-            _ => false,
+            None => false,
         };
         if kind == Admitted::Probe {
             self.probe_finished(epoch, failure || slow);
@@ -510,25 +569,21 @@ impl Shared {
                 None => return,
             },
             SlidingWindow::Time(window) => {
-                let now = now.unwrap_or_else(Instant::now);
-                let at = self.since_origin(now);
+                let at = self.since_origin(now.unwrap_or_else(Instant::now));
                 match window.record(shard, epoch, at, sample) {
-                    // Summing the shards costs a lock per shard, so the time
-                    // window decides only when the rates can have risen: on a
-                    // failure or slow call, and when buckets expired.
+                    // The rates can have risen: a failure or slow call, or
+                    // expired buckets.
                     Some(crossed) if failure || slow || crossed => window.totals(at),
                     _ => return,
                 }
             }
         };
-        if kind == Admitted::Counted && self.should_trip(&totals) {
-            self.transition_to(
-                Some(Word::new(CircuitState::Closed, epoch)),
-                CircuitState::Open,
-            );
+        if kind == Admitted::Counted {
+            self.trip_if_needed(epoch, &totals);
         }
     }
 
+    #[inline]
     fn should_trip(&self, totals: &Totals) -> bool {
         if totals.calls < u64::from(self.config.minimum_calls) {
             return false;

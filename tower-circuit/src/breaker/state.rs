@@ -39,6 +39,7 @@ impl CircuitState {
         matches!(self, CircuitState::Open | CircuitState::ForcedOpen)
     }
 
+    #[inline]
     pub(crate) fn to_bits(self) -> u64 {
         match self {
             CircuitState::Closed => 0,
@@ -49,6 +50,7 @@ impl CircuitState {
         }
     }
 
+    #[inline]
     fn from_bits(bits: u64) -> CircuitState {
         match bits & STATE_MASK {
             0 => CircuitState::Closed,
@@ -76,14 +78,17 @@ const STATE_MASK: u64 = (1 << STATE_BITS) - 1;
 pub(crate) struct Word(pub(crate) u64);
 
 impl Word {
+    #[inline]
     pub(crate) fn new(state: CircuitState, epoch: u64) -> Word {
         Word((epoch << STATE_BITS) | state.to_bits())
     }
 
+    #[inline]
     pub(crate) fn state(self) -> CircuitState {
         CircuitState::from_bits(self.0)
     }
 
+    #[inline]
     pub(crate) fn epoch(self) -> u64 {
         self.0 >> STATE_BITS
     }

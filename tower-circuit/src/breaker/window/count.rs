@@ -43,6 +43,7 @@ impl CountWindow {
 
     /// Pushes a call admitted in `epoch`; returns the new totals, or `None`
     /// if the window has moved on to another epoch since.
+    #[inline]
     pub(crate) fn record(&self, epoch: u64, sample: Sample) -> Option<Totals> {
         let mut ring = lock(&self.ring);
         if ring.epoch != epoch {
@@ -88,6 +89,7 @@ fn decode(bits: u8) -> Totals {
 
 /// Counts stay consistent even if a panic unwound through a holder (none
 /// of the code under these locks can panic), so a poisoned lock is used as is.
+#[inline]
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

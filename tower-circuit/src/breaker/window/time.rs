@@ -50,6 +50,7 @@ impl Bucket {
 impl Shard {
     /// Moves the window so that it ends at `now`, dropping buckets that left
     /// it. Returns whether any bucket boundary was crossed.
+    #[inline]
     fn advance(&mut self, now: u64, bucket_nanos: u64) -> bool {
         if now < self.head_end {
             return false;
@@ -109,6 +110,7 @@ impl TimeWindow {
     ///
     /// Returns `None` if the window has moved on to another epoch, else
     /// whether a bucket boundary was crossed since this shard last recorded.
+    #[inline]
     pub(crate) fn record(
         &self,
         shard: usize,
@@ -151,6 +153,7 @@ impl TimeWindow {
 
 /// The shard a thread records into: threads take consecutive numbers, so the
 /// workers of a runtime land on distinct shards.
+#[inline]
 pub(crate) fn shard_hint() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
