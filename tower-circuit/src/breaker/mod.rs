@@ -7,7 +7,7 @@
 //! up a connection, a task and the caller's time, and adds load to a service
 //! that is already struggling. A breaker watches the outcomes of recent
 //! calls; once too many fail it *opens* and fails calls at once with
-//! [`CircuitOpen`](error::CircuitOpen), so callers can fall back (see
+//! [`CircuitOpen`], so callers can fall back (see
 //! [`crate::fallback`]) or answer `503` with `Retry-After`. After
 //! [`open_duration`](Config::open_duration) it lets a few probes through
 //! (*half-open*): their success closes the circuit, a failure reopens it.
@@ -165,12 +165,28 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        match self.breaker.admit() {
-            Ok(guard) => {
-                let classifier = self.classifier.make_classifier(&req);
-                ResponseFuture::called(self.inner.call(req), guard, classifier)
-            }
-            Err(open) => ResponseFuture::rejected(open),
+        guarded_call(&self.breaker, &self.classifier, &mut self.inner, req)
+    }
+}
+
+/// Calls `inner` if `breaker` admits the request; shared with the keyed
+/// breaker, which picks `breaker` per request.
+#[inline]
+pub(crate) fn guarded_call<S, C, Req>(
+    breaker: &Breaker,
+    classifier: &C,
+    inner: &mut S,
+    req: Req,
+) -> ResponseFuture<S::Future, C::Classifier>
+where
+    S: Service<Req>,
+    C: MakeClassifier<Req>,
+{
+    match breaker.admit() {
+        Ok(guard) => {
+            let classifier = classifier.make_classifier(&req);
+            ResponseFuture::called(inner.call(req), guard, classifier)
         }
+        Err(open) => ResponseFuture::rejected(open),
     }
 }

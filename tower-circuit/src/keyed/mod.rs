@@ -44,6 +44,7 @@ pub use self::layer::KeyedCircuitBreakerLayer;
 
 use crate::BoxError;
 use crate::breaker::future::ResponseFuture;
+use crate::breaker::guarded_call;
 use crate::breaker::window::lock;
 use crate::breaker::{Breaker, BreakerBuilder, ConfigError, Metrics};
 use crate::classify::{Classifier, ErrorsAsFailures, MakeClassifier};
@@ -286,13 +287,7 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let breaker = self.breakers.get(&(self.key)(&req));
-        match breaker.admit() {
-            Ok(guard) => {
-                let classifier = self.classifier.make_classifier(&req);
-                ResponseFuture::called(self.inner.call(req), guard, classifier)
-            }
-            Err(open) => ResponseFuture::rejected(open),
-        }
+        guarded_call(&breaker, &self.classifier, &mut self.inner, req)
     }
 }
 

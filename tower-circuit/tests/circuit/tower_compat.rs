@@ -46,3 +46,60 @@ async fn under_buffer_rejections_fail_calls_not_the_service() {
         "ok"
     );
 }
+
+/// The server-side shape: axum needs infallible services, so the breaker's
+/// errors become responses in `HandleErrorLayer`, and an open circuit
+/// answers `503` with `Retry-After` from [`CircuitOpen::retry_after`].
+#[tokio::test(start_paused = true)]
+async fn under_axum_an_open_circuit_answers_503_with_retry_after() {
+    use axum::Router;
+    use axum::body::Body;
+    use axum::error_handling::HandleErrorLayer;
+    use axum::http::{Request, StatusCode, header};
+    use axum::response::{IntoResponse, Response};
+    use axum::routing::get;
+    use tower::ServiceBuilder;
+    use tower_circuit::BoxError;
+
+    async fn to_response(err: BoxError) -> Response {
+        match err.downcast_ref::<CircuitOpen>() {
+            Some(open) => {
+                let secs = open
+                    .retry_after()
+                    .map_or(1, |d| d.as_secs_f64().ceil() as u64);
+                let retry_after = [(header::RETRY_AFTER, secs.to_string())];
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    retry_after,
+                    open.to_string(),
+                )
+                    .into_response()
+            }
+            None => (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response(),
+        }
+    }
+
+    let b = breaker(count_config(10));
+    let app = Router::new().route("/", get(|| async { "hello" })).layer(
+        ServiceBuilder::new()
+            .layer(HandleErrorLayer::new(to_response))
+            .layer(b.layer()),
+    );
+    let get_root = || Request::get("/").body(Body::empty()).unwrap();
+
+    let ok = app.clone().oneshot(get_root()).await.unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    b.force_open();
+    let rejected = app.clone().oneshot(get_root()).await.unwrap();
+    assert_eq!(rejected.status(), StatusCode::SERVICE_UNAVAILABLE);
+    b.reset();
+    // Trip it for real so the rejection carries a time left.
+    let (mut failing, _) = service(&b);
+    calls(&mut failing, Call::Fail, 10).await;
+    let rejected = app.clone().oneshot(get_root()).await.unwrap();
+    assert_eq!(rejected.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(rejected.headers()[header::RETRY_AFTER], "30");
+    b.reset();
+    let ok = app.oneshot(get_root()).await.unwrap();
+    assert_eq!(ok.status(), StatusCode::OK, "the router kept serving");
+}
