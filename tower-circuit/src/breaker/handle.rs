@@ -411,6 +411,7 @@ impl CallGuard {
 }
 
 impl Drop for CallGuard {
+    #[inline]
     fn drop(&mut self) {
         if let Some(lane) = self.lane.take()
             && self.kind == Admitted::Probe
