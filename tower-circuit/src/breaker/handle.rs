@@ -644,15 +644,25 @@ impl Shared {
     }
 
     /// Moves to `to` if the breaker is still in `from` (any state if `None`).
+    ///
+    /// A manual move to the state the breaker is already in changes
+    /// nothing and reports nothing, except that `reset` of a closed breaker
+    /// still starts a fresh window.
     fn transition_to(&self, from: Option<Word>, to: CircuitState) {
         let mut control = lock(&self.control);
         let current = self.word();
         if from.is_some_and(|from| from != current) {
             return;
         }
+        let same = current.state() == to;
+        if same && to != CircuitState::Closed {
+            return;
+        }
         let change = self.apply(&mut control, current, to);
         drop(control);
-        self.announce(change);
+        if !same {
+            self.announce(change);
+        }
     }
 
     /// Performs a transition under the control lock; the caller announces it

@@ -98,3 +98,23 @@ fn handle_is_clone_send_sync() {
     assert_shared::<Breaker>();
     assert_shared::<tower_circuit::breaker::CircuitBreakerLayer>();
 }
+
+#[tokio::test(start_paused = true)]
+async fn repeating_a_manual_change_reports_nothing_new() {
+    let changes = std::sync::Arc::new(std::sync::Mutex::new(0));
+    let seen = changes.clone();
+    let b = Breaker::builder("users")
+        .config(count_config(10))
+        .on_state_change(move |_| *seen.lock().unwrap() += 1)
+        .build()
+        .unwrap();
+    b.force_open();
+    b.force_open();
+    assert_eq!((*changes.lock().unwrap(), b.metrics().times_opened), (1, 1));
+    b.reset();
+    let (mut svc, _) = service(&b);
+    calls(&mut svc, Call::Fail, 3).await;
+    b.reset(); // already closed: no event, but a fresh window
+    assert_eq!(*changes.lock().unwrap(), 2);
+    assert_eq!(b.metrics().calls, 0);
+}
