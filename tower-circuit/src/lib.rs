@@ -40,6 +40,7 @@ pub mod classify;
 pub mod fallback;
 pub mod keyed;
 pub mod registry;
+pub mod timeout;
 
 #[cfg(feature = "serde")]
 mod duration_serde;

@@ -1,0 +1,130 @@
+//! Per-request timeouts and deadlines that cross process boundaries.
+//!
+//! # Why
+//!
+//! A timeout per attempt is not enough: with retries, a call that allows
+//! 3 s per attempt can take four times that, and the service that called
+//! it has long given up. A deadline bounds the whole logical call; carried
+//! to the next service in a header, it bounds that service's work too, so
+//! no hop keeps working for a caller that is gone.
+//!
+//! - [`RequestTimeout`]: one attempt's limit, chosen per request (by
+//!   default 3 s for GET/HEAD, 10 s for writes, see [`ByMethod`]) and never
+//!   beyond the request's [`Deadline`]. Fails with [`Elapsed`].
+//! - [`DeadlineLayer`]: the total budget of a logical call, across retries.
+//! - [`PropagateDeadlineLayer`]: sends the time left to the next service in
+//!   [`BUDGET_HEADER`] (`x-request-budget-ms`, relative milliseconds, so
+//!   clock skew does not matter).
+//! - [`ServerDeadlineLayer`]: reads it on the server, bounds the handler by
+//!   the smaller of its own timeout and the caller's budget (`504` with a
+//!   JSON body when it runs out) and makes it the deadline of every call the
+//!   handler makes.
+//!
+//! ```
+//! use std::time::Duration;
+//! use http::{Request, Response};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//! use tower_circuit::BoxError;
+//! use tower_circuit::timeout::{DeadlineLayer, Elapsed, PropagateDeadlineLayer, RequestTimeoutLayer};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let client = ServiceBuilder::new()
+//!     .layer(DeadlineLayer::new(Duration::from_secs(5))) // the whole call
+//!     .layer(RequestTimeoutLayer::by_method()) // each attempt
+//!     .layer(PropagateDeadlineLayer::new()) // tell the server
+//!     .service(service_fn(|req: Request<()>| async move {
+//!         let budget = req.headers()["x-request-budget-ms"].to_str()?.to_owned();
+//!         tokio::time::sleep(Duration::from_secs(4)).await; // a slow server
+//!         Ok::<_, BoxError>(Response::new(budget))
+//!     }));
+//!
+//! // A GET may take 3 s, though the deadline would allow 5.
+//! let err = client.oneshot(Request::get("/users/7").body(()).unwrap()).await.unwrap_err();
+//! let elapsed = err.downcast_ref::<Elapsed>().unwrap();
+//! assert_eq!(elapsed.limit(), Duration::from_secs(3));
+//! assert!(!elapsed.is_deadline());
+//! # }
+//! ```
+
+pub mod error;
+pub mod future;
+
+mod deadline;
+mod layer;
+mod policy;
+mod propagate;
+
+use std::task::{Context, Poll};
+
+use tokio::time::sleep;
+use tower_service::Service;
+
+pub use self::deadline::{Deadline, DeadlineLayer, WithDeadline};
+pub use self::error::Elapsed;
+pub use self::layer::RequestTimeoutLayer;
+pub use self::policy::{ByMethod, Fixed, TimeoutPolicy};
+pub use self::propagate::{
+    BUDGET_HEADER, PropagateDeadline, PropagateDeadlineLayer, PropagateFuture, ServerDeadline,
+    ServerDeadlineLayer, ServerFuture,
+};
+
+use self::future::ResponseFuture;
+use crate::BoxError;
+
+/// Limits each request to the time its policy gives it, and never beyond
+/// its [`Deadline`]. Built by [`RequestTimeoutLayer`].
+#[derive(Debug, Clone)]
+pub struct RequestTimeout<S, P = ByMethod> {
+    inner: S,
+    policy: P,
+}
+
+impl<S, P> RequestTimeout<S, P> {
+    /// Limits `inner` with `policy`.
+    pub fn new(inner: S, policy: P) -> Self {
+        RequestTimeout { inner, policy }
+    }
+
+    /// A reference to the inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// A mutable reference to the inner service.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, P, B> Service<http::Request<B>> for RequestTimeout<S, P>
+where
+    S: Service<http::Request<B>>,
+    S::Error: Into<BoxError>,
+    P: TimeoutPolicy<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let own = self.policy.timeout(&req);
+        let (limit, error) = match Deadline::of(&req).map(Deadline::remaining) {
+            Some(left) if left.is_zero() => {
+                return ResponseFuture::expired(Elapsed::deadline(left));
+            }
+            Some(left) if left < own => (left, Elapsed::deadline(left)),
+            _ => (own, Elapsed::timeout(own)),
+        };
+        ResponseFuture::running(self.inner.call(req), sleep(limit), error)
+    }
+}

@@ -1,0 +1,316 @@
+//! Deadline propagation across processes over plain HTTP.
+//!
+//! The client sends the time left in the [`BUDGET_HEADER`] header, in whole
+//! milliseconds, relative rather than absolute (as gRPC's `grpc-timeout`
+//! does), so the two hosts' clocks need not agree. The server starts its
+//! own deadline from it, never later than its own timeout, and makes it
+//! the deadline of every call the handler makes. "Service timeout <
+//! gateway timeout < client timeout" then holds by construction: each hop
+//! gets what is left, less the time already spent.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
+use pin_project_lite::pin_project;
+use tokio::task::futures::TaskLocalFuture;
+use tokio::time::{Sleep, sleep_until};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::deadline::Deadline;
+use super::error::Elapsed;
+use crate::BoxError;
+
+/// The header that carries the caller's remaining budget, in milliseconds.
+pub const BUDGET_HEADER: HeaderName = HeaderName::from_static("x-request-budget-ms");
+
+// === client side ===
+
+/// Sends the request's remaining budget (see [`Deadline::of`]) in
+/// [`BUDGET_HEADER`]; fails at once, without sending, when less than a
+/// millisecond is left.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PropagateDeadlineLayer {
+    _priv: (),
+}
+
+impl PropagateDeadlineLayer {
+    /// The layer.
+    pub fn new() -> Self {
+        PropagateDeadlineLayer::default()
+    }
+}
+
+impl<S> Layer<S> for PropagateDeadlineLayer {
+    type Service = PropagateDeadline<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        PropagateDeadline { inner }
+    }
+}
+
+/// Sends the remaining budget downstream. Built by [`PropagateDeadlineLayer`].
+#[derive(Debug, Clone)]
+pub struct PropagateDeadline<S> {
+    inner: S,
+}
+
+impl<S> PropagateDeadline<S> {
+    /// The inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, B> Service<Request<B>> for PropagateDeadline<S>
+where
+    S: Service<Request<B>>,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = PropagateFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        if let Some(deadline) = Deadline::of(&req) {
+            // Whole milliseconds, rounded down: the next hop must not
+            // believe it has more time than there is.
+            let millis = deadline.remaining().as_millis();
+            if millis == 0 {
+                let error = Some(Elapsed::deadline(Duration::ZERO));
+                return PropagateFuture {
+                    kind: PropagateKind::Expired { error },
+                };
+            }
+            req.headers_mut()
+                .insert(BUDGET_HEADER, HeaderValue::from(millis as u64));
+        }
+        PropagateFuture {
+            kind: PropagateKind::Called {
+                inner: self.inner.call(req),
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// Response future of [`PropagateDeadline`].
+    #[derive(Debug)]
+    pub struct PropagateFuture<F> {
+        #[pin]
+        kind: PropagateKind<F>,
+    }
+}
+
+pin_project! {
+    #[project = PropagateProj]
+    #[derive(Debug)]
+    enum PropagateKind<F> {
+        Called {
+            #[pin]
+            inner: F,
+        },
+        Expired {
+            error: Option<Elapsed>,
+        },
+    }
+}
+
+impl<F, T, E> Future for PropagateFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            PropagateProj::Called { inner } => inner.poll(cx).map_err(Into::into),
+            PropagateProj::Expired { error } => {
+                let error = error.take().expect("polled after completion");
+                Poll::Ready(Err(Box::new(error)))
+            }
+        }
+    }
+}
+
+// === server side ===
+
+/// Bounds each request a server handles by the smaller of its own timeout
+/// and the budget the caller sent, and makes that deadline the one every
+/// outbound call of the handler inherits.
+///
+/// When the budget runs out, answers `504 Gateway Timeout` with a JSON body
+/// `{"error":"deadline_exceeded","message":...}`; a [`BUDGET_HEADER`] that
+/// is not a whole number of milliseconds gets `400 Bad Request` with
+/// `{"error":"invalid_budget_header",...}` and the handler is not called.
+/// The service's error type is the inner one, so it fits axum's infallible
+/// services.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerDeadlineLayer {
+    own: Duration,
+}
+
+impl ServerDeadlineLayer {
+    /// `own` is the longest this server gives any request.
+    pub fn new(own: Duration) -> Self {
+        ServerDeadlineLayer { own }
+    }
+}
+
+impl<S> Layer<S> for ServerDeadlineLayer {
+    type Service = ServerDeadline<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ServerDeadline {
+            inner,
+            own: self.own,
+        }
+    }
+}
+
+/// Applies the caller's deadline to a handler. Built by [`ServerDeadlineLayer`].
+#[derive(Debug, Clone)]
+pub struct ServerDeadline<S> {
+    inner: S,
+    own: Duration,
+}
+
+impl<S> ServerDeadline<S> {
+    /// The inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+/// The caller's budget, if it sent a valid one.
+fn budget<B>(req: &Request<B>) -> Result<Option<Duration>, String> {
+    let Some(value) = req.headers().get(&BUDGET_HEADER) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|ms| Some(Duration::from_millis(ms)))
+        .ok_or_else(|| {
+            format!("{BUDGET_HEADER} must be a whole number of milliseconds, got {value:?}")
+        })
+}
+
+fn json_error<B: From<String>>(status: StatusCode, code: &str, message: &str) -> Response<B> {
+    let body = format!(
+        "{{\"error\":\"{code}\",\"message\":\"{}\"}}",
+        message.replace('\\', "\\\\").replace('"', "\\\"")
+    );
+    let mut res = Response::new(B::from(body));
+    *res.status_mut() = status;
+    res.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res
+}
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for ServerDeadline<S>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    ResB: From<String>,
+{
+    type Response = Response<ResB>;
+    type Error = S::Error;
+    type Future = ServerFuture<S::Future, ResB>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
+        let budget = match budget(&req) {
+            Ok(sent) => sent.map_or(self.own, |sent| sent.min(self.own)),
+            Err(message) => {
+                let res = json_error(StatusCode::BAD_REQUEST, "invalid_budget_header", &message);
+                let kind = ServerKind::Answered { res: Some(res) };
+                return ServerFuture { kind };
+            }
+        };
+        let deadline = Deadline::after(budget);
+        req.extensions_mut().insert(deadline);
+        ServerFuture {
+            kind: ServerKind::Running {
+                inner: deadline.scope(self.inner.call(req)),
+                sleep: sleep_until(deadline.instant()),
+                budget,
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// Response future of [`ServerDeadline`]: the handler, run with the
+    /// deadline as the task's current one, or an answer given without it.
+    #[derive(Debug)]
+    pub struct ServerFuture<F, B> {
+        #[pin]
+        kind: ServerKind<F, B>,
+    }
+}
+
+pin_project! {
+    #[project = ServerProj]
+    #[derive(Debug)]
+    enum ServerKind<F, B> {
+        Running {
+            #[pin]
+            inner: TaskLocalFuture<Deadline, F>,
+            #[pin]
+            sleep: Sleep,
+            budget: Duration,
+        },
+        Answered {
+            res: Option<Response<B>>,
+        },
+    }
+}
+
+impl<F, B, E> Future for ServerFuture<F, B>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: From<String>,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            ServerProj::Running {
+                inner,
+                sleep,
+                budget,
+            } => {
+                if let Poll::Ready(result) = inner.poll(cx) {
+                    return Poll::Ready(result);
+                }
+                ready!(sleep.poll(cx));
+                let message = Elapsed::deadline(*budget).to_string();
+                tracing::warn!(
+                    budget_ms = budget.as_millis() as u64,
+                    "deadline exceeded, answering 504"
+                );
+                Poll::Ready(Ok(json_error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "deadline_exceeded",
+                    &message,
+                )))
+            }
+            ServerProj::Answered { res } => {
+                Poll::Ready(Ok(res.take().expect("polled after completion")))
+            }
+        }
+    }
+}

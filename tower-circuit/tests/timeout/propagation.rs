@@ -1,0 +1,258 @@
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::routing::get;
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::time::Instant;
+use tower::{BoxError, Layer, Service, ServiceBuilder, ServiceExt, service_fn};
+use tower_circuit::timeout::{
+    BUDGET_HEADER, Deadline, DeadlineLayer, Elapsed, PropagateDeadlineLayer, RequestTimeoutLayer,
+    ServerDeadlineLayer,
+};
+
+use crate::request;
+
+/// A client that answers with the budget header it was sent.
+fn echo_budget() -> impl Service<Request<()>, Response = Option<String>, Error = BoxError> + Clone {
+    service_fn(|req: Request<()>| async move {
+        let sent = req
+            .headers()
+            .get(BUDGET_HEADER)
+            .map(|v| v.to_str().unwrap().to_owned());
+        Ok::<_, BoxError>(sent)
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn sends_the_time_left_in_whole_milliseconds_rounded_down() {
+    let svc = PropagateDeadlineLayer::new().layer(echo_budget());
+    let mut req = request(Method::GET);
+    req.extensions_mut()
+        .insert(Deadline::after(Duration::from_micros(1_500_900)));
+    assert_eq!(svc.oneshot(req).await.unwrap().as_deref(), Some("1500"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn sends_no_header_without_a_deadline() {
+    let svc = PropagateDeadlineLayer::new().layer(echo_budget());
+    assert_eq!(svc.oneshot(request(Method::GET)).await.unwrap(), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn does_not_send_once_less_than_a_millisecond_is_left() {
+    let svc = PropagateDeadlineLayer::new().layer(echo_budget());
+    let mut req = request(Method::GET);
+    req.extensions_mut()
+        .insert(Deadline::after(Duration::from_micros(999)));
+    let err = svc.oneshot(req).await.unwrap_err();
+    assert!(err.downcast_ref::<Elapsed>().unwrap().is_deadline());
+}
+
+/// A server whose handler answers with the time left on its deadline (ms)
+/// after sleeping `delay`.
+fn server(own: Duration, delay: Duration) -> Router {
+    Router::new()
+        .route(
+            "/",
+            get(move || async move {
+                let left = Deadline::current().unwrap().remaining().as_millis();
+                tokio::time::sleep(delay).await;
+                left.to_string()
+            }),
+        )
+        .layer(ServerDeadlineLayer::new(own))
+}
+
+async fn send(app: Router, budget: Option<&str>) -> (StatusCode, String) {
+    let mut req = Request::get("/");
+    if let Some(budget) = budget {
+        req = req.header(BUDGET_HEADER, budget);
+    }
+    let res = app.oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+    let status = res.status();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+#[tokio::test(start_paused = true)]
+async fn server_uses_its_own_timeout_without_a_header() {
+    let (status, left) = send(server(Duration::from_secs(10), Duration::ZERO), None).await;
+    assert_eq!((status, left.as_str()), (StatusCode::OK, "10000"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn server_uses_the_smaller_of_its_timeout_and_the_callers_budget() {
+    let app = server(Duration::from_secs(10), Duration::ZERO);
+    assert_eq!(send(app.clone(), Some("500")).await.1, "500");
+    assert_eq!(send(app, Some("60000")).await.1, "10000");
+}
+
+#[tokio::test(start_paused = true)]
+async fn server_answers_504_with_json_when_the_budget_runs_out() {
+    let app = server(Duration::from_secs(10), Duration::from_secs(1));
+    let start = Instant::now();
+    let (status, body) = send(app, Some("250")).await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(start.elapsed(), Duration::from_millis(250));
+    assert_eq!(
+        body,
+        r#"{"error":"deadline_exceeded","message":"deadline exceeded: the call's budget of 250 ms ran out"}"#
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn server_rejects_a_malformed_budget_with_400_json() {
+    let (status, body) = send(
+        server(Duration::from_secs(10), Duration::ZERO),
+        Some("soon"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.starts_with(r#"{"error":"invalid_budget_header","message":"x-request-budget-ms must be a whole number"#), "{body}");
+}
+
+/// Starts `app` on a loopback port; returns its base URL.
+async fn serve(app: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+fn http_client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// The client stack: a budget for the whole call, a per-attempt timeout,
+/// and the budget sent downstream.
+fn client_stack(
+    client: HttpClient,
+    budget: Duration,
+) -> impl Service<
+    Request<Full<Bytes>>,
+    Response = http::Response<hyper::body::Incoming>,
+    Error = BoxError,
+    Future: Send,
+> + Clone {
+    ServiceBuilder::new()
+        .layer(DeadlineLayer::new(budget))
+        .layer(RequestTimeoutLayer::by_method())
+        .layer(PropagateDeadlineLayer::new())
+        .service(client)
+}
+
+/// Real sockets on real time: the budget goes over the wire, and a call the
+/// handler makes downstream is cut off at its caller's deadline.
+#[tokio::test]
+async fn deadline_crosses_two_hops_over_real_http() {
+    // The last hop never answers within any timeout of its own, and
+    // records the budget it was given.
+    let seen_downstream = Arc::new(Mutex::new(None::<String>));
+    let seen = seen_downstream.clone();
+    let slow = Router::new().route(
+        "/",
+        get(move |headers: http::HeaderMap| {
+            let seen = seen.clone();
+            async move {
+                let budget = headers
+                    .get(BUDGET_HEADER)
+                    .map(|v| v.to_str().unwrap().to_owned());
+                *seen.lock().unwrap() = budget;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                "too late"
+            }
+        }),
+    );
+    let slow_url = serve(slow).await;
+
+    // The middle hop calls the last one through the client stack with a
+    // generous 10 s budget of its own; the caller's smaller budget wins.
+    let middle = Router::new()
+        .route(
+            "/",
+            get(move |headers: http::HeaderMap| {
+                let slow_url = slow_url.clone();
+                async move {
+                    let received = headers[BUDGET_HEADER].to_str().unwrap().to_owned();
+                    let client = client_stack(http_client(), Duration::from_secs(10));
+                    let req = Request::get(format!("{slow_url}/"))
+                        .body(Full::default())
+                        .unwrap();
+                    let outcome = match client.oneshot(req).await {
+                        Ok(res) => format!("downstream answered {}", res.status()),
+                        Err(e) => e.to_string(),
+                    };
+                    format!("received {received}; {outcome}")
+                }
+            }),
+        )
+        .layer(ServerDeadlineLayer::new(Duration::from_secs(10)));
+    let middle_url = serve(middle).await;
+
+    let start = Instant::now(); // real time: this test does not pause the clock
+    let client = client_stack(http_client(), Duration::from_millis(300));
+    let req = Request::get(format!("{middle_url}/"))
+        .body(Full::default())
+        .unwrap();
+    let res = client.oneshot(req).await;
+    let took = start.elapsed();
+
+    // The caller gave up at its own 300 ms, or the middle hop answered 504
+    // at the same deadline: either way well before the 3 s GET timeout.
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    match res {
+        Ok(res) => assert_eq!(res.status(), StatusCode::GATEWAY_TIMEOUT),
+        Err(e) => assert!(
+            e.downcast_ref::<Elapsed>()
+                .is_some_and(Elapsed::is_deadline),
+            "{e}"
+        ),
+    }
+    let downstream: u64 = seen_downstream
+        .lock()
+        .unwrap()
+        .clone()
+        .expect("the last hop was called with a budget")
+        .parse()
+        .unwrap();
+    assert!(
+        downstream < 300,
+        "the last hop got {downstream} ms, less than the caller's 300"
+    );
+}
+
+/// The budget the server sees is less than what the client set: time spent
+/// before sending is not handed on.
+#[tokio::test]
+async fn server_sees_less_budget_than_the_client_set() {
+    let app = Router::new()
+        .route(
+            "/",
+            get(|| async {
+                Deadline::current()
+                    .unwrap()
+                    .remaining()
+                    .as_millis()
+                    .to_string()
+            }),
+        )
+        .layer(ServerDeadlineLayer::new(Duration::from_secs(10)));
+    let url = serve(app).await;
+    let client = client_stack(http_client(), Duration::from_secs(2));
+    let req = Request::get(format!("{url}/"))
+        .body(Full::default())
+        .unwrap();
+    let res = client.oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    let left: u64 = std::str::from_utf8(&body).unwrap().parse().unwrap();
+    assert!(left < 2000 && left > 0, "server saw {left} ms");
+}
