@@ -31,11 +31,7 @@
 //!   `time_window`. With two workers, 2 tasks should get close to twice the
 //!   throughput of 1 unless the breaker's shared state serializes them.
 
-#![allow(unsafe_code)]
-
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use criterion::measurement::WallTime;
@@ -45,6 +41,10 @@ use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt, service_fn};
 use tower_circuit::BoxError;
 use tower_circuit::breaker::{Breaker, CircuitOpen, Config, Window};
+
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
+use counting_alloc::allocation_count;
 
 /// Calls each task of the `contention` group makes per criterion iteration.
 const CALLS_PER_TASK: u64 = 10_000;
@@ -230,48 +230,6 @@ fn contention(c: &mut Criterion) {
     bench_shared(&mut group, &rt, "time_window", guarded(&time_breaker()));
     group.finish();
 }
-
-/// Heap allocations made by this process so far.
-fn allocation_count() -> Option<u64> {
-    Some(ALLOCATIONS.load(Ordering::Relaxed))
-}
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-/// `System`, counting every allocation (`alloc`, `alloc_zeroed` and
-/// `realloc`; frees are not counted).
-struct Counting;
-
-// SAFETY: every method forwards to `System` with the caller's arguments
-// unchanged, so `System`'s guarantees carry over; the counter is a relaxed
-// atomic add that neither allocates nor touches the memory handed out.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: the caller upholds `GlobalAlloc::alloc_zeroed`'s contract.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: the caller upholds `GlobalAlloc::realloc`'s contract.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
 
 /// Allocations per call of `svc`, after a warm-up.
 fn allocs_per_call<S: BenchService>(rt: &Runtime, mut svc: S) -> Option<f64> {

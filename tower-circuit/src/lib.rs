@@ -1,6 +1,7 @@
 //! Tower layers that keep service-to-service calls safe when the other side
 //! fails: a circuit breaker with sliding windows, events, metrics, fallbacks
-//! and per-key breakers.
+//! and per-key breakers; per-request timeouts; and deadlines that cross
+//! service boundaries.
 //!
 //! ```
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
@@ -29,6 +30,8 @@
 //! - [`keyed`]: one breaker per key (per host, per tenant) with bounded
 //!   size and idle eviction.
 //! - [`registry`]: every breaker of a process, for health and metrics endpoints.
+//! - [`timeout`]: per-request timeouts, total deadlines, and deadline
+//!   propagation between services over HTTP.
 //!
 //! All time comes from `tokio::time`, so tests can pause and advance the
 //! clock instead of sleeping.

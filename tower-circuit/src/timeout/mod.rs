@@ -57,10 +57,10 @@ mod propagate;
 
 use std::task::{Context, Poll};
 
-use tokio::time::sleep;
+use tokio::time::{Instant, sleep_until};
 use tower_service::Service;
 
-pub use self::deadline::{Deadline, DeadlineLayer, WithDeadline};
+pub use self::deadline::{Deadline, DeadlineLayer, Scoped, WithDeadline};
 pub use self::error::Elapsed;
 pub use self::layer::RequestTimeoutLayer;
 pub use self::policy::{ByMethod, Fixed, TimeoutPolicy};
@@ -118,13 +118,16 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let own = self.policy.timeout(&req);
-        let (limit, error) = match Deadline::of(&req).map(Deadline::remaining) {
+        // One clock read per call, shared by the deadline and the timer.
+        let now = Instant::now();
+        let left = Deadline::of(&req).map(|d| d.instant().saturating_duration_since(now));
+        let (limit, error) = match left {
             Some(left) if left.is_zero() => {
                 return ResponseFuture::expired(Elapsed::deadline(left));
             }
             Some(left) if left < own => (left, Elapsed::deadline(left)),
             _ => (own, Elapsed::timeout(own)),
         };
-        ResponseFuture::running(self.inner.call(req), sleep(limit), error)
+        ResponseFuture::running(self.inner.call(req), sleep_until(now + limit), error)
     }
 }

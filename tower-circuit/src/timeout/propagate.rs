@@ -16,12 +16,11 @@ use std::time::Duration;
 use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use pin_project_lite::pin_project;
-use tokio::task::futures::TaskLocalFuture;
 use tokio::time::{Sleep, sleep_until};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::deadline::Deadline;
+use super::deadline::{Deadline, Scoped};
 use super::error::Elapsed;
 use crate::BoxError;
 
@@ -231,7 +230,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
+    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
         let budget = match budget(&req) {
             Ok(sent) => sent.map_or(self.own, |sent| sent.min(self.own)),
             Err(message) => {
@@ -241,10 +240,10 @@ where
             }
         };
         let deadline = Deadline::after(budget);
-        req.extensions_mut().insert(deadline);
+        let inner = deadline.sync_scope(|| self.inner.call(req));
         ServerFuture {
             kind: ServerKind::Running {
-                inner: deadline.scope(self.inner.call(req)),
+                inner: deadline.scope(inner),
                 sleep: sleep_until(deadline.instant()),
                 budget,
             },
@@ -268,7 +267,7 @@ pin_project! {
     enum ServerKind<F, B> {
         Running {
             #[pin]
-            inner: TaskLocalFuture<Deadline, F>,
+            inner: Scoped<F>,
             #[pin]
             sleep: Sleep,
             budget: Duration,

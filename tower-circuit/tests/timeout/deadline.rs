@@ -64,16 +64,14 @@ async fn the_budget_covers_several_attempts_in_sequence() {
         let attempt = attempt.clone();
         let count = count.clone();
         async move {
-            let deadline = *req.extensions().get::<Deadline>().unwrap();
+            let deadline = Deadline::of(&req).unwrap();
             let mut last = None;
             for _ in 0..3 {
                 if deadline.remaining().is_zero() {
                     break;
                 }
                 count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let mut next = request(Method::GET);
-                next.extensions_mut().insert(deadline);
-                last = Some(attempt.clone().oneshot(next).await);
+                last = Some(attempt.clone().oneshot(request(Method::GET)).await);
             }
             last.unwrap()
         }

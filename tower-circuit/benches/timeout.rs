@@ -1,0 +1,128 @@
+//! What the timeout and deadline layers cost on the success path.
+//!
+//! ```text
+//! cargo bench -p tower-circuit --bench timeout
+//! ```
+//!
+//! Each service is built once; the timed loop sends one `GET` (a request
+//! that already carries a header, as real ones do) per call, to an inner
+//! `service_fn` that answers at once with the request itself, which the
+//! loop sends again: no call pays for building a request. Current-thread
+//! runtime. Compared:
+//! the bare service, `tower::timeout::Timeout` (3 s), our
+//! [`RequestTimeout`] (by method), [`WithDeadline`] (a 5 s budget) and
+//! [`PropagateDeadline`] inside a deadline (it writes the header). The
+//! allocations per call are printed first.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::Criterion;
+use http::Request;
+use tokio::runtime::{Builder, Runtime};
+use tokio::time::Instant;
+use tower::{BoxError, Layer, Service, ServiceBuilder, ServiceExt, service_fn};
+use tower_circuit::timeout::{DeadlineLayer, PropagateDeadlineLayer, RequestTimeoutLayer};
+
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
+use counting_alloc::allocation_count;
+
+fn request() -> Request<()> {
+    Request::get("/users/7")
+        .header("accept", "application/json")
+        .body(())
+        .expect("a valid request")
+}
+
+/// Answers with the request itself, so the loop can send it again and no
+/// call pays for building a request.
+fn bare() -> impl Service<Request<()>, Response = Request<()>, Error = BoxError> + Clone {
+    service_fn(|req: Request<()>| async { Ok::<_, BoxError>(req) })
+}
+
+async fn run<S>(svc: &mut S, calls: u64)
+where
+    S: Service<Request<()>, Response = Request<()>>,
+    S::Error: std::fmt::Debug,
+{
+    let mut req = request();
+    for _ in 0..calls {
+        req = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(black_box(req))
+            .await
+            .unwrap();
+    }
+}
+
+fn runtime() -> Runtime {
+    Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn measure<S>(c: &mut Criterion, rt: &Runtime, name: &str, svc: S)
+where
+    S: Service<Request<()>, Response = Request<()>> + Clone,
+    S::Error: std::fmt::Debug,
+{
+    // Allocations per call, after a warm-up.
+    let allocs = rt.block_on(async {
+        let mut svc = svc.clone();
+        run(&mut svc, 1_000).await;
+        let before = allocation_count()?;
+        run(&mut svc, 100_000).await;
+        Some((allocation_count()? - before) as f64 / 100_000.0)
+    });
+    println!("allocs/call {name}: {:.2}", allocs.unwrap_or(f64::NAN));
+    c.bench_function(&format!("timeout/{name}"), |b| {
+        b.iter_custom(|iters| {
+            let mut svc = svc.clone();
+            rt.block_on(async {
+                let start = Instant::now();
+                run(&mut svc, iters).await;
+                start.elapsed()
+            })
+        })
+    });
+}
+
+fn layers(c: &mut Criterion) {
+    let rt = runtime();
+    measure(c, &rt, "bare", bare());
+    let tower_timeout = tower::timeout::TimeoutLayer::new(Duration::from_secs(3)).layer(bare());
+    measure(c, &rt, "tower_timeout", tower_timeout);
+    measure(
+        c,
+        &rt,
+        "request_timeout",
+        RequestTimeoutLayer::by_method().layer(bare()),
+    );
+    measure(
+        c,
+        &rt,
+        "deadline",
+        DeadlineLayer::new(Duration::from_secs(5)).layer(bare()),
+    );
+    let propagate = ServiceBuilder::new()
+        .layer(DeadlineLayer::new(Duration::from_secs(5)))
+        .layer(PropagateDeadlineLayer::new())
+        .service(bare());
+    measure(c, &rt, "deadline_and_propagate", propagate);
+    let stack = ServiceBuilder::new()
+        .layer(DeadlineLayer::new(Duration::from_secs(5)))
+        .layer(RequestTimeoutLayer::by_method())
+        .layer(PropagateDeadlineLayer::new())
+        .service(bare());
+    measure(c, &rt, "full_stack", stack);
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    layers(&mut c);
+    c.final_summary();
+}
