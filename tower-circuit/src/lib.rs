@@ -43,6 +43,7 @@ pub mod classify;
 pub mod fallback;
 pub mod keyed;
 pub mod registry;
+pub mod retry;
 pub mod timeout;
 
 #[cfg(feature = "serde")]

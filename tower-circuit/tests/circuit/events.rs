@@ -1,4 +1,3 @@
-use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -86,30 +85,9 @@ async fn rejected_hook_fires_per_rejection() {
     );
 }
 
-/// A writer that keeps what tracing writes, for reading the log lines.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn every_state_change_is_logged_with_name_rate_and_calls() {
-    let out = Captured::default();
-    let writer = out.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let logs = crate::logs::capture();
 
     let b = breaker(count_config(10));
     let (mut svc, _) = service(&b);
@@ -117,7 +95,7 @@ async fn every_state_change_is_logged_with_name_rate_and_calls() {
     advance(Duration::from_secs(30)).await;
     calls(&mut svc, Call::Ok, 1).await;
 
-    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    let text = logs.text();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 3, "{text}");
     assert!(lines[0].contains("WARN") && lines[0].contains("circuit breaker opened"));

@@ -3,6 +3,8 @@
 //! Every test runs on tokio's paused clock: time moves only when a test
 //! advances it, so nothing here sleeps for real.
 
+#[path = "../support/logs.rs"]
+mod logs;
 mod support;
 
 mod backoff;

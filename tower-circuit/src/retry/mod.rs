@@ -1,0 +1,463 @@
+//! Retries with jittered exponential backoff, a retry budget, and respect
+//! for idempotency, `Retry-After` and deadlines.
+//!
+//! # Why budgets, jitter and idempotency
+//!
+//! A retry is more load on a dependency that is already failing. Three
+//! rules keep retries from making an outage worse:
+//!
+//! - **jitter**: each retry session draws its own delays, so calls that
+//!   failed together do not come back together (tower 0.5's
+//!   `ExponentialBackoffMaker` hands every session the same sequence);
+//! - **a budget** (tower's [`TpsBudget`]): retries are at most a share of
+//!   recent requests (20 % by default) plus a small floor, so a dead
+//!   dependency sees about 1.2× the load instead of 4×;
+//! - **idempotency**: only requests that may safely run twice are retried:
+//!   GET, HEAD, OPTIONS, PUT, DELETE and TRACE, and POST or PATCH only with
+//!   an `Idempotency-Key` header.
+//!
+//! Transport errors, attempt timeouts ([`Elapsed`]), 500, 502, 503 and 504
+//! are retried; 429 and 503 not before their `Retry-After`; other statuses
+//! never; an open circuit never (it fails fast on purpose). A retry that
+//! would start after the call's [`Deadline`] is not made: the last outcome
+//! is returned instead. Every retry is logged (`warn`, target
+//! `tower_circuit::retry`) with the attempt, the delay and the reason, and
+//! reported to the [`on_retry`](RetryBuilder::on_retry) hook.
+//!
+//! Requests are retried by cloning them, so their body must be `Clone`:
+//! `http_body_util::Full<Bytes>` clones without copying its bytes. A
+//! streaming body cannot be retried, and the layer does not accept one: a
+//! partial body is never resent.
+//!
+//! ```
+//! use std::time::Duration;
+//! use http::{Request, Response, StatusCode};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//! use tower_circuit::BoxError;
+//! use tower_circuit::retry::{Backoff, RetryLayer};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), BoxError> {
+//! let retry = RetryLayer::builder("user-service")
+//!     .max_retries(3)
+//!     .backoff(Backoff::default().base(Duration::from_secs(1)))
+//!     .build()?;
+//! let attempts = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+//! let seen = attempts.clone();
+//! let client = ServiceBuilder::new().layer(retry.clone()).service(service_fn(move |_req: Request<()>| {
+//!     let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+//!     async move {
+//!         let status = if n < 2 { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+//!         Ok::<_, BoxError>(Response::builder().status(status).body(()).unwrap())
+//!     }
+//! }));
+//!
+//! let res = client.oneshot(Request::get("/users/7").body(()).unwrap()).await?;
+//! assert_eq!(res.status(), StatusCode::OK);
+//! assert_eq!(retry.stats().retries, 2);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! [`TpsBudget`]: tower::retry::budget::TpsBudget
+//! [`Elapsed`]: crate::timeout::Elapsed
+//! [`Deadline`]: crate::timeout::Deadline
+
+mod backoff;
+mod classify;
+pub mod future;
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{Request, Response};
+use tower::retry::budget::{Budget, TpsBudget};
+use tower_layer::Layer;
+use tower_service::Service;
+
+pub use self::backoff::{Backoff, Jitter, Random, ThreadRandom};
+pub use self::classify::{
+    Decision, DefaultRetryClassifier, RetryClassifier, RetryReason, is_idempotent, retry_after,
+};
+
+use self::future::ResponseFuture;
+use crate::BoxError;
+use crate::timeout::Deadline;
+
+/// A retry about to be made, as reported to the hook.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RetryEvent {
+    /// The layer's name (the target service).
+    pub name: Arc<str>,
+    /// The number of the attempt about to be made (2 for the first retry).
+    pub attempt: u32,
+    /// The pause before it.
+    pub delay: Duration,
+    /// Why.
+    pub reason: RetryReason,
+}
+
+/// Counts since the layer was built, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct RetryStats {
+    /// Retries made.
+    pub retries: u64,
+    /// Retries not made because the budget was spent.
+    pub budget_exhausted: u64,
+}
+
+/// A setting that is out of range, reported by [`RetryBuilder::build`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum RetryConfigError {
+    /// The backoff's base delay is zero.
+    ZeroBase,
+    /// The backoff's multiplier is below 1 or not finite.
+    Multiplier(f64),
+    /// The backoff's cap is below its base.
+    CapBelowBase,
+    /// The budget's window is outside 1 to 60 seconds.
+    BudgetWindow(Duration),
+    /// The budget's share of retries is outside 0 to 10 (1000 %).
+    BudgetShare(f32),
+}
+
+impl fmt::Display for RetryConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RetryConfigError::ZeroBase => {
+                f.write_str("backoff base delay must be greater than zero")
+            }
+            RetryConfigError::Multiplier(m) => {
+                write!(
+                    f,
+                    "backoff multiplier must be a finite number >= 1, got {m}"
+                )
+            }
+            RetryConfigError::CapBelowBase => {
+                f.write_str("backoff cap must be at least its base delay")
+            }
+            RetryConfigError::BudgetWindow(d) => {
+                write!(
+                    f,
+                    "retry budget window must be between 1 s and 60 s, got {d:?}"
+                )
+            }
+            RetryConfigError::BudgetShare(p) => {
+                write!(f, "retry budget share must be between 0 and 10, got {p}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for RetryConfigError {}
+
+/// The retry budget: retries may be at most `share` of the requests of the
+/// last `window`, plus `floor_per_sec` per second.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryBudget {
+    /// How far back requests count (1 to 60 s).
+    pub window: Duration,
+    /// Retries always allowed per second, whatever the traffic.
+    pub floor_per_sec: u32,
+    /// Retries allowed per request, e.g. `0.2` for 20 %.
+    pub share: f32,
+}
+
+impl Default for RetryBudget {
+    /// 20 % of the last 10 s of requests, plus 10 per second.
+    fn default() -> Self {
+        RetryBudget {
+            window: Duration::from_secs(10),
+            floor_per_sec: 10,
+            share: 0.2,
+        }
+    }
+}
+
+/// The retry hook, shared by the layer's services.
+type OnRetry = Arc<dyn Fn(&RetryEvent) + Send + Sync>;
+
+pub(crate) struct Shared {
+    name: Arc<str>,
+    max_retries: u32,
+    backoff: Backoff,
+    max_retry_after: Duration,
+    retry_non_idempotent: bool,
+    budget: Option<TpsBudget>,
+    on_retry: Option<OnRetry>,
+    retries: AtomicU64,
+    budget_exhausted: AtomicU64,
+}
+
+impl Shared {
+    fn report(&self, event: &RetryEvent) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            target: "tower_circuit::retry",
+            retry = &*event.name,
+            attempt = event.attempt,
+            delay_ms = event.delay.as_millis() as u64,
+            reason = %event.reason,
+            "retrying"
+        );
+        if let Some(hook) = &self.on_retry {
+            hook(event);
+        }
+    }
+}
+
+/// Builds a [`RetryLayer`].
+#[derive(Clone)]
+pub struct RetryBuilder {
+    name: Arc<str>,
+    max_retries: u32,
+    backoff: Backoff,
+    max_retry_after: Duration,
+    retry_non_idempotent: bool,
+    budget: Option<RetryBudget>,
+    on_retry: Option<OnRetry>,
+}
+
+impl fmt::Debug for RetryBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryBuilder")
+            .field("name", &self.name)
+            .field("max_retries", &self.max_retries)
+            .field("backoff", &self.backoff)
+            .field("budget", &self.budget)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RetryBuilder {
+    /// At most this many retries per call (default 3, so 4 attempts).
+    pub fn max_retries(mut self, n: u32) -> Self {
+        self.max_retries = n;
+        self
+    }
+
+    /// The backoff (default: [`Backoff::default`]).
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// The longest `Retry-After` honoured (default 30 s); a server asking
+    /// for more gets its answer returned rather than an early retry.
+    pub fn max_retry_after(mut self, max: Duration) -> Self {
+        self.max_retry_after = max;
+        self
+    }
+
+    /// Sets the budget (default [`RetryBudget::default`]).
+    pub fn budget(mut self, budget: RetryBudget) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// Turns the budget off: every failed call may use all its retries.
+    pub fn no_budget(mut self) -> Self {
+        self.budget = None;
+        self
+    }
+
+    /// Retries POST and PATCH without an `Idempotency-Key` too. Only for
+    /// services known to make them idempotent some other way.
+    pub fn retry_non_idempotent(mut self) -> Self {
+        self.retry_non_idempotent = true;
+        self
+    }
+
+    /// Calls `hook` before each retry.
+    pub fn on_retry<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(&RetryEvent) + Send + Sync + 'static,
+    {
+        self.on_retry = Some(Arc::new(hook));
+        self
+    }
+
+    /// Validates and builds the layer.
+    pub fn build(self) -> Result<RetryLayer, RetryConfigError> {
+        self.backoff.validate()?;
+        let budget = match self.budget {
+            None => None,
+            Some(b) => {
+                if b.window < Duration::from_secs(1) || b.window > Duration::from_secs(60) {
+                    return Err(RetryConfigError::BudgetWindow(b.window));
+                }
+                if !(0.0..=10.0).contains(&b.share) {
+                    return Err(RetryConfigError::BudgetShare(b.share));
+                }
+                let floor = b.floor_per_sec.min(i32::MAX as u32 - 1);
+                Some(TpsBudget::new(b.window, floor, b.share))
+            }
+        };
+        Ok(RetryLayer {
+            shared: Arc::new(Shared {
+                name: self.name,
+                max_retries: self.max_retries,
+                backoff: self.backoff,
+                max_retry_after: self.max_retry_after,
+                retry_non_idempotent: self.retry_non_idempotent,
+                budget,
+                on_retry: self.on_retry,
+                retries: AtomicU64::new(0),
+                budget_exhausted: AtomicU64::new(0),
+            }),
+            classifier: DefaultRetryClassifier,
+        })
+    }
+}
+
+/// Wraps services in a [`Retry`]. Every service built from one layer (and
+/// its clones) shares the budget and the counts.
+#[derive(Clone)]
+pub struct RetryLayer<C = DefaultRetryClassifier> {
+    shared: Arc<Shared>,
+    classifier: C,
+}
+
+impl fmt::Debug for RetryLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryLayer")
+            .field("name", &self.shared.name)
+            .field("max_retries", &self.shared.max_retries)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RetryLayer {
+    /// Starts a builder; `name` (the target service) appears in logs and events.
+    pub fn builder(name: impl Into<Arc<str>>) -> RetryBuilder {
+        RetryBuilder {
+            name: name.into(),
+            max_retries: 3,
+            backoff: Backoff::default(),
+            max_retry_after: Duration::from_secs(30),
+            retry_non_idempotent: false,
+            budget: Some(RetryBudget::default()),
+            on_retry: None,
+        }
+    }
+}
+
+impl<C> RetryLayer<C> {
+    /// Replaces the classifier that decides what is retried.
+    pub fn classifier<C2>(self, classifier: C2) -> RetryLayer<C2> {
+        RetryLayer {
+            shared: self.shared,
+            classifier,
+        }
+    }
+
+    /// Counts since the layer was built.
+    pub fn stats(&self) -> RetryStats {
+        RetryStats {
+            retries: self.shared.retries.load(Ordering::Relaxed),
+            budget_exhausted: self.shared.budget_exhausted.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl<S, C: Clone> Layer<S> for RetryLayer<C> {
+    type Service = Retry<S, C>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Retry {
+            inner,
+            shared: self.shared.clone(),
+            classifier: self.classifier.clone(),
+        }
+    }
+}
+
+/// Retries failed attempts. Built by [`RetryLayer`].
+#[derive(Clone)]
+pub struct Retry<S, C = DefaultRetryClassifier> {
+    inner: S,
+    shared: Arc<Shared>,
+    classifier: C,
+}
+
+impl<S: fmt::Debug, C> fmt::Debug for Retry<S, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Retry")
+            .field("inner", &self.inner)
+            .field("name", &self.shared.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, C> Retry<S, C> {
+    /// A reference to the inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// A mutable reference to the inner service.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, C, B, ResB> Service<Request<B>> for Retry<S, C>
+where
+    S: Service<Request<B>, Response = Response<ResB>> + Clone,
+    S::Error: Into<BoxError>,
+    B: Clone,
+    C: RetryClassifier<ResB> + Clone,
+{
+    type Response = Response<ResB>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, B, C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        if let Some(budget) = &self.shared.budget {
+            budget.deposit();
+        }
+        let template =
+            (self.shared.retry_non_idempotent || is_idempotent(&req)).then(|| clone_request(&req));
+        let deadline = Deadline::of(&req);
+        // The service that was polled ready makes this call; the future
+        // keeps it for the retries, and a fresh clone stays here.
+        let clone = self.inner.clone();
+        let mut service = std::mem::replace(&mut self.inner, clone);
+        let future = service.call(req);
+        ResponseFuture::new(
+            future,
+            service,
+            template,
+            deadline,
+            self.shared.clone(),
+            self.classifier.clone(),
+        )
+    }
+}
+
+/// A copy of `req` to send again: method, URI, version, headers,
+/// extensions and a clone of the body.
+pub(crate) fn clone_request<B: Clone>(req: &Request<B>) -> Request<B> {
+    let mut copy = Request::new(req.body().clone());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    *copy.extensions_mut() = req.extensions().clone();
+    copy
+}

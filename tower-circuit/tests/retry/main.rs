@@ -1,0 +1,504 @@
+//! Behaviour of the retry layer, one behaviour per test, on tokio's paused
+//! clock: every delay below is exact because time only moves when the
+//! layer sleeps.
+
+#[path = "../support/logs.rs"]
+mod logs;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use http::{Method, Request, Response, StatusCode, header};
+use tokio::time::Instant;
+use tower::{BoxError, Layer, ServiceExt, service_fn};
+
+use tower_circuit::breaker::{Breaker, Config};
+use tower_circuit::retry::{Backoff, Jitter, RetryBudget, RetryLayer, RetryReason};
+use tower_circuit::timeout::{Deadline, DeadlineLayer, Fixed, RequestTimeoutLayer};
+
+/// What the server does on each attempt, in order; the last repeats.
+#[derive(Clone, Copy, Debug)]
+enum Answer {
+    Status(u16),
+    StatusRetryAfter(u16, &'static str),
+    TransportError,
+    Timeout,
+}
+
+/// Attempt times (since the test's start) seen by the fake server.
+type Log = Arc<Mutex<Vec<Duration>>>;
+
+fn server(
+    answers: Vec<Answer>,
+    log: Log,
+) -> impl tower::Service<Request<String>, Response = Response<()>, Error = BoxError, Future: Send> + Clone
+{
+    let start = Instant::now();
+    service_fn(move |_req: Request<String>| {
+        let n = {
+            let mut log = log.lock().unwrap();
+            log.push(start.elapsed());
+            log.len() - 1
+        };
+        let answer = answers[n.min(answers.len() - 1)];
+        async move {
+            let status = |code: u16| StatusCode::from_u16(code).unwrap();
+            match answer {
+                Answer::Status(code) => {
+                    Ok(Response::builder().status(status(code)).body(()).unwrap())
+                }
+                Answer::StatusRetryAfter(code, after) => Ok(Response::builder()
+                    .status(status(code))
+                    .header(header::RETRY_AFTER, after)
+                    .body(())
+                    .unwrap()),
+                Answer::TransportError => Err("connection refused".into()),
+                Answer::Timeout => {
+                    // Hangs: the per-attempt timeout in `run` ends it.
+                    std::future::pending::<()>().await;
+                    unreachable!()
+                }
+            }
+        }
+    })
+}
+
+/// No jitter, no budget: delays are 1 s, 2 s, 4 s.
+fn plain() -> tower_circuit::retry::RetryBuilder {
+    RetryLayer::builder("users")
+        .backoff(Backoff::default().jitter(Jitter::None))
+        .no_budget()
+}
+
+fn get() -> Request<String> {
+    Request::get("/users/7").body(String::new()).unwrap()
+}
+
+fn post(idempotency_key: Option<&str>) -> Request<String> {
+    let mut req = Request::builder().method(Method::POST).uri("/orders");
+    if let Some(key) = idempotency_key {
+        req = req.header("idempotency-key", key);
+    }
+    req.body("{\"item\":1}".to_string()).unwrap()
+}
+
+async fn run(
+    layer: &RetryLayer,
+    answers: Vec<Answer>,
+    req: Request<String>,
+) -> (Result<Response<()>, BoxError>, Vec<Duration>) {
+    let log = Log::default();
+    let svc = tower::ServiceBuilder::new()
+        .layer(layer.clone())
+        .layer(RequestTimeoutLayer::new(Fixed(Duration::from_secs(10))))
+        .service(server(answers, log.clone()));
+    let result = svc.oneshot(req).await;
+    let attempts = log.lock().unwrap().clone();
+    (result, attempts)
+}
+
+fn secs(list: &[f64]) -> Vec<Duration> {
+    list.iter().map(|s| Duration::from_secs_f64(*s)).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_5xx_with_exponential_delays_up_to_max_retries() {
+    let layer = plain().build().unwrap();
+    let (result, attempts) = run(&layer, vec![Answer::Status(503)], get()).await;
+    assert_eq!(
+        result.unwrap().status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the last answer"
+    );
+    assert_eq!(
+        attempts,
+        secs(&[0.0, 1.0, 3.0, 7.0]),
+        "4 attempts, 1 s, 2 s, 4 s apart"
+    );
+    assert_eq!(layer.stats().retries, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stops_retrying_at_the_first_success() {
+    let layer = plain().build().unwrap();
+    let (result, attempts) = run(
+        &layer,
+        vec![Answer::Status(502), Answer::Status(200)],
+        get(),
+    )
+    .await;
+    assert_eq!(result.unwrap().status(), StatusCode::OK);
+    assert_eq!(attempts.len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_500_502_503_504_transport_errors_and_timeouts() {
+    for answer in [
+        Answer::Status(500),
+        Answer::Status(502),
+        Answer::Status(503),
+        Answer::Status(504),
+        Answer::TransportError,
+        Answer::Timeout,
+    ] {
+        let layer = plain().max_retries(1).build().unwrap();
+        let (_, attempts) = run(&layer, vec![answer], get()).await;
+        assert_eq!(attempts.len(), 2, "{answer:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn never_retries_other_4xx_or_success() {
+    for code in [200, 201, 400, 401, 403, 404, 409, 422] {
+        let layer = plain().build().unwrap();
+        let (_, attempts) = run(&layer, vec![Answer::Status(code)], get()).await;
+        assert_eq!(attempts.len(), 1, "{code}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn never_retries_an_open_circuit() {
+    let breaker = Breaker::new("users", Config::default()).unwrap();
+    breaker.force_open();
+    let layer = plain().build().unwrap();
+    let log = Log::default();
+    let svc = tower::ServiceBuilder::new()
+        .layer(layer.clone())
+        .layer(breaker.http_layer())
+        .service(server(vec![Answer::Status(200)], log.clone()));
+    let err = svc.oneshot(get()).await.unwrap_err();
+    assert!(err.is::<tower_circuit::breaker::CircuitOpen>());
+    assert_eq!(
+        breaker.metrics().rejected,
+        1,
+        "one attempt, rejected; no retry"
+    );
+    assert_eq!(layer.stats().retries, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn post_without_idempotency_key_is_not_retried() {
+    let layer = plain().build().unwrap();
+    let (_, attempts) = run(&layer, vec![Answer::Status(503)], post(None)).await;
+    assert_eq!(attempts.len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn post_with_idempotency_key_is_retried() {
+    let layer = plain().build().unwrap();
+    let (_, attempts) = run(
+        &layer,
+        vec![Answer::Status(503), Answer::Status(201)],
+        post(Some("order-42")),
+    )
+    .await;
+    assert_eq!(attempts.len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn idempotent_methods_are_retried() {
+    for method in [
+        Method::GET,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::PUT,
+        Method::DELETE,
+        Method::TRACE,
+    ] {
+        let layer = plain().max_retries(1).build().unwrap();
+        let req = Request::builder()
+            .method(method.clone())
+            .uri("/x")
+            .body(String::new())
+            .unwrap();
+        let (_, attempts) = run(&layer, vec![Answer::Status(503)], req).await;
+        assert_eq!(attempts.len(), 2, "{method}");
+    }
+    let layer = plain().max_retries(1).build().unwrap();
+    let patch = Request::builder()
+        .method(Method::PATCH)
+        .uri("/x")
+        .body(String::new())
+        .unwrap();
+    assert_eq!(
+        run(&layer, vec![Answer::Status(503)], patch).await.1.len(),
+        1
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_retried_request_is_the_same_request() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let inner = service_fn(move |req: Request<String>| {
+        log.lock().unwrap().push((
+            req.method().clone(),
+            req.uri().to_string(),
+            req.headers().clone(),
+            req.body().clone(),
+        ));
+        async { Ok::<_, BoxError>(Response::builder().status(503).body(()).unwrap()) }
+    });
+    let svc = plain().max_retries(1).build().unwrap().layer(inner);
+    svc.oneshot(post(Some("k1"))).await.unwrap();
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0], seen[1]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn honours_retry_after_in_seconds_and_never_sooner() {
+    let layer = plain()
+        .max_retries(1)
+        .backoff(Backoff::default().random(|| 0.0))
+        .build()
+        .unwrap();
+    let (_, attempts) = run(&layer, vec![Answer::StatusRetryAfter(429, "5")], get()).await;
+    assert_eq!(attempts, secs(&[0.0, 5.0]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn jitter_only_adds_to_retry_after() {
+    let layer = plain()
+        .max_retries(1)
+        .backoff(Backoff::default().random(|| 0.5))
+        .build()
+        .unwrap();
+    let (_, attempts) = run(&layer, vec![Answer::StatusRetryAfter(503, "5")], get()).await;
+    assert_eq!(
+        attempts,
+        secs(&[0.0, 5.5]),
+        "5 s asked, plus half the 1 s base"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn honours_retry_after_as_an_http_date() {
+    let at = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(8));
+    let at: &'static str = Box::leak(at.into_boxed_str());
+    let layer = plain()
+        .max_retries(1)
+        .backoff(Backoff::default().random(|| 0.0))
+        .build()
+        .unwrap();
+    let (_, attempts) = run(&layer, vec![Answer::StatusRetryAfter(503, at)], get()).await;
+    // HTTP dates have whole seconds: between 7 and 8 s from now.
+    assert!(
+        attempts[1] > Duration::from_secs(6) && attempts[1] <= Duration::from_secs(8),
+        "{attempts:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_beyond_the_cap_is_not_retried() {
+    let layer = plain()
+        .max_retry_after(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let (result, attempts) = run(&layer, vec![Answer::StatusRetryAfter(503, "120")], get()).await;
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(result.unwrap().headers()[header::RETRY_AFTER], "120");
+}
+
+#[test]
+fn retry_after_parses_both_forms() {
+    use tower_circuit::retry::retry_after;
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let mut headers = http::HeaderMap::new();
+    headers.insert(header::RETRY_AFTER, "120".parse().unwrap());
+    assert_eq!(retry_after(&headers, now), Some(Duration::from_secs(120)));
+    let date = httpdate::fmt_http_date(now + Duration::from_secs(90));
+    headers.insert(header::RETRY_AFTER, date.parse().unwrap());
+    assert_eq!(retry_after(&headers, now), Some(Duration::from_secs(90)));
+    let past = httpdate::fmt_http_date(now - Duration::from_secs(90));
+    headers.insert(header::RETRY_AFTER, past.parse().unwrap());
+    assert_eq!(retry_after(&headers, now), Some(Duration::ZERO));
+    headers.insert(header::RETRY_AFTER, "soon".parse().unwrap());
+    assert_eq!(retry_after(&headers, now), None);
+}
+
+#[test]
+fn jitter_kinds_follow_their_formulas() {
+    let b = |jitter| {
+        Backoff::default()
+            .base(Duration::from_secs(1))
+            .cap(Duration::from_secs(30))
+            .jitter(jitter)
+            .random(|| 0.5)
+    };
+    // exp for retry 2 (from 0) is 4 s.
+    assert_eq!(b(Jitter::Full).delay(2, None), Duration::from_secs(2));
+    assert_eq!(b(Jitter::Equal).delay(2, None), Duration::from_secs(3));
+    assert_eq!(b(Jitter::None).delay(2, None), Duration::from_secs(4));
+    assert_eq!(
+        b(Jitter::Additive(Duration::from_secs(1))).delay(2, None),
+        Duration::from_millis(4_500)
+    );
+    // Decorrelated: U(base, 3 · previous) = 1 + 0.5 · (6 - 1).
+    assert_eq!(
+        b(Jitter::Decorrelated).delay(2, Some(Duration::from_secs(2))),
+        Duration::from_millis(3_500)
+    );
+    assert_eq!(
+        b(Jitter::Decorrelated).delay(2, Some(Duration::from_secs(20))),
+        Duration::from_secs(30),
+        "capped"
+    );
+    assert_eq!(
+        b(Jitter::None).delay(10, None),
+        Duration::from_secs(30),
+        "capped"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_retry_session_draws_its_own_jitter() {
+    let delays = Arc::new(Mutex::new(Vec::new()));
+    let log = delays.clone();
+    let layer = RetryLayer::builder("users")
+        .no_budget()
+        .on_retry(move |e| log.lock().unwrap().push(e.delay))
+        .build()
+        .unwrap();
+    let _ = run(&layer, vec![Answer::Status(503)], get()).await;
+    let _ = run(&layer, vec![Answer::Status(503)], get()).await;
+    let delays = delays.lock().unwrap();
+    assert_eq!(delays.len(), 6);
+    assert_ne!(
+        delays[..3],
+        delays[3..],
+        "two sessions from one layer drew the same delays"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_exhausted_budget_stops_retries_and_is_counted() {
+    let layer = RetryLayer::builder("users")
+        .backoff(Backoff::default().jitter(Jitter::None))
+        .budget(RetryBudget {
+            window: Duration::from_secs(10),
+            floor_per_sec: 0,
+            share: 0.5,
+        })
+        .build()
+        .unwrap();
+    // No floor, and a retry costs two requests' deposits: the calls alternate
+    // between no retry (one deposit in hand) and one (two in hand).
+    let mut attempts = Vec::new();
+    for _ in 0..4 {
+        attempts.push(run(&layer, vec![Answer::Status(503)], get()).await.1.len());
+    }
+    assert_eq!(attempts, [1, 2, 1, 2]);
+    assert_eq!(layer.stats().retries, 2);
+    assert_eq!(
+        layer.stats().budget_exhausted,
+        4,
+        "every call ended on a refused retry"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_deadline_cuts_the_backoff_short() {
+    let layer = plain().build().unwrap();
+    let log = Log::default();
+    let svc = tower::ServiceBuilder::new()
+        .layer(DeadlineLayer::new(Duration::from_millis(2_500)))
+        .layer(layer.clone())
+        .service(server(vec![Answer::Status(503)], log.clone()));
+    let start = Instant::now();
+    let res = svc.oneshot(get()).await.unwrap();
+    // Attempts at 0 s and 1 s; the next would start at 3 s, after the
+    // deadline, so the layer returns the last answer at 1 s.
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(*log.lock().unwrap(), secs(&[0.0, 1.0]));
+    assert_eq!(start.elapsed(), Duration::from_secs(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deadline_on_the_request_is_respected_too() {
+    let layer = plain().build().unwrap();
+    let mut req = get();
+    req.extensions_mut()
+        .insert(Deadline::after(Duration::from_millis(1_500)));
+    let (_, attempts) = run(&layer, vec![Answer::Status(503)], req).await;
+    assert_eq!(attempts, secs(&[0.0, 1.0]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_retry_is_reported_and_logged() {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let log = events.clone();
+    let layer = plain()
+        .max_retries(2)
+        .on_retry(move |e| {
+            log.lock()
+                .unwrap()
+                .push((e.name.to_string(), e.attempt, e.delay, e.reason))
+        })
+        .build()
+        .unwrap();
+
+    let logs = logs::capture();
+    let _ = run(
+        &layer,
+        vec![Answer::TransportError, Answer::Status(504)],
+        get(),
+    )
+    .await;
+
+    assert_eq!(
+        *events.lock().unwrap(),
+        vec![
+            (
+                "users".to_string(),
+                2,
+                Duration::from_secs(1),
+                RetryReason::Transport
+            ),
+            (
+                "users".to_string(),
+                3,
+                Duration::from_secs(2),
+                RetryReason::Status(StatusCode::GATEWAY_TIMEOUT)
+            ),
+        ]
+    );
+    let text = logs.text();
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains(" retrying")).collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[0].contains("WARN") && lines[0].contains("retry=\"users\""));
+    assert!(lines[0].contains("attempt=2") && lines[0].contains("delay_ms=1000"));
+    assert!(lines[0].contains("reason=transport error"), "{}", lines[0]);
+    assert!(lines[1].contains("reason=status 504"), "{}", lines[1]);
+}
+
+#[test]
+fn invalid_settings_are_rejected_when_built() {
+    use tower_circuit::retry::RetryConfigError as E;
+    let err = |b: tower_circuit::retry::RetryBuilder| b.build().unwrap_err();
+    assert_eq!(
+        err(plain().backoff(Backoff::default().base(Duration::ZERO))),
+        E::ZeroBase
+    );
+    assert_eq!(
+        err(plain().backoff(Backoff::default().multiplier(0.5))),
+        E::Multiplier(0.5)
+    );
+    assert_eq!(
+        err(plain().backoff(Backoff::default().cap(Duration::from_millis(10)))),
+        E::CapBelowBase
+    );
+    let budget = RetryBudget {
+        window: Duration::from_secs(120),
+        ..RetryBudget::default()
+    };
+    assert_eq!(
+        err(plain().budget(budget)),
+        E::BudgetWindow(Duration::from_secs(120))
+    );
+    let budget = RetryBudget {
+        share: -1.0,
+        ..RetryBudget::default()
+    };
+    assert_eq!(err(plain().budget(budget)), E::BudgetShare(-1.0));
+}
