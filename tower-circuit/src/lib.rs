@@ -30,8 +30,76 @@
 //! - [`keyed`]: one breaker per key (per host, per tenant) with bounded
 //!   size and idle eviction.
 //! - [`registry`]: every breaker of a process, for health and metrics endpoints.
+//! - [`retry`]: retries with jittered backoff, a budget, idempotency,
+//!   `Retry-After` and deadlines.
 //! - [`timeout`]: per-request timeouts, total deadlines, and deadline
 //!   propagation between services over HTTP.
+//!
+//! # The recommended client stack
+//!
+//! Outermost first, the order of .NET's standard resilience handler:
+//!
+//! 1. [`DeadlineLayer`](timeout::DeadlineLayer): the whole logical call,
+//!    retries included, has one budget;
+//! 2. [`RetryLayer`](retry::RetryLayer): tries again, inside that budget;
+//! 3. the circuit breaker: sees *every attempt*, so a dependency that fails
+//!    three times in one call counts three failures; once open, its
+//!    `CircuitOpen` reaches retry, which never retries it: an open circuit
+//!    fails fast;
+//! 4. [`RequestTimeoutLayer`](timeout::RequestTimeoutLayer): each attempt
+//!    has its own limit, and a timeout is an error the breaker counts and
+//!    retry retries;
+//! 5. [`PropagateDeadlineLayer`](timeout::PropagateDeadlineLayer) (and, from
+//!    the auth crate, the token): what goes on the wire;
+//! 6. the HTTP client.
+//!
+//! The seed's order puts the breaker *outside* retry: then the breaker sees
+//! one outcome per logical call however many attempts failed, opens more
+//! slowly, and while open it stops the call before retry could even try,
+//! which is right, but a call that retried into a failing dependency four
+//! times counts once. Inside retry the breaker counts what the dependency
+//! actually received.
+//!
+//! ```
+//! use std::time::Duration;
+//! use http::{Request, Response, StatusCode};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//! use tower_circuit::BoxError;
+//! use tower_circuit::breaker::{Breaker, CircuitOpen, Config, Window};
+//! use tower_circuit::retry::{Backoff, RetryLayer};
+//! use tower_circuit::timeout::{DeadlineLayer, PropagateDeadlineLayer, RequestTimeoutLayer};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), BoxError> {
+//! let breaker = Breaker::new(
+//!     "user-service",
+//!     Config::default().window(Window::Count { size: 4 }).minimum_calls(4),
+//! )?;
+//! let retry = RetryLayer::builder("user-service")
+//!     .backoff(Backoff::default().base(Duration::from_millis(100)))
+//!     .build()?;
+//! let failing_dependency = service_fn(|_req: Request<()>| async {
+//!     Ok::<_, BoxError>(Response::builder().status(StatusCode::BAD_GATEWAY).body(()).unwrap())
+//! });
+//! let client = ServiceBuilder::new()
+//!     .layer(DeadlineLayer::new(Duration::from_secs(10)))
+//!     .layer(retry.clone())
+//!     .layer(breaker.http_layer())
+//!     .layer(RequestTimeoutLayer::by_method())
+//!     .layer(PropagateDeadlineLayer::new())
+//!     .service(failing_dependency);
+//!
+//! // One logical call: four attempts, all 502. The breaker saw all four
+//! // and opened; retry stopped at the open circuit without a fifth try.
+//! let res = client.clone().oneshot(Request::get("/users/7").body(()).unwrap()).await?;
+//! assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
+//! assert_eq!(breaker.metrics().calls, 4);
+//! let err = client.oneshot(Request::get("/users/7").body(()).unwrap()).await.unwrap_err();
+//! assert!(err.is::<CircuitOpen>());
+//! assert_eq!(retry.stats().retries, 3);
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! All time comes from `tokio::time`, so tests can pause and advance the
 //! clock instead of sleeping.

@@ -1,7 +1,7 @@
-//! What the timeout and deadline layers cost on the success path.
+//! What the retry, timeout and deadline layers cost on the success path.
 //!
 //! ```text
-//! cargo bench -p tower-circuit --bench timeout
+//! cargo bench -p tower-circuit --bench layers
 //! ```
 //!
 //! Each service is built once; the timed loop sends one `GET` (a request
@@ -18,10 +18,11 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::Criterion;
-use http::Request;
+use http::{Request, Response};
 use tokio::runtime::{Builder, Runtime};
 use tokio::time::Instant;
 use tower::{BoxError, Layer, Service, ServiceBuilder, ServiceExt, service_fn};
+use tower_circuit::retry::RetryLayer;
 use tower_circuit::timeout::{DeadlineLayer, PropagateDeadlineLayer, RequestTimeoutLayer};
 
 #[path = "support/counting_alloc.rs"]
@@ -35,26 +36,37 @@ fn request() -> Request<()> {
         .expect("a valid request")
 }
 
-/// Answers with the request itself, so the loop can send it again and no
-/// call pays for building a request.
-fn bare() -> impl Service<Request<()>, Response = Request<()>, Error = BoxError> + Clone {
-    service_fn(|req: Request<()>| async { Ok::<_, BoxError>(req) })
+/// Answers with the request itself as the body, so the loop can send it
+/// again and no call pays for building a request.
+fn bare() -> impl Service<Request<()>, Response = Response<Request<()>>, Error = BoxError> + Clone {
+    service_fn(|req: Request<()>| async { Ok::<_, BoxError>(Response::new(req)) })
 }
 
 async fn run<S>(svc: &mut S, calls: u64)
 where
-    S: Service<Request<()>, Response = Request<()>>,
+    S: Service<Request<()>, Response = Response<Request<()>>>,
     S::Error: std::fmt::Debug,
 {
     let mut req = request();
     for _ in 0..calls {
-        req = svc
-            .ready()
-            .await
-            .unwrap()
-            .call(black_box(req))
-            .await
-            .unwrap();
+        let res = svc.ready().await.unwrap().call(black_box(req)).await;
+        req = res.unwrap().into_body();
+    }
+}
+
+/// A `tower::retry` policy that never retries: the cheapest retry layer.
+#[derive(Clone)]
+struct NeverRetry;
+
+impl<Req, Res, E> tower::retry::Policy<Req, Res, E> for NeverRetry {
+    type Future = std::future::Ready<()>;
+
+    fn retry(&mut self, _req: &mut Req, _result: &mut Result<Res, E>) -> Option<Self::Future> {
+        None
+    }
+
+    fn clone_request(&mut self, _req: &Req) -> Option<Req> {
+        None
     }
 }
 
@@ -67,7 +79,7 @@ fn runtime() -> Runtime {
 
 fn measure<S>(c: &mut Criterion, rt: &Runtime, name: &str, svc: S)
 where
-    S: Service<Request<()>, Response = Request<()>> + Clone,
+    S: Service<Request<()>, Response = Response<Request<()>>> + Clone,
     S::Error: std::fmt::Debug,
 {
     // Allocations per call, after a warm-up.
@@ -79,7 +91,7 @@ where
         Some((allocation_count()? - before) as f64 / 100_000.0)
     });
     println!("allocs/call {name}: {:.2}", allocs.unwrap_or(f64::NAN));
-    c.bench_function(&format!("timeout/{name}"), |b| {
+    c.bench_function(&format!("layers/{name}"), |b| {
         b.iter_custom(|iters| {
             let mut svc = svc.clone();
             rt.block_on(async {
@@ -94,6 +106,16 @@ where
 fn layers(c: &mut Criterion) {
     let rt = runtime();
     measure(c, &rt, "bare", bare());
+    measure(
+        c,
+        &rt,
+        "tower_retry",
+        tower::retry::RetryLayer::new(NeverRetry).layer(bare()),
+    );
+    let retry = RetryLayer::builder("bench")
+        .build()
+        .expect("valid settings");
+    measure(c, &rt, "retry", retry.layer(bare()));
     let tower_timeout = tower::timeout::TimeoutLayer::new(Duration::from_secs(3)).layer(bare());
     measure(c, &rt, "tower_timeout", tower_timeout);
     measure(
@@ -115,6 +137,11 @@ fn layers(c: &mut Criterion) {
     measure(c, &rt, "deadline_and_propagate", propagate);
     let stack = ServiceBuilder::new()
         .layer(DeadlineLayer::new(Duration::from_secs(5)))
+        .layer(
+            RetryLayer::builder("bench")
+                .build()
+                .expect("valid settings"),
+        )
         .layer(RequestTimeoutLayer::by_method())
         .layer(PropagateDeadlineLayer::new())
         .service(bare());
