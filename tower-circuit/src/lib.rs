@@ -30,6 +30,8 @@
 //! - [`keyed`]: one breaker per key (per host, per tenant) with bounded
 //!   size and idle eviction.
 //! - [`registry`]: every breaker of a process, for health and metrics endpoints.
+//! - `client` (feature `client`): a JSON client for one service, built from
+//!   the recommended stack over `hyper-util`.
 //! - [`retry`]: retries with jittered backoff, a budget, idempotency,
 //!   `Retry-After` and deadlines.
 //! - [`timeout`]: per-request timeouts, total deadlines, and deadline
@@ -108,6 +110,8 @@
 
 pub mod breaker;
 pub mod classify;
+#[cfg(feature = "client")]
+pub mod client;
 pub mod fallback;
 pub mod keyed;
 pub mod registry;
