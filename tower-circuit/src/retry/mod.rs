@@ -24,6 +24,11 @@
 //! `tower_circuit::retry`) with the attempt, the delay and the reason, and
 //! reported to the [`on_retry`](RetryBuilder::on_retry) hook.
 //!
+//! What is retried is up to a [`RetryClassifier`] (any closure over the
+//! attempt's result will do). It is not a `tower_http` classifier: those
+//! say whether a response failed, which is what the breaker needs, but not
+//! whether trying again can help or when (`Retry-After`).
+//!
 //! Requests are retried by cloning them, so their body must be `Clone`:
 //! `http_body_util::Full<Bytes>` clones without copying its bytes. A
 //! streaming body cannot be retried, and the layer does not accept one: a

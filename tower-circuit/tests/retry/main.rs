@@ -502,3 +502,26 @@ fn invalid_settings_are_rejected_when_built() {
     };
     assert_eq!(err(plain().budget(budget)), E::BudgetShare(-1.0));
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_classifier_is_pluggable() {
+    use tower_circuit::retry::Decision;
+    // Retry 409 Conflict too, say for an optimistic-locking API.
+    let conflicts = |result: Result<&Response<()>, &BoxError>| match result {
+        Ok(res) if res.status() == StatusCode::CONFLICT => Decision::Retry {
+            reason: RetryReason::Status(StatusCode::CONFLICT),
+            not_before: None,
+        },
+        _ => Decision::Done,
+    };
+    let layer = plain()
+        .max_retries(2)
+        .build()
+        .unwrap()
+        .classifier(conflicts);
+    let log = Log::default();
+    let svc = layer.layer(server(vec![Answer::Status(409)], log.clone()));
+    let res = svc.oneshot(get()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::CONFLICT);
+    assert_eq!(log.lock().unwrap().len(), 3);
+}
