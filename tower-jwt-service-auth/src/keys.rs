@@ -1,0 +1,371 @@
+//! Keys by `kid`: one to sign with, several to verify against, for rotation.
+//!
+//! Two algorithms:
+//! - **EdDSA** (Ed25519): a key pair per service; a verifier holds only
+//!   public keys, so a compromised service cannot mint tokens for another.
+//!   Each public key is bound to its owner: a token signed with it must name
+//!   that owner as its issuer. The default.
+//! - **HS256**: one shared secret (`SERVICE_JWT_SECRET`, as the seed does);
+//!   simpler, but every holder can mint tokens as any service.
+//!
+//! Keys load from PEM (files or strings), environment variables, and a
+//! JWKS-style JSON document.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{DecodingKey, EncodingKey};
+use serde::Deserialize;
+
+/// The algorithms a service token may use. Anything else is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    /// Ed25519 signatures.
+    EdDsa,
+    /// HMAC-SHA256 with a shared secret.
+    Hs256,
+}
+
+impl Algorithm {
+    /// The name in a token's `alg` header.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::EdDsa => "EdDSA",
+            Algorithm::Hs256 => "HS256",
+        }
+    }
+
+    /// The algorithm named exactly `name`, if allowed.
+    pub fn from_name(name: &str) -> Option<Algorithm> {
+        match name {
+            "EdDSA" => Some(Algorithm::EdDsa),
+            "HS256" => Some(Algorithm::Hs256),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn jwt(self) -> jsonwebtoken::Algorithm {
+        match self {
+            Algorithm::EdDsa => jsonwebtoken::Algorithm::EdDSA,
+            Algorithm::Hs256 => jsonwebtoken::Algorithm::HS256,
+        }
+    }
+}
+
+/// The shortest HS256 secret accepted: 32 bytes, the hash's output size
+/// (RFC 7518 §3.2 requires at least that).
+pub const MIN_SECRET_LEN: usize = 32;
+
+/// A key that could not be loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// An HS256 secret shorter than [`MIN_SECRET_LEN`] bytes.
+    SecretTooShort(usize),
+    /// A PEM or JWK that is not a key of the expected kind.
+    InvalidKey(String),
+    /// An environment variable that is not set (or not UTF-8).
+    MissingEnv(String),
+    /// A file that could not be read.
+    Io(String),
+    /// A `kid` that is empty.
+    EmptyKid,
+}
+
+impl fmt::Display for KeyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyError::SecretTooShort(n) => write!(
+                f,
+                "an HS256 secret needs at least {MIN_SECRET_LEN} bytes, got {n}"
+            ),
+            KeyError::InvalidKey(why) => write!(f, "invalid key: {why}"),
+            KeyError::MissingEnv(var) => write!(f, "environment variable {var} is not set"),
+            KeyError::Io(why) => write!(f, "cannot read key file: {why}"),
+            KeyError::EmptyKid => f.write_str("a key id (kid) must not be empty"),
+        }
+    }
+}
+
+impl std::error::Error for KeyError {}
+
+fn check_kid(kid: &str) -> Result<(), KeyError> {
+    if kid.is_empty() {
+        Err(KeyError::EmptyKid)
+    } else {
+        Ok(())
+    }
+}
+
+fn check_secret(secret: &[u8]) -> Result<(), KeyError> {
+    if secret.len() < MIN_SECRET_LEN {
+        Err(KeyError::SecretTooShort(secret.len()))
+    } else {
+        Ok(())
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, KeyError> {
+    std::fs::read(path).map_err(|e| KeyError::Io(format!("{}: {e}", path.display())))
+}
+
+fn env(var: &str) -> Result<String, KeyError> {
+    std::env::var(var).map_err(|_| KeyError::MissingEnv(var.to_owned()))
+}
+
+/// The key a service signs its tokens with.
+#[derive(Clone)]
+pub struct SigningKey {
+    pub(crate) kid: String,
+    pub(crate) alg: Algorithm,
+    pub(crate) key: EncodingKey,
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SigningKey {
+    /// An Ed25519 private key in PKCS#8 PEM.
+    pub fn ed25519_pem(kid: impl Into<String>, pem: &[u8]) -> Result<Self, KeyError> {
+        let kid = kid.into();
+        check_kid(&kid)?;
+        let key = EncodingKey::from_ed_pem(pem).map_err(|e| KeyError::InvalidKey(e.to_string()))?;
+        Ok(SigningKey {
+            kid,
+            alg: Algorithm::EdDsa,
+            key,
+        })
+    }
+
+    /// An Ed25519 private key from a PEM file.
+    pub fn ed25519_pem_file(
+        kid: impl Into<String>,
+        path: impl AsRef<Path>,
+    ) -> Result<Self, KeyError> {
+        SigningKey::ed25519_pem(kid, &read(path.as_ref())?)
+    }
+
+    /// An HS256 shared secret (at least 32 bytes).
+    pub fn hs256(kid: impl Into<String>, secret: &[u8]) -> Result<Self, KeyError> {
+        let kid = kid.into();
+        check_kid(&kid)?;
+        check_secret(secret)?;
+        Ok(SigningKey {
+            kid,
+            alg: Algorithm::Hs256,
+            key: EncodingKey::from_secret(secret),
+        })
+    }
+
+    /// An HS256 shared secret from an environment variable, e.g.
+    /// `SERVICE_JWT_SECRET`.
+    pub fn hs256_env(kid: impl Into<String>, var: &str) -> Result<Self, KeyError> {
+        SigningKey::hs256(kid, env(var)?.as_bytes())
+    }
+
+    /// The key id tokens signed with it carry.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// Its algorithm.
+    pub fn algorithm(&self) -> Algorithm {
+        self.alg
+    }
+}
+
+/// A key tokens are verified against.
+#[derive(Clone)]
+pub struct VerifyingKey {
+    pub(crate) kid: String,
+    pub(crate) alg: Algorithm,
+    pub(crate) key: DecodingKey,
+    /// For per-service key pairs: the only issuer this key may sign for.
+    pub(crate) owner: Option<String>,
+}
+
+impl fmt::Debug for VerifyingKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifyingKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .field("owner", &self.owner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VerifyingKey {
+    /// The Ed25519 public key (SPKI PEM) of the service `owner`: tokens
+    /// verified with it must have `iss == owner`.
+    pub fn ed25519_pem(
+        kid: impl Into<String>,
+        owner: impl Into<String>,
+        pem: &[u8],
+    ) -> Result<Self, KeyError> {
+        let kid = kid.into();
+        check_kid(&kid)?;
+        let key = DecodingKey::from_ed_pem(pem).map_err(|e| KeyError::InvalidKey(e.to_string()))?;
+        Ok(VerifyingKey {
+            kid,
+            alg: Algorithm::EdDsa,
+            key,
+            owner: Some(owner.into()),
+        })
+    }
+
+    /// The same, from a PEM file.
+    pub fn ed25519_pem_file(
+        kid: impl Into<String>,
+        owner: impl Into<String>,
+        path: impl AsRef<Path>,
+    ) -> Result<Self, KeyError> {
+        VerifyingKey::ed25519_pem(kid, owner, &read(path.as_ref())?)
+    }
+
+    /// An HS256 shared secret (at least 32 bytes); any trusted issuer may
+    /// use it.
+    pub fn hs256(kid: impl Into<String>, secret: &[u8]) -> Result<Self, KeyError> {
+        let kid = kid.into();
+        check_kid(&kid)?;
+        check_secret(secret)?;
+        Ok(VerifyingKey {
+            kid,
+            alg: Algorithm::Hs256,
+            key: DecodingKey::from_secret(secret),
+            owner: None,
+        })
+    }
+
+    /// An HS256 shared secret from an environment variable.
+    pub fn hs256_env(kid: impl Into<String>, var: &str) -> Result<Self, KeyError> {
+        VerifyingKey::hs256(kid, env(var)?.as_bytes())
+    }
+
+    /// The key id.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+}
+
+/// The keys a verifier trusts, by `kid`. Holding the old and the new key
+/// during a rotation keeps tokens signed with either valid until they expire.
+#[derive(Debug, Clone, Default)]
+pub struct KeySet {
+    keys: HashMap<String, VerifyingKey>,
+}
+
+impl KeySet {
+    /// An empty set.
+    pub fn new() -> Self {
+        KeySet::default()
+    }
+
+    /// Adds (or replaces) a key.
+    pub fn with(mut self, key: VerifyingKey) -> Self {
+        self.insert(key);
+        self
+    }
+
+    /// Adds (or replaces) a key.
+    pub fn insert(&mut self, key: VerifyingKey) {
+        self.keys.insert(key.kid.clone(), key);
+    }
+
+    /// Removes a key, ending a rotation.
+    pub fn remove(&mut self, kid: &str) -> Option<VerifyingKey> {
+        self.keys.remove(kid)
+    }
+
+    /// The key with this `kid`.
+    pub fn get(&self, kid: &str) -> Option<&VerifyingKey> {
+        self.keys.get(kid)
+    }
+
+    /// How many keys the set holds.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Reads a JWKS-style document: `{"keys": [...]}` with Ed25519 keys
+    /// (`{"kty": "OKP", "crv": "Ed25519", "kid", "x", "owner"}`, `x` in
+    /// base64url) and HS256 secrets (`{"kty": "oct", "kid", "k"}`). `owner`
+    /// is this project's member: the service the key belongs to.
+    pub fn from_jwks(json: &str) -> Result<Self, KeyError> {
+        #[derive(Deserialize)]
+        struct Doc {
+            keys: Vec<Jwk>,
+        }
+        #[derive(Deserialize)]
+        struct Jwk {
+            kty: String,
+            kid: String,
+            crv: Option<String>,
+            x: Option<String>,
+            k: Option<String>,
+            owner: Option<String>,
+        }
+        let doc: Doc =
+            serde_json::from_str(json).map_err(|e| KeyError::InvalidKey(format!("JWKS: {e}")))?;
+        let mut set = KeySet::new();
+        for jwk in doc.keys {
+            check_kid(&jwk.kid)?;
+            let key = match (jwk.kty.as_str(), jwk.crv.as_deref()) {
+                ("OKP", Some("Ed25519")) => {
+                    let x = jwk
+                        .x
+                        .ok_or_else(|| KeyError::InvalidKey(format!("{}: no `x`", jwk.kid)))?;
+                    let owner = jwk
+                        .owner
+                        .ok_or_else(|| KeyError::InvalidKey(format!("{}: no `owner`", jwk.kid)))?;
+                    let key = DecodingKey::from_ed_components(&x)
+                        .map_err(|e| KeyError::InvalidKey(format!("{}: {e}", jwk.kid)))?;
+                    VerifyingKey {
+                        kid: jwk.kid,
+                        alg: Algorithm::EdDsa,
+                        key,
+                        owner: Some(owner),
+                    }
+                }
+                ("oct", _) => {
+                    let k = jwk
+                        .k
+                        .ok_or_else(|| KeyError::InvalidKey(format!("{}: no `k`", jwk.kid)))?;
+                    let secret = URL_SAFE_NO_PAD
+                        .decode(k.trim_end_matches('='))
+                        .map_err(|e| KeyError::InvalidKey(format!("{}: {e}", jwk.kid)))?;
+                    VerifyingKey::hs256(jwk.kid, &secret)?
+                }
+                (kty, crv) => {
+                    return Err(KeyError::InvalidKey(format!(
+                        "{}: unsupported key type {kty}{}",
+                        jwk.kid,
+                        crv.map(|c| format!("/{c}")).unwrap_or_default()
+                    )));
+                }
+            };
+            set.insert(key);
+        }
+        Ok(set)
+    }
+
+    /// Reads a JWKS-style file.
+    pub fn from_jwks_file(path: impl AsRef<Path>) -> Result<Self, KeyError> {
+        let bytes = read(path.as_ref())?;
+        let text = String::from_utf8(bytes).map_err(|e| KeyError::InvalidKey(e.to_string()))?;
+        KeySet::from_jwks(&text)
+    }
+}
