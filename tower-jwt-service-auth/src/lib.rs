@@ -10,12 +10,18 @@
 //! - [`sign`]: minting tokens for a target service.
 //! - [`verify`]: checking them, with one [`Rejection`](verify::Rejection)
 //!   per way a token can be wrong.
+//! - [`client`]: the layer that signs and attaches tokens, cached.
+//! - [`server`]: the layers that verify tokens and check permissions.
 //! - [`api_key`]: the API-key client and server layers.
 
 #![forbid(unsafe_code)]
 
 pub mod api_key;
 pub mod claims;
+pub mod client;
 pub mod keys;
+pub mod server;
 pub mod sign;
 pub mod verify;
+
+mod response;

@@ -17,6 +17,12 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignError(String);
 
+impl SignError {
+    pub(crate) fn new(why: String) -> Self {
+        SignError(why)
+    }
+}
+
 impl fmt::Display for SignError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "cannot sign the token: {}", self.0)

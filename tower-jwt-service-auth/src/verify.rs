@@ -263,6 +263,11 @@ impl Verifier {
         self
     }
 
+    /// The clock leeway.
+    pub fn leeway_duration(&self) -> Duration {
+        self.leeway
+    }
+
     /// The service tokens must be addressed to.
     pub fn audience(&self) -> &str {
         &self.audience

@@ -1,0 +1,148 @@
+use std::fmt;
+
+use http::header::{CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
+use http::{Response, StatusCode};
+
+use super::{API_KEY_HEADER, MAX_HEADER_BYTES, SERVICE_NAME_HEADER};
+
+/// Why an API key was refused.
+///
+/// Every rejection is `401 Unauthorized`: none of them establishes who the
+/// caller is, so each is a failed authentication. (`403 Forbidden` would
+/// say "we know who you are, and you may not", which no key check can.)
+/// The body's `error` is `missing_api_key` when a header is absent, so a
+/// client can tell "configure a key" from "your key is wrong", and
+/// `invalid_api_key` for everything else. [`UnknownService`] and
+/// [`WrongKey`] answer identically, so a caller cannot probe which
+/// services have keys; only the logs and [`ApiKeyStats`] tell them apart.
+///
+/// [`UnknownService`]: Rejection::UnknownService
+/// [`WrongKey`]: Rejection::WrongKey
+/// [`ApiKeyStats`]: super::ApiKeyStats
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// No `X-API-Key` header, or an empty one.
+    MissingKey,
+    /// No `X-Service-Name` header, or an empty one.
+    MissingServiceName,
+    /// More than one `X-API-Key` or `X-Service-Name` header.
+    SeveralHeaders,
+    /// A header value longer than [`MAX_HEADER_BYTES`].
+    TooLarge,
+    /// A header value with spaces, control characters or non-ASCII bytes.
+    Malformed,
+    /// No keys are configured for the claimed service.
+    UnknownService,
+    /// The key matches no active version of the claimed service's key.
+    WrongKey,
+}
+
+impl Rejection {
+    /// Every rejection, in a fixed order: for exporting
+    /// [`ApiKeyStats`](super::ApiKeyStats) as metrics.
+    pub const ALL: &'static [Rejection] = &[
+        Rejection::MissingKey,
+        Rejection::MissingServiceName,
+        Rejection::SeveralHeaders,
+        Rejection::TooLarge,
+        Rejection::Malformed,
+        Rejection::UnknownService,
+        Rejection::WrongKey,
+    ];
+
+    /// Always `401 Unauthorized`; see the type's docs for why not 403.
+    pub fn status(&self) -> StatusCode {
+        StatusCode::UNAUTHORIZED
+    }
+
+    /// The JSON body's `error`: `missing_api_key` or `invalid_api_key`.
+    pub fn body_error(&self) -> &'static str {
+        match self {
+            Rejection::MissingKey | Rejection::MissingServiceName => "missing_api_key",
+            _ => "invalid_api_key",
+        }
+    }
+
+    /// The `WWW-Authenticate` challenge: `ApiKey` when no key was sent, as
+    /// RFC 6750 does for a missing bearer token, and with the error code
+    /// otherwise (a 401 must always carry a challenge, RFC 9110 §15.5.2).
+    pub fn www_authenticate(&self) -> HeaderValue {
+        match self {
+            Rejection::MissingKey | Rejection::MissingServiceName => {
+                HeaderValue::from_static("ApiKey")
+            }
+            _ => HeaderValue::from_static("ApiKey error=\"invalid_api_key\""),
+        }
+    }
+
+    /// A short label for logs and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Rejection::MissingKey => "missing_key",
+            Rejection::MissingServiceName => "missing_service_name",
+            Rejection::SeveralHeaders => "several_headers",
+            Rejection::TooLarge => "too_large",
+            Rejection::Malformed => "malformed",
+            Rejection::UnknownService => "unknown_service",
+            Rejection::WrongKey => "wrong_key",
+        }
+    }
+
+    /// The response [`ApiKey`](super::ApiKey) answers with: [`status`],
+    /// [`www_authenticate`], and a JSON body
+    /// `{"error":` [`body_error`] `,"message":` the [`Display`] text `}`.
+    ///
+    /// [`status`]: Rejection::status
+    /// [`www_authenticate`]: Rejection::www_authenticate
+    /// [`body_error`]: Rejection::body_error
+    /// [`Display`]: fmt::Display
+    pub fn to_response<B: From<String>>(&self) -> Response<B> {
+        let body = serde_json::json!({
+            "error": self.body_error(),
+            "message": self.to_string(),
+        });
+        let mut res = Response::new(B::from(body.to_string()));
+        *res.status_mut() = self.status();
+        let headers = res.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(WWW_AUTHENTICATE, self.www_authenticate());
+        res
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rejection::MissingKey => write!(f, "an API key is required in {API_KEY_HEADER}"),
+            Rejection::MissingServiceName => {
+                write!(
+                    f,
+                    "the calling service must be named in {SERVICE_NAME_HEADER}"
+                )
+            }
+            Rejection::SeveralHeaders => write!(
+                f,
+                "send exactly one {API_KEY_HEADER} and one {SERVICE_NAME_HEADER} header"
+            ),
+            Rejection::TooLarge => write!(
+                f,
+                "{API_KEY_HEADER} and {SERVICE_NAME_HEADER} may be at most {MAX_HEADER_BYTES} bytes"
+            ),
+            Rejection::Malformed => write!(
+                f,
+                "{API_KEY_HEADER} and {SERVICE_NAME_HEADER} must be visible ASCII without spaces"
+            ),
+            // The same words for both: whether a service has keys here is
+            // not the caller's business.
+            Rejection::UnknownService | Rejection::WrongKey => {
+                write!(
+                    f,
+                    "the API key is not valid for the service named in {SERVICE_NAME_HEADER}"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for Rejection {}

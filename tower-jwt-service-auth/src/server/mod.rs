@@ -1,0 +1,247 @@
+//! Verifying service tokens on a server: [`VerifyLayer`] for every route,
+//! [`RequirePermissionLayer`] per route.
+//!
+//! Refused requests never reach the inner service. They are answered per
+//! RFC 6750: `401` with `WWW-Authenticate: Bearer` for a missing token,
+//! `401` with `Bearer error="invalid_token"` for any token that does not
+//! prove who the caller is, `403` with `Bearer error="insufficient_scope"`
+//! for a known caller without the right; each with a JSON body
+//! `{"error": ..., "message": ...}`. The services keep their inner error
+//! type, so they fit axum's infallible services.
+//!
+//! ```
+//! use http::{Request, Response, StatusCode};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//! use tower_jwt_service_auth::keys::{KeySet, SigningKey, VerifyingKey};
+//! use tower_jwt_service_auth::server::{RequirePermissionLayer, VerifyLayer};
+//! use tower_jwt_service_auth::sign::Signer;
+//! use tower_jwt_service_auth::verify::{ServiceIdentity, Verifier};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let secret = [9u8; 32];
+//! let verifier = Verifier::new("user-service", KeySet::new().with(VerifyingKey::hs256("k1", &secret).unwrap()));
+//! let users = ServiceBuilder::new()
+//!     .layer(VerifyLayer::new(verifier))
+//!     .layer(RequirePermissionLayer::new("read:users"))
+//!     .service(service_fn(|req: Request<String>| async move {
+//!         let caller = req.extensions().get::<ServiceIdentity>().unwrap();
+//!         Ok::<_, std::convert::Infallible>(Response::new(format!("hello, {}", caller.service)))
+//!     }));
+//!
+//! let signer = Signer::new("order-service", SigningKey::hs256("k1", &secret).unwrap()).permissions(["read:users"]);
+//! let token = signer.sign("user-service").unwrap().token;
+//! let req = Request::get("/users/7").header("authorization", format!("Bearer {token}")).body(String::new()).unwrap();
+//! let res = users.clone().oneshot(req).await.unwrap();
+//! assert_eq!(res.into_body(), "hello, order-service");
+//!
+//! let anonymous = Request::get("/users/7").body(String::new()).unwrap();
+//! assert_eq!(users.oneshot(anonymous).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+//! # }
+//! ```
+
+mod cache;
+pub mod future;
+mod permission;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use http::header::AUTHORIZATION;
+use http::{Request, Response};
+use tower_layer::Layer;
+use tower_service::Service;
+
+pub use self::permission::{RequirePermission, RequirePermissionLayer};
+
+use self::cache::TokenCache;
+use self::future::ResponseFuture;
+use crate::verify::{Rejection, ServiceIdentity, Verifier};
+
+/// How many verified tokens are remembered by default.
+pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
+
+/// Counts since the layer was built, for metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AuthStats {
+    /// Requests let through.
+    pub verified: u64,
+    /// Of those, how many were served from the verified-token cache.
+    pub cache_hits: u64,
+    /// Refusals by [`Rejection::reason`], sorted by reason.
+    pub rejected: Vec<(&'static str, u64)>,
+}
+
+struct Shared {
+    verifier: Verifier,
+    cache: TokenCache,
+    verified: AtomicU64,
+    cache_hits: AtomicU64,
+    rejected: Mutex<HashMap<&'static str, u64>>,
+}
+
+impl Shared {
+    fn authenticate<B>(&self, req: &Request<B>) -> Result<ServiceIdentity, Rejection> {
+        let mut values = req.headers().get_all(AUTHORIZATION).iter();
+        let value = values.next().ok_or(Rejection::Missing)?;
+        if values.next().is_some() {
+            return Err(Rejection::SeveralHeaders);
+        }
+        let value = value
+            .to_str()
+            .map_err(|_| Rejection::Malformed("the Authorization header is not ASCII"))?;
+        let token = match value.split_once(' ') {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+            _ => {
+                return Err(Rejection::Malformed(
+                    "expected `Authorization: Bearer <token>`",
+                ));
+            }
+        };
+        if token.is_empty() {
+            return Err(Rejection::Malformed("the bearer token is empty"));
+        }
+        let now = SystemTime::now();
+        let leeway = self.verifier.leeway_duration();
+        if let Some(identity) = self.cache.get(token, now, leeway) {
+            self.cache_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(identity);
+        }
+        let identity = self.verifier.verify_at(token, now)?;
+        self.cache.insert(token, &identity, now, leeway);
+        Ok(identity)
+    }
+
+    fn refused(&self, rejection: &Rejection) {
+        *self
+            .rejected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(rejection.reason())
+            .or_default() += 1;
+        tracing::info!(
+            target: "tower_jwt_service_auth::server",
+            audience = self.verifier.audience(),
+            reason = rejection.reason(),
+            "service token refused: {rejection}"
+        );
+    }
+}
+
+/// Verifies the bearer token of every request; see the [module docs](self).
+#[derive(Clone)]
+pub struct VerifyLayer {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for VerifyLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifyLayer")
+            .field("verifier", &self.shared.verifier)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VerifyLayer {
+    /// Verifies with `verifier`, remembering up to
+    /// [`DEFAULT_CACHE_CAPACITY`] verified tokens.
+    pub fn new(verifier: Verifier) -> Self {
+        VerifyLayer::with_cache(verifier, DEFAULT_CACHE_CAPACITY)
+    }
+
+    /// Verifies with `verifier`, remembering up to `capacity` verified
+    /// tokens (`0` turns the cache off).
+    pub fn with_cache(verifier: Verifier, capacity: usize) -> Self {
+        VerifyLayer {
+            shared: Arc::new(Shared {
+                verifier,
+                cache: TokenCache::new(capacity),
+                verified: AtomicU64::new(0),
+                cache_hits: AtomicU64::new(0),
+                rejected: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Counts since the layer was built.
+    pub fn stats(&self) -> AuthStats {
+        let mut rejected: Vec<_> = self
+            .shared
+            .rejected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(reason, n)| (*reason, *n))
+            .collect();
+        rejected.sort();
+        AuthStats {
+            verified: self.shared.verified.load(Ordering::Relaxed),
+            cache_hits: self.shared.cache_hits.load(Ordering::Relaxed),
+            rejected,
+        }
+    }
+
+    /// How many verified tokens are cached now.
+    pub fn cached_tokens(&self) -> usize {
+        self.shared.cache.len()
+    }
+}
+
+impl<S> Layer<S> for VerifyLayer {
+    type Service = Verify<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Verify {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// Verifies bearer tokens. Built by [`VerifyLayer`].
+#[derive(Clone)]
+pub struct Verify<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S: fmt::Debug> fmt::Debug for Verify<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verify")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for Verify<S>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    ResB: From<String>,
+{
+    type Response = Response<ResB>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResB>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
+        match self.shared.authenticate(&req) {
+            Ok(identity) => {
+                self.shared.verified.fetch_add(1, Ordering::Relaxed);
+                req.extensions_mut().insert(identity);
+                ResponseFuture::called(self.inner.call(req))
+            }
+            Err(rejection) => {
+                self.shared.refused(&rejection);
+                ResponseFuture::answered(crate::response::rejection(&rejection))
+            }
+        }
+    }
+}
