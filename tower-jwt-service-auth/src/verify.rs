@@ -324,6 +324,14 @@ impl Verifier {
             return Err(Rejection::DisallowedAlgorithm(alg.name().to_owned()));
         }
 
+        // Canonical base64url only: a lenient decoder ignores the unused
+        // bits of the last character, so one signature would have several
+        // spellings (and the verified-token cache several entries).
+        if URL_SAFE_NO_PAD.decode(signature).is_err() {
+            return Err(Rejection::Malformed(
+                "the signature is not canonical base64url",
+            ));
+        }
         // The signature over the two first parts, exactly as received.
         let message_len = header_b64.len() + 1 + claims_b64.len();
         let message = &token.as_bytes()[..message_len];

@@ -278,6 +278,28 @@ fn a_signature_that_is_not_base64url_is_malformed() {
     ));
 }
 
+#[test]
+fn a_signature_with_non_canonical_trailing_bits_is_malformed() {
+    // 64 signature bytes take 86 base64url characters; the last carries 2
+    // data bits and 4 unused ones. Setting an unused bit keeps the bytes a
+    // lenient decoder sees, but spells the signature differently.
+    let token = forge(&order_key(), header(), claims());
+    let (message, signature) = token.rsplit_once('.').unwrap();
+    assert_eq!(signature.len(), 86);
+    let last = signature.chars().last().unwrap();
+    let alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let index = alphabet.find(last).unwrap();
+    assert_eq!(
+        index % 16,
+        0,
+        "the unused bits of a canonical last character are zero"
+    );
+    let respelled = alphabet.chars().nth(index + 1).unwrap();
+    let forged = format!("{message}.{}{respelled}", &signature[..85]);
+    assert!(matches!(check(&forged), Err(Rejection::Malformed(_))));
+    assert!(check(&token).is_ok());
+}
+
 // === the time claims ===
 
 #[test]
