@@ -72,7 +72,8 @@
 //! is for a caller that is known but may not do what it asks, which is for
 //! the handler to decide from the [`ApiKeyIdentity`].
 
-pub mod future;
+/// The response future is the server layers' own: the inner call, or a refusal.
+pub use crate::server::future;
 
 mod client;
 mod rejection;

@@ -1,6 +1,6 @@
 use std::fmt;
 
-use http::header::{CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
+use http::header::{HeaderValue, WWW_AUTHENTICATE};
 use http::{Response, StatusCode};
 
 use super::{API_KEY_HEADER, MAX_HEADER_BYTES, SERVICE_NAME_HEADER};
@@ -98,15 +98,10 @@ impl Rejection {
     /// [`body_error`]: Rejection::body_error
     /// [`Display`]: fmt::Display
     pub fn to_response<B: From<String>>(&self) -> Response<B> {
-        let body = serde_json::json!({
-            "error": self.body_error(),
-            "message": self.to_string(),
-        });
-        let mut res = Response::new(B::from(body.to_string()));
-        *res.status_mut() = self.status();
-        let headers = res.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        headers.insert(WWW_AUTHENTICATE, self.www_authenticate());
+        let mut res =
+            crate::response::json_error(self.status(), self.body_error(), &self.to_string());
+        res.headers_mut()
+            .insert(WWW_AUTHENTICATE, self.www_authenticate());
         res
     }
 }

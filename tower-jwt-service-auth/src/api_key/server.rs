@@ -160,7 +160,7 @@ where
                     service = claimed,
                     "API key rejected"
                 );
-                return ResponseFuture::rejected(rejection.to_response());
+                return ResponseFuture::answered(rejection.to_response());
             }
         };
         self.stats.counters.accepted.fetch_add(1, Ordering::Relaxed);
