@@ -121,6 +121,20 @@ pub mod timeout;
 #[cfg(feature = "serde")]
 mod duration_serde;
 
+/// Parses a duration written for people: `"250ms"`, `"1.5s"`, `"30s"`,
+/// `"2m"` or `"1h"`, the form configuration files and command lines use.
+/// Behind the `serde` feature.
+///
+/// ```
+/// use std::time::Duration;
+/// assert_eq!(tower_circuit::parse_duration("250ms"), Ok(Duration::from_millis(250)));
+/// assert!(tower_circuit::parse_duration("30").is_err()); // a unit is required
+/// ```
+#[cfg(feature = "serde")]
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    duration_serde::parse(text)
+}
+
 /// The error type of the layers: a boxed error that callers downcast, e.g.
 /// `err.is::<CircuitOpen>()`.
 ///

@@ -427,6 +427,28 @@ impl Ed25519KeyPair {
         Ed25519KeyPair { seed, public }
     }
 
+    /// The key pair of an Ed25519 private key in PKCS#8 PEM, as
+    /// [`private_pem`](Ed25519KeyPair::private_pem) or
+    /// `openssl genpkey -algorithm ed25519` writes it.
+    pub fn from_private_pem(pem: &str) -> Result<Self, KeyError> {
+        use base64::engine::general_purpose::STANDARD;
+        let body: String = pem
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with("-----"))
+            .collect();
+        let der = STANDARD
+            .decode(body)
+            .map_err(|e| KeyError::InvalidKey(format!("PEM: {e}")))?;
+        let seed = der
+            .strip_prefix(&PKCS8_ED25519_PREFIX[..])
+            .and_then(|seed| <[u8; 32]>::try_from(seed).ok())
+            .ok_or_else(|| {
+                KeyError::InvalidKey("not an Ed25519 private key in PKCS#8".to_owned())
+            })?;
+        Ok(Ed25519KeyPair::from_seed(seed))
+    }
+
     /// The private key as a PKCS#8 PEM. Keep it secret.
     pub fn private_pem(&self) -> String {
         let mut der = PKCS8_ED25519_PREFIX.to_vec();

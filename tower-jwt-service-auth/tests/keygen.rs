@@ -23,6 +23,9 @@ fn pems_match_openssl_for_the_same_seed() {
     let pair = Ed25519KeyPair::from_seed(seed);
     assert_eq!(pair.private_pem(), ORDER_KEY);
     assert_eq!(pair.public_pem(), ORDER_PUB);
+    let read_back = Ed25519KeyPair::from_private_pem(ORDER_KEY).unwrap();
+    assert_eq!(read_back.public_x(), pair.public_x());
+    assert!(Ed25519KeyPair::from_private_pem(ORDER_PUB).is_err());
 }
 
 #[test]

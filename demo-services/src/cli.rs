@@ -1,0 +1,354 @@
+//! The command line: `demo-services [all|user|order|notification|token|keygen]`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::auth::{self, KeySource, Keys};
+use crate::order::{Resilience, Settings};
+use crate::{notification, order, server, user};
+
+/// User, Order and Notification services calling each other through
+/// tower-circuit and tower-jwt-service-auth.
+#[derive(Debug, Parser)]
+#[command(name = "demo-services", version)]
+pub struct Cli {
+    /// What to run; `all` when left out.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// All three services in one process (the default).
+    All(AllArgs),
+    /// The user service alone.
+    User(ServiceArgs),
+    /// The order service alone.
+    Order(OrderArgs),
+    /// The notification service alone.
+    Notification(ServiceArgs),
+    /// Prints a signed service token on stdout.
+    Token(TokenArgs),
+    /// Writes an Ed25519 key pair per service and the public key set.
+    Keygen(KeygenArgs),
+}
+
+/// Where keys and data live.
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    /// Directory of the SQLite databases.
+    #[arg(long, default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Per-service Ed25519 keys written by `keygen`; otherwise
+    /// SERVICE_JWT_SECRET is used.
+    #[arg(long)]
+    pub keys_dir: Option<PathBuf>,
+}
+
+/// `all`.
+#[derive(Debug, Clone, Args)]
+pub struct AllArgs {
+    /// The user service's address; order and notification take the next
+    /// two ports (or, with port 0, ports of their own).
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: Common,
+    /// Where the order service finds the user service (default: the one
+    /// started here).
+    #[arg(long)]
+    pub user_url: Option<String>,
+    /// Where the order service finds the notification service (default:
+    /// the one started here).
+    #[arg(long)]
+    pub notification_url: Option<String>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub resilience: Resilience,
+}
+
+/// `user` and `notification`.
+#[derive(Debug, Clone, Args)]
+pub struct ServiceArgs {
+    /// Address to listen on (default 127.0.0.1:3000 for user,
+    /// 127.0.0.1:3002 for notification).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: Common,
+}
+
+/// `order`.
+#[derive(Debug, Clone, Args)]
+pub struct OrderArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:3001")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: Common,
+    /// Base URL of the user service.
+    #[arg(long, default_value = "http://127.0.0.1:3000")]
+    pub user_url: String,
+    /// Base URL of the notification service.
+    #[arg(long, default_value = "http://127.0.0.1:3002")]
+    pub notification_url: String,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub resilience: Resilience,
+}
+
+/// `token`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// The calling service (subject and issuer), e.g. api-gateway.
+    #[arg(long)]
+    pub service: String,
+    /// The target service, e.g. order-service.
+    #[arg(long)]
+    pub audience: String,
+    /// Comma-separated permissions; the service's usual ones when left out.
+    #[arg(long, value_delimiter = ',')]
+    pub permissions: Option<Vec<String>>,
+    /// Lifetime, e.g. 5m or 30s (at most 1h, which verifiers enforce).
+    #[arg(long, default_value = "5m", value_parser = tower_circuit::parse_duration)]
+    pub ttl: Duration,
+    /// Per-service keys written by `keygen`; otherwise SERVICE_JWT_SECRET.
+    #[arg(long)]
+    pub keys_dir: Option<PathBuf>,
+}
+
+/// `keygen`.
+#[derive(Debug, Clone, Args)]
+pub struct KeygenArgs {
+    /// Directory to write the keys into.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Parses the command line, runs it, and maps failures to exit code 1.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let result = match cli.command.unwrap_or(Command::All(AllArgs::default_args())) {
+        Command::Token(args) => token(&args),
+        Command::Keygen(args) => keygen(&args.out),
+        service => runtime().and_then(|rt| rt.block_on(serve(service, server::signal()))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("demo-services: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+impl AllArgs {
+    fn default_args() -> AllArgs {
+        // Parsing an empty command line yields clap's defaults, so the
+        // defaults live in one place.
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            all: AllArgs,
+        }
+        Only::parse_from(["demo-services"]).all
+    }
+}
+
+type Error = Box<dyn std::error::Error>;
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn token(args: &TokenArgs) -> Result<(), Error> {
+    if auth::permissions_of(&args.service).is_none() {
+        return Err(format!(
+            "unknown service {:?}; known: {}",
+            args.service,
+            auth::SERVICES.join(", ")
+        )
+        .into());
+    }
+    let keys = Keys::resolve(args.keys_dir.as_deref(), false)?;
+    let token = keys.token(
+        &args.service,
+        &args.audience,
+        args.permissions.clone(),
+        args.ttl,
+    )?;
+    println!("{token}");
+    Ok(())
+}
+
+fn keygen(out: &Path) -> Result<(), Error> {
+    for path in auth::keygen(out)? {
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}").into())
+}
+
+fn log_keys(keys: &Keys) {
+    match keys.source() {
+        KeySource::KeysDir => tracing::info!("keys: per-service Ed25519 keys from --keys-dir"),
+        KeySource::SharedSecret => {
+            tracing::info!("keys: shared HS256 secret from {}", auth::SECRET_ENV)
+        }
+        KeySource::Ephemeral => tracing::warn!(
+            "keys: neither {} nor --keys-dir given; generated ephemeral Ed25519 keys, \
+             so tokens work only against this process and die with it",
+            auth::SECRET_ENV
+        ),
+    }
+}
+
+/// Runs a service command until `shutdown`.
+async fn serve(
+    command: Command,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    match command {
+        Command::User(args) => {
+            let keys = Keys::resolve(args.common.keys_dir.as_deref(), false)?;
+            log_keys(&keys);
+            let listener = bind(args.listen.unwrap_or(([127, 0, 0, 1], 3000).into())).await?;
+            let state = user::State::open(&args.common.data_dir, keys).await?;
+            user::run(listener, state, stopped()).await?;
+        }
+        Command::Notification(args) => {
+            let keys = Keys::resolve(args.common.keys_dir.as_deref(), false)?;
+            log_keys(&keys);
+            let listener = bind(args.listen.unwrap_or(([127, 0, 0, 1], 3002).into())).await?;
+            let state = notification::State::open(&args.common.data_dir, keys).await?;
+            notification::run(listener, state, stopped()).await?;
+        }
+        Command::Order(args) => {
+            let keys = Keys::resolve(args.common.keys_dir.as_deref(), false)?;
+            log_keys(&keys);
+            let listener = bind(args.listen).await?;
+            let settings = Settings {
+                user_url: args.user_url,
+                notification_url: args.notification_url,
+                resilience: args.resilience,
+            };
+            let state = order::State::open(&args.common.data_dir, keys, &settings).await?;
+            order::run(listener, state, stopped()).await?;
+        }
+        Command::All(args) => {
+            let keys = Keys::resolve(args.common.keys_dir.as_deref(), true)?;
+            log_keys(&keys);
+            let port = |i: u16| {
+                let mut addr = args.listen;
+                if addr.port() != 0 {
+                    addr.set_port(addr.port() + i);
+                }
+                addr
+            };
+            let users = bind(port(0)).await?;
+            let orders = bind(port(1)).await?;
+            let notifications = bind(port(2)).await?;
+            let (user_addr, order_addr, notification_addr) = (
+                users.local_addr()?,
+                orders.local_addr()?,
+                notifications.local_addr()?,
+            );
+            let settings = Settings {
+                user_url: args.user_url.unwrap_or(format!("http://{user_addr}")),
+                notification_url: args
+                    .notification_url
+                    .unwrap_or(format!("http://{notification_addr}")),
+                resilience: args.resilience,
+            };
+            let dir = &args.common.data_dir;
+            let user_state = user::State::open(dir, keys.clone()).await?;
+            let notification_state = notification::State::open(dir, keys.clone()).await?;
+            let order_state = order::State::open(dir, keys.clone(), &settings).await?;
+            print_banner(&keys, dir, user_addr, order_addr, notification_addr)?;
+            let (a, b, c) = tokio::join!(
+                user::run(users, user_state, stopped()),
+                order::run(orders, order_state, stopped()),
+                notification::run(notifications, notification_state, stopped()),
+            );
+            a?;
+            b?;
+            c?;
+        }
+        Command::Token(_) | Command::Keygen(_) => unreachable!("handled before the runtime starts"),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn print_banner(
+    keys: &Keys,
+    data_dir: &Path,
+    user: SocketAddr,
+    order: SocketAddr,
+    notification: SocketAddr,
+) -> Result<(), Error> {
+    let ttl = Duration::from_secs(30 * 60);
+    let token = keys.token(auth::API_GATEWAY, auth::ORDER_SERVICE, None, ttl)?;
+    println!(
+        "\
+demo-services running (data in {data}):
+  user-service          http://{user}
+  order-service         http://{order}
+  notification-service  http://{notification}
+
+Create an order (the token is api-gateway's, for order-service, valid 30 minutes):
+
+  TOKEN={token}
+  curl -s -X POST http://{order}/orders \\
+    -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' \\
+    -H 'Idempotency-Key: first-order' \\
+    -d '{{\"userId\": 1, \"items\": [{{\"productId\": \"p-1\", \"quantity\": 2, \"unitPrice\": 9.99}}]}}'
+
+Read it back: curl -s http://{order}/orders/1 -H \"Authorization: Bearer $TOKEN\"
+Health: curl -s http://{order}/health     Stop: Ctrl-C
+",
+        data = data_dir.display(),
+    );
+    Ok(())
+}

@@ -1,0 +1,29 @@
+//! Three services that call each other through this project's layers: the
+//! user service, the order service and the notification service.
+//!
+//! Each service is a module with a `State`, an `app(state) -> Router` and a
+//! `run(listener, state, shutdown)`, so tests start them on `127.0.0.1:0`
+//! the same way `main` does on fixed ports:
+//!
+//! - [`user`]: users in SQLite.
+//! - [`order`]: order creation, which fetches the user through the
+//!   resilient client ([`order::upstream`]), stores the order together with
+//!   a notification record (an outbox) in one transaction, and delivers the
+//!   records in the background ([`order::outbox`]).
+//! - [`notification`]: notifications, deduplicated by order.
+//!
+//! Shared pieces: [`server`] (the server-side layer stack and graceful
+//! shutdown), [`auth`] (service names, permissions, key material),
+//! [`api`] (JSON errors and extractors), [`db`] (SQLite), [`cli`] (the
+//! command line `main` runs).
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod db;
+pub mod notification;
+pub mod order;
+pub mod server;
+pub mod user;

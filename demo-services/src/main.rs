@@ -1,0 +1,7 @@
+//! `cargo run -p demo-services [all|user|order|notification|token|keygen]`.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    demo_services::cli::main()
+}

@@ -1,0 +1,79 @@
+//! The notification service: accepts notifications and keeps them,
+//! deduplicated by order, so the order service's at-least-once delivery
+//! never shows one order's notification twice.
+//!
+//! | Route | Permission |
+//! |---|---|
+//! | `POST /notifications` | `write:notifications` |
+//! | `GET /notifications?userId=` or `?orderId=` | `read:notifications` |
+//! | `GET /health` | none |
+
+mod handlers;
+pub mod store;
+
+use std::future::Future;
+use std::io;
+use std::path::Path;
+
+use axum::Router;
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tower_jwt_service_auth::server::RequirePermissionLayer;
+
+use crate::auth::{Keys, NOTIFICATION_SERVICE};
+use crate::server;
+
+pub use self::store::{Notification, NotificationStore};
+
+/// What the notification service's handlers share.
+#[derive(Debug, Clone)]
+pub struct State {
+    /// The notifications.
+    pub store: NotificationStore,
+    /// Key material for verifying callers.
+    pub keys: Keys,
+}
+
+impl State {
+    /// Opens the database under `data_dir`.
+    pub async fn open(data_dir: &Path, keys: Keys) -> Result<State, sqlx::Error> {
+        Ok(State {
+            store: NotificationStore::open(data_dir).await?,
+            keys,
+        })
+    }
+}
+
+/// The notification service's routes in the common stack.
+pub fn app(state: State) -> Router {
+    let protected = Router::new()
+        .route(
+            "/notifications",
+            post(handlers::create)
+                .route_layer(RequirePermissionLayer::new("write:notifications"))
+                .merge(
+                    get(handlers::list)
+                        .route_layer(RequirePermissionLayer::new("read:notifications")),
+                ),
+        )
+        .with_state(state.clone());
+    let public = Router::new().route(
+        "/health",
+        get(|| async { server::health(NOTIFICATION_SERVICE) }),
+    );
+    server::stack(
+        protected,
+        public,
+        state.keys.verify_layer(NOTIFICATION_SERVICE),
+    )
+}
+
+/// Serves the notification service on `listener` until `shutdown`.
+pub async fn run(
+    listener: TcpListener,
+    state: State,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    tracing::info!(addr = %listener.local_addr()?, "notification service listening");
+    server::serve(listener, app(state), shutdown).await
+}

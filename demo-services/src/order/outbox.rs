@@ -1,0 +1,179 @@
+//! Delivery of the notifications stored with each order (the outbox).
+//!
+//! A background task sends due records through the notification client
+//! (with its own breaker and retries), marks each delivered, and on failure
+//! schedules the next attempt with a capped, jittered backoff kept in the
+//! database, so pending records survive restarts. It wakes when an order is
+//! stored, when the next record falls due, and when an open breaker is due
+//! to let a probe through. Delivery is at least once; the notification
+//! service deduplicates by order, and each attempt carries the
+//! `Idempotency-Key` `order-<id>`.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{Notify, watch};
+use tower_circuit::client::ServiceClient;
+use tower_circuit::retry::Backoff;
+
+use super::store::{OrderStore, PendingNotification};
+use crate::db;
+
+/// How many records one pass reads.
+const BATCH: u32 = 64;
+/// The longest the task sleeps with nothing due, in case a wake-up is
+/// missed (another process writing the same database, say).
+const IDLE: Duration = Duration::from_secs(5);
+
+/// The handle on the outbox: wake the sender, watch the backlog.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    store: OrderStore,
+    client: ServiceClient,
+    backoff: Backoff,
+    wake: Arc<Notify>,
+    pending: Arc<watch::Sender<u64>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Body<'a> {
+    user_id: i64,
+    order_id: i64,
+    channel: &'a str,
+    message: &'a str,
+}
+
+impl Outbox {
+    /// An outbox over `store`, delivering through `client`.
+    pub async fn new(
+        store: OrderStore,
+        client: ServiceClient,
+        backoff: Backoff,
+    ) -> Result<Outbox, sqlx::Error> {
+        let pending = store.pending().await?;
+        Ok(Outbox {
+            store,
+            client,
+            backoff,
+            wake: Arc::new(Notify::new()),
+            pending: Arc::new(watch::Sender::new(pending)),
+        })
+    }
+
+    /// Tells the sender a record was stored.
+    pub fn stored(&self) {
+        self.pending.send_modify(|n| *n += 1);
+        self.wake.notify_one();
+    }
+
+    /// Notifications not delivered yet.
+    pub fn pending(&self) -> u64 {
+        *self.pending.borrow()
+    }
+
+    /// Watches the number of notifications not delivered yet.
+    pub fn watch_pending(&self) -> watch::Receiver<u64> {
+        self.pending.subscribe()
+    }
+
+    /// Delivers until `shutdown` completes.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let wait = match self.pass().await {
+                Ok(wait) => wait,
+                Err(e) => {
+                    tracing::error!(error = %e, "outbox: database error; trying again shortly");
+                    Duration::from_secs(1)
+                }
+            };
+            tokio::select! {
+                () = &mut shutdown => break,
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+        tracing::info!(pending = self.pending(), "outbox stopped");
+    }
+
+    /// Sends what is due; returns how long to wait before the next pass.
+    async fn pass(&self) -> Result<Duration, sqlx::Error> {
+        loop {
+            let due = self.store.due(db::unix_millis(), BATCH).await?;
+            if due.is_empty() {
+                break;
+            }
+            let full = due.len() == BATCH as usize;
+            for record in due {
+                if let Some(wait) = self.deliver(record).await? {
+                    // The breaker is open: the rest would be refused too.
+                    self.sync_pending().await?;
+                    return Ok(wait);
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        self.sync_pending().await?;
+        Ok(match self.store.next_due().await? {
+            Some(at) => Duration::from_millis(u64::try_from(at - db::unix_millis()).unwrap_or(0)),
+            None => IDLE,
+        }
+        .min(IDLE))
+    }
+
+    /// One attempt; `Some(wait)` when the circuit is open for that long.
+    async fn deliver(&self, record: PendingNotification) -> Result<Option<Duration>, sqlx::Error> {
+        let body = Body {
+            user_id: record.user_id,
+            order_id: record.order_id,
+            channel: &record.channel,
+            message: &record.message,
+        };
+        let key = format!("order-{}", record.order_id);
+        let result: Result<serde_json::Value, _> = self
+            .client
+            .post_idempotent("/notifications", &key, &body)
+            .await;
+        match result {
+            Ok(_) => {
+                self.store.delivered(record.id).await?;
+                self.pending.send_modify(|n| *n = n.saturating_sub(1));
+                tracing::info!(
+                    order = record.order_id,
+                    attempts = record.attempts + 1,
+                    "notification delivered"
+                );
+                Ok(None)
+            }
+            Err(e) => {
+                let delay = self.backoff.delay(record.attempts, None);
+                let next = db::unix_millis() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+                self.store.failed(record.id, &e.to_string(), next).await?;
+                tracing::warn!(
+                    order = record.order_id,
+                    attempts = record.attempts + 1,
+                    next_in = ?delay,
+                    error = %e,
+                    "notification not delivered; will try again"
+                );
+                Ok(e.is_circuit_open()
+                    .then(|| e.retry_after().unwrap_or(delay).max(delay)))
+            }
+        }
+    }
+
+    async fn sync_pending(&self) -> Result<(), sqlx::Error> {
+        let n = self.store.pending().await?;
+        self.pending.send_if_modified(|old| {
+            let changed = *old != n;
+            *old = n;
+            changed
+        });
+        Ok(())
+    }
+}

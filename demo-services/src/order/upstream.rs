@@ -1,0 +1,138 @@
+//! The order service's calls to its dependencies, each through the client
+//! stack: deadline → retry → circuit breaker → per-attempt timeout →
+//! deadline propagation → JWT signing → hyper-util client.
+
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use tower_circuit::client::{ClientError, ServiceClient};
+use tower_jwt_service_auth::client::SignTokenLayer;
+
+use super::resilience::Resilience;
+use super::store::{CachedUser, OrderStore, OrderUser};
+use crate::api::ApiError;
+use crate::auth::{KeyMaterialError, Keys, NOTIFICATION_SERVICE, ORDER_SERVICE, USER_SERVICE};
+
+/// The clients of the user and notification services.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// The user service.
+    pub users: ServiceClient,
+    /// The notification service.
+    pub notifications: ServiceClient,
+}
+
+/// An upstream client could not be built.
+#[derive(Debug)]
+pub enum UpstreamError {
+    /// A bad URL or setting.
+    Build(tower_circuit::client::BuildError),
+    /// No key to sign with.
+    Keys(KeyMaterialError),
+}
+
+impl std::fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UpstreamError::Build(e) => write!(f, "{e}"),
+            UpstreamError::Keys(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for UpstreamError {}
+
+impl Upstream {
+    /// Clients for the services at `user_url` and `notification_url`.
+    pub fn new(
+        user_url: &str,
+        notification_url: &str,
+        resilience: &Resilience,
+        keys: &Keys,
+    ) -> Result<Upstream, UpstreamError> {
+        let signer = keys.signer(ORDER_SERVICE).map_err(UpstreamError::Keys)?;
+        let client = |name: &'static str, url: &str| {
+            ServiceClient::builder(name, url)
+                .breaker(resilience.breaker())
+                .retry(resilience.retry(name))
+                .timeouts(resilience.timeouts())
+                .deadline(resilience.call_deadline)
+                .layer(SignTokenLayer::new(signer.clone(), name))
+                .build()
+                .map_err(UpstreamError::Build)
+        };
+        Ok(Upstream {
+            users: client(USER_SERVICE, user_url)?,
+            notifications: client(NOTIFICATION_SERVICE, notification_url)?,
+        })
+    }
+
+    /// The user `id`: fresh from the user service when it answers (the copy
+    /// is kept), else the last copy kept. A user the service does not know
+    /// is a 404; no service and no copy is a 503, with `Retry-After` while
+    /// the breaker is open.
+    pub async fn user(&self, store: &OrderStore, id: i64) -> Result<OrderUser, ApiError> {
+        #[derive(Deserialize, Serialize)]
+        struct RemoteUser {
+            id: i64,
+            name: String,
+            email: String,
+        }
+        let error = match self.users.get::<RemoteUser>(&format!("/users/{id}")).await {
+            Ok(user) => {
+                let copy = CachedUser {
+                    id: user.id,
+                    name: user.name,
+                    email: user.email,
+                };
+                if let Err(e) = store.cache_user(&copy).await {
+                    // The order can go on; only the fallback copy is stale.
+                    tracing::warn!(error = %e, user = id, "could not keep a copy of the user");
+                }
+                return Ok(OrderUser {
+                    name: copy.name,
+                    email: copy.email,
+                    source: "live".to_owned(),
+                });
+            }
+            Err(ClientError::Status { status, .. }) if status == StatusCode::NOT_FOUND => {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "user_not_found",
+                    format!("user not found: {id}"),
+                ));
+            }
+            Err(e) => e,
+        };
+        if let Some(copy) = store.cached_user(id).await? {
+            tracing::warn!(
+                user = id,
+                error = %error,
+                "user service unavailable; using the last copy of the user"
+            );
+            return Ok(OrderUser {
+                name: copy.name,
+                email: copy.email,
+                source: "cache".to_owned(),
+            });
+        }
+        tracing::warn!(user = id, error = %error, "user service unavailable and no copy of the user");
+        let mut answer = match &error {
+            ClientError::Status { status, .. } if status.is_client_error() => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "user_service_rejected",
+                format!("the user service refused the lookup ({status})"),
+            ),
+            _ => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "user_service_unavailable",
+                format!("the user service is unavailable and user {id} was never seen: {error}"),
+            ),
+        };
+        if let Some(left) = error.retry_after() {
+            // Whole seconds, rounded up, and at least 1.
+            let secs = left.as_millis().div_ceil(1000).max(1);
+            answer = answer.retry_after(u64::try_from(secs).unwrap_or(u64::MAX));
+        }
+        Err(answer)
+    }
+}

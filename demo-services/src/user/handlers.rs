@@ -1,0 +1,118 @@
+//! The user service's handlers.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+
+use super::store::WriteError;
+use super::{State as AppState, User};
+use crate::api::{ApiError, Json, Path, Query};
+
+/// The body of `POST /users` and `PUT /users/{id}`.
+#[derive(Debug, Deserialize)]
+pub(super) struct UserInput {
+    name: String,
+    email: String,
+}
+
+impl UserInput {
+    fn validate(&self) -> Result<(&str, &str), ApiError> {
+        let name = self.name.trim();
+        if name.is_empty() || name.chars().count() > 200 {
+            return Err(ApiError::bad_request("name must have 1 to 200 characters"));
+        }
+        let email = self.email.trim();
+        let valid = email.len() <= 254
+            && email.split_once('@').is_some_and(|(local, domain)| {
+                !local.is_empty() && !domain.is_empty() && !domain.contains('@')
+            });
+        if !valid {
+            return Err(ApiError::bad_request(
+                "email must look like name@domain (at most 254 characters)",
+            ));
+        }
+        Ok((name, email))
+    }
+}
+
+fn write_error(e: WriteError) -> ApiError {
+    match e {
+        WriteError::EmailTaken => ApiError::new(
+            StatusCode::CONFLICT,
+            "email_taken",
+            "another user has this email",
+        ),
+        WriteError::Db(e) => e.into(),
+    }
+}
+
+fn no_user(id: i64) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "user_not_found",
+        format!("no user {id}"),
+    )
+}
+
+pub(super) async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<Json<User>, ApiError> {
+    state
+        .store
+        .get(id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| no_user(id))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct Page {
+    page: Option<u32>,
+    page_size: Option<u32>,
+}
+
+pub(super) async fn list(
+    State(state): State<AppState>,
+    Query(q): Query<Page>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let page = q.page.unwrap_or(1);
+    let page_size = q.page_size.unwrap_or(20);
+    if page == 0 {
+        return Err(ApiError::bad_request("page counts from 1"));
+    }
+    if !(1..=100).contains(&page_size) {
+        return Err(ApiError::bad_request("page_size must be between 1 and 100"));
+    }
+    let users = state.store.list(page, page_size).await?;
+    Ok(Json(serde_json::json!({
+        "users": users,
+        "page": page,
+        "page_size": page_size,
+    })))
+}
+
+pub(super) async fn create(
+    State(state): State<AppState>,
+    Json(input): Json<UserInput>,
+) -> Result<(StatusCode, Json<User>), ApiError> {
+    let (name, email) = input.validate()?;
+    let user = state.store.create(name, email).await.map_err(write_error)?;
+    tracing::info!(user = user.id, "user created");
+    Ok((StatusCode::CREATED, Json(user)))
+}
+
+pub(super) async fn update(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    Json(input): Json<UserInput>,
+) -> Result<Json<User>, ApiError> {
+    let (name, email) = input.validate()?;
+    state
+        .store
+        .update(id, name, email)
+        .await
+        .map_err(write_error)?
+        .map(Json)
+        .ok_or_else(|| no_user(id))
+}

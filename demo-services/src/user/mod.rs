@@ -1,0 +1,77 @@
+//! The user service: users in SQLite, served over HTTP behind service JWTs.
+//!
+//! | Route | Permission |
+//! |---|---|
+//! | `GET /users/{id}` | `read:users` |
+//! | `GET /users?page=&page_size=` | `read:users` |
+//! | `POST /users` | `write:users` |
+//! | `PUT /users/{id}` | `write:users` |
+//! | `GET /health` | none |
+
+mod handlers;
+pub mod store;
+
+use std::future::Future;
+use std::io;
+use std::path::Path;
+
+use axum::Router;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tower_jwt_service_auth::server::RequirePermissionLayer;
+
+use crate::auth::{Keys, USER_SERVICE};
+use crate::server;
+
+pub use self::store::{User, UserStore};
+
+/// What the user service's handlers share.
+#[derive(Debug, Clone)]
+pub struct State {
+    /// The users.
+    pub store: UserStore,
+    /// Key material for verifying callers.
+    pub keys: Keys,
+}
+
+impl State {
+    /// Opens the database under `data_dir` (seeding users 1, 2 and 3).
+    pub async fn open(data_dir: &Path, keys: Keys) -> Result<State, sqlx::Error> {
+        Ok(State {
+            store: UserStore::open(data_dir).await?,
+            keys,
+        })
+    }
+}
+
+/// The user service's routes in the common stack.
+pub fn app(state: State) -> Router {
+    let read = || RequirePermissionLayer::new("read:users");
+    let write = || RequirePermissionLayer::new("write:users");
+    let protected = Router::new()
+        .route(
+            "/users",
+            get(handlers::list)
+                .route_layer(read())
+                .merge(axum::routing::post(handlers::create).route_layer(write())),
+        )
+        .route(
+            "/users/{id}",
+            get(handlers::get)
+                .route_layer(read())
+                .merge(axum::routing::put(handlers::update).route_layer(write())),
+        )
+        .with_state(state.clone());
+    let public = Router::new().route("/health", get(|| async { server::health(USER_SERVICE) }));
+    server::stack(protected, public, state.keys.verify_layer(USER_SERVICE))
+}
+
+/// Serves the user service on `listener` until `shutdown`.
+pub async fn run(
+    listener: TcpListener,
+    state: State,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    tracing::info!(addr = %listener.local_addr()?, "user service listening");
+    server::serve(listener, app(state), shutdown).await
+}

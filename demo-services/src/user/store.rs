@@ -1,0 +1,134 @@
+//! The user service's table.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sqlx::SqlitePool;
+
+use crate::db;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS users (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    name       TEXT NOT NULL,
+    email      TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL
+);
+INSERT OR IGNORE INTO users (id, name, email, created_at) VALUES
+    (1, 'Ada Lovelace', 'ada@example.com', '2026-01-01T00:00:00.000Z'),
+    (2, 'Grace Hopper', 'grace@example.com', '2026-01-01T00:00:00.000Z'),
+    (3, 'Alan Turing', 'alan@example.com', '2026-01-01T00:00:00.000Z');
+";
+
+/// A user, as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    /// Its id.
+    pub id: i64,
+    /// Full name.
+    pub name: String,
+    /// Email address.
+    pub email: String,
+    /// When it was created (RFC 3339, UTC).
+    pub created_at: String,
+}
+
+type Row = (i64, String, String, String);
+
+fn from_row((id, name, email, created_at): Row) -> User {
+    User {
+        id,
+        name,
+        email,
+        created_at,
+    }
+}
+
+/// What a write can run into besides the database failing.
+#[derive(Debug)]
+pub enum WriteError {
+    /// Another user has this email.
+    EmailTaken,
+    /// The database failed.
+    Db(sqlx::Error),
+}
+
+impl From<sqlx::Error> for WriteError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => WriteError::EmailTaken,
+            _ => WriteError::Db(e),
+        }
+    }
+}
+
+/// The users, in `<data-dir>/users.db`.
+#[derive(Debug, Clone)]
+pub struct UserStore {
+    pool: SqlitePool,
+}
+
+impl UserStore {
+    /// Opens the database, creating and seeding it when new.
+    pub async fn open(data_dir: &Path) -> Result<Self, sqlx::Error> {
+        Ok(UserStore {
+            pool: db::open(data_dir, "users", SCHEMA).await?,
+        })
+    }
+
+    /// The user `id`.
+    pub async fn get(&self, id: i64) -> Result<Option<User>, sqlx::Error> {
+        let row: Option<Row> =
+            sqlx::query_as("SELECT id, name, email, created_at FROM users WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(from_row))
+    }
+
+    /// One page of users by id; pages count from 1.
+    pub async fn list(&self, page: u32, page_size: u32) -> Result<Vec<User>, sqlx::Error> {
+        let offset = i64::from(page - 1) * i64::from(page_size);
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT id, name, email, created_at FROM users ORDER BY id LIMIT ? OFFSET ?",
+        )
+        .bind(i64::from(page_size))
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(from_row).collect())
+    }
+
+    /// Creates a user.
+    pub async fn create(&self, name: &str, email: &str) -> Result<User, WriteError> {
+        let row: Row = sqlx::query_as(
+            "INSERT INTO users (name, email, created_at) VALUES (?, ?, ?)
+             RETURNING id, name, email, created_at",
+        )
+        .bind(name)
+        .bind(email)
+        .bind(db::timestamp())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(from_row(row))
+    }
+
+    /// Replaces a user's name and email; `None` if there is no such user.
+    pub async fn update(
+        &self,
+        id: i64,
+        name: &str,
+        email: &str,
+    ) -> Result<Option<User>, WriteError> {
+        let row: Option<Row> = sqlx::query_as(
+            "UPDATE users SET name = ?, email = ? WHERE id = ?
+             RETURNING id, name, email, created_at",
+        )
+        .bind(name)
+        .bind(email)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(from_row))
+    }
+}
