@@ -9,7 +9,10 @@
 //!   alone on the same token (signature and its own default checks), for
 //!   the overhead of the strict checks.
 //! - `server`: the `VerifyLayer` with a cache hit, against the same layer
-//!   with the cache off (a full verification per request).
+//!   with the cache off (a full verification per request), and against
+//!   `bare`, the same requests (built the same way, with the token) to the
+//!   same inner service without the layer: `verify_cache_hit - bare` is
+//!   the layer's own cost on a hit.
 //! - `client`: the `SignTokenLayer` with its cached token, against signing
 //!   a token on every call (the seed's way).
 
@@ -129,6 +132,9 @@ fn layers(c: &mut Criterion) {
             .expect("request")
     };
 
+    c.bench_function("server/bare", |b| {
+        b.iter_custom(|n| run(&rt, &ok, n, request))
+    });
     let cached = VerifyLayer::new(Verifier::new("user-service", keys())).layer(ok);
     c.bench_function("server/verify_cache_hit", |b| {
         b.iter_custom(|n| run(&rt, &cached, n, request))

@@ -55,6 +55,10 @@ pub enum Rejection {
     LifetimeTooLong,
     /// `iss` is not a trusted issuer, or not the owner of the signing key.
     WrongIssuer,
+    /// `sub` is not `iss`: a service token is minted by the caller itself,
+    /// and `sub` becomes [`ServiceIdentity::service`], so a key bound to
+    /// one issuer must not name another caller there.
+    SubjectNotIssuer,
     /// `aud` does not name this service.
     WrongAudience,
     /// A valid token, but not a service token (`service` is missing, false
@@ -115,6 +119,7 @@ impl Rejection {
             Rejection::IssuedInFuture => "issued_in_future",
             Rejection::LifetimeTooLong => "lifetime_too_long",
             Rejection::WrongIssuer => "wrong_issuer",
+            Rejection::SubjectNotIssuer => "subject_not_issuer",
             Rejection::WrongAudience => "wrong_audience",
             Rejection::NotAService => "not_a_service",
             Rejection::MissingPermission(_) => "missing_permission",
@@ -146,6 +151,7 @@ impl fmt::Display for Rejection {
                 f.write_str("the token's lifetime is longer than allowed")
             }
             Rejection::WrongIssuer => f.write_str("the token's issuer is not trusted"),
+            Rejection::SubjectNotIssuer => f.write_str("the token's subject must be its issuer"),
             Rejection::WrongAudience => f.write_str("the token is not meant for this service"),
             Rejection::NotAService => f.write_str("the token is not a service token"),
             Rejection::MissingPermission(p) => write!(f, "the caller lacks the permission `{p}`"),
@@ -156,6 +162,10 @@ impl fmt::Display for Rejection {
 impl std::error::Error for Rejection {}
 
 /// Who called, established from a verified token.
+///
+/// [`VerifyLayer`](crate::server::VerifyLayer) puts it in the request's
+/// extensions; with the `axum` feature, handlers can also take it directly
+/// as an extractor (`caller: ServiceIdentity`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceIdentity {
     /// The calling service (`sub`).
@@ -379,6 +389,9 @@ impl Verifier {
                 .is_some_and(|trusted| !trusted.contains(iss))
         {
             return Err(Rejection::WrongIssuer);
+        }
+        if sub != iss {
+            return Err(Rejection::SubjectNotIssuer);
         }
         if !aud.contains(&self.audience.as_str()) {
             return Err(Rejection::WrongAudience);

@@ -361,6 +361,17 @@ fn an_issuer_other_than_the_keys_owner_is_refused() {
 }
 
 #[test]
+fn a_subject_other_than_the_issuer_is_refused() {
+    // `sub` is the caller the handler sees: order-service's key, signing
+    // as itself, must not name user-service there.
+    let claims = with(claims(), "sub", json!("user-service"));
+    assert_eq!(
+        check(&forge(&order_key(), header(), claims)),
+        Err(Rejection::SubjectNotIssuer)
+    );
+}
+
+#[test]
 fn an_untrusted_issuer_is_refused() {
     let key = SigningKey::hs256("shared-1", SECRET).unwrap();
     let header = json!({ "alg": "HS256", "typ": TOKEN_TYPE, "kid": "shared-1" });

@@ -39,8 +39,14 @@
 //! assert_eq!(users.oneshot(anonymous).await.unwrap().status(), StatusCode::UNAUTHORIZED);
 //! # }
 //! ```
+//!
+//! With the `axum` feature, [`ServiceIdentity`] is an axum extractor:
+//! handlers take `caller: ServiceIdentity` as an argument. On a route
+//! without [`VerifyLayer`] it answers `500` (see `MissingVerifyLayer`).
 
 mod cache;
+#[cfg(feature = "axum")]
+mod extract;
 pub mod future;
 mod permission;
 
@@ -56,6 +62,8 @@ use http::{Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 
+#[cfg(feature = "axum")]
+pub use self::extract::MissingVerifyLayer;
 pub use self::permission::{RequirePermission, RequirePermissionLayer};
 
 use self::cache::TokenCache;
