@@ -1,0 +1,265 @@
+//! The order flow across three real servers on loopback: happy path,
+//! idempotent replay, unknown users, reads.
+
+use std::time::Duration;
+
+use demo_services::auth::{NOTIFICATION_SERVICE, ORDER_SERVICE, USER_SERVICE};
+use http::StatusCode;
+use integration_tests::{Cluster, Http, order_body};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_fetches_the_user_and_its_notification_is_delivered_once() {
+    let c = Cluster::start().await;
+    let http = Http::default();
+    let token = c.gateway(ORDER_SERVICE);
+
+    let res = http
+        .post(&format!("{}/orders", c.order.url()), &token, &order_body(1))
+        .await;
+    assert_eq!(res.status, StatusCode::CREATED, "{:?}", res.json);
+    let order = &res.json;
+    assert_eq!(order["userId"], 1);
+    assert_eq!(order["total"], json!(19.98));
+    assert!(order["total"].is_f64(), "total is a JSON number");
+    assert_eq!(order["status"], "created");
+    assert_eq!(order["user"]["name"], "Ada Lovelace");
+    assert_eq!(order["user"]["email"], "ada@example.com");
+    assert_eq!(order["user"]["source"], "live");
+    assert_eq!(order["notification"], "queued");
+    assert_eq!(order["items"][0]["productId"], "p-1");
+    assert!(order["createdAt"].as_str().unwrap().ends_with('Z'));
+    let id = order["id"].as_i64().unwrap();
+
+    c.drained(Duration::from_secs(10)).await;
+    let notes = http
+        .get(
+            &format!("{}/notifications?orderId={id}", c.notification.url()),
+            &c.gateway(NOTIFICATION_SERVICE),
+        )
+        .await;
+    assert_eq!(notes.status, StatusCode::OK);
+    let list = notes.json["notifications"].as_array().unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["userId"], 1);
+    assert!(
+        list[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("#{id}"))
+    );
+
+    // Reading the order back shows the delivery.
+    let again = http
+        .get(&format!("{}/orders/{id}", c.order.url()), &token)
+        .await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(again.json["notification"], "delivered");
+    assert_eq!(again.json["total"], json!(19.98));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_idempotency_key_and_body_returns_the_same_order_and_creates_nothing() {
+    let c = Cluster::start().await;
+    let http = Http::default();
+    let token = c.gateway(ORDER_SERVICE);
+    let url = format!("{}/orders", c.order.url());
+    let key = [("idempotency-key", "checkout-42")];
+
+    let first = http.post_with(&url, &token, &key, &order_body(2)).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    // Same body with other whitespace and key order: the same request.
+    let reordered = json!({
+        "items": [{ "unitPrice": 9.99, "quantity": 2, "productId": "p-1" }],
+        "userId": 2
+    });
+    let second = http.post_with(&url, &token, &key, &reordered).await;
+    assert_eq!(second.status, StatusCode::CREATED);
+    assert_eq!(second.json["id"], first.json["id"]);
+    assert_eq!(second.headers["idempotent-replayed"], "true");
+
+    let list = http
+        .get(&format!("{}/orders?userId=2", c.order.url()), &token)
+        .await;
+    assert_eq!(list.json["orders"].as_array().unwrap().len(), 1);
+
+    // A different body under the same key is refused and stores nothing.
+    let other = http.post_with(&url, &token, &key, &order_body(3)).await;
+    assert_eq!(other.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(other.error(), "idempotency_key_reused");
+    let list = http
+        .get(&format!("{}/orders?userId=3", c.order.url()), &token)
+        .await;
+    assert_eq!(list.json["orders"].as_array().unwrap().len(), 0);
+
+    c.drained(Duration::from_secs(10)).await;
+    let notes = http
+        .get(
+            &format!("{}/notifications?userId=2", c.notification.url()),
+            &c.gateway(NOTIFICATION_SERVICE),
+        )
+        .await;
+    assert_eq!(notes.json["notifications"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_user_is_404_not_retried_and_not_a_breaker_failure() {
+    let c = Cluster::start().await;
+    let http = Http::default();
+    let token = c.gateway(ORDER_SERVICE);
+    for _ in 0..3 {
+        let res = http
+            .post(
+                &format!("{}/orders", c.order.url()),
+                &token,
+                &order_body(999),
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::NOT_FOUND);
+        assert_eq!(res.error(), "user_not_found");
+    }
+    let metrics = c.orders.upstream.users.breaker().metrics();
+    // Recorded, as successes: a 404 says the service works.
+    assert_eq!(metrics.calls, 3, "{metrics:?}");
+    assert_eq!(metrics.failures, 0, "{metrics:?}");
+    assert_eq!(c.orders.upstream.users.retry_stats().retries, 0);
+    let list = http
+        .get(&format!("{}/orders?userId=999", c.order.url()), &token)
+        .await;
+    assert_eq!(list.json["orders"].as_array().unwrap().len(), 0);
+    assert_eq!(c.orders.outbox.pending(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_are_read_back_by_id_and_by_user() {
+    let c = Cluster::start().await;
+    let http = Http::default();
+    let token = c.gateway(ORDER_SERVICE);
+    let url = format!("{}/orders", c.order.url());
+    let a = http.post(&url, &token, &order_body(1)).await.json["id"]
+        .as_i64()
+        .unwrap();
+    let b = http.post(&url, &token, &order_body(1)).await.json["id"]
+        .as_i64()
+        .unwrap();
+    assert_ne!(a, b);
+    let list = http.get(&format!("{url}?userId=1"), &token).await;
+    let ids: Vec<i64> = list.json["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, vec![a, b]);
+    let missing = http.get(&format!("{url}/424242"), &token).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(missing.error(), "order_not_found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_user_service_serves_creates_pages_and_updates_users() {
+    let c = Cluster::start().await;
+    let http = Http::default();
+    let token = c.gateway(USER_SERVICE);
+    let base = c.user.url();
+
+    let ada = http.get(&format!("{base}/users/1"), &token).await;
+    assert_eq!(ada.status, StatusCode::OK);
+    assert_eq!(ada.json["name"], "Ada Lovelace");
+    assert!(ada.json["created_at"].is_string());
+
+    let created = http
+        .post(
+            &format!("{base}/users"),
+            &token,
+            &json!({ "name": "Edsger Dijkstra", "email": "ewd@example.com" }),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    let id = created.json["id"].as_i64().unwrap();
+    assert_eq!(id, 4);
+
+    let dup = http
+        .post(
+            &format!("{base}/users"),
+            &token,
+            &json!({ "name": "Other", "email": "ewd@example.com" }),
+        )
+        .await;
+    assert_eq!(dup.status, StatusCode::CONFLICT);
+    assert_eq!(dup.error(), "email_taken");
+
+    let page = http
+        .get(&format!("{base}/users?page=2&page_size=3"), &token)
+        .await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(page.json["page"], 2);
+    assert_eq!(page.json["page_size"], 3);
+    let users = page.json["users"].as_array().unwrap();
+    assert_eq!(users.len(), 1);
+    assert_eq!(users[0]["id"], 4);
+
+    let put = http
+        .send(
+            http::Method::PUT,
+            &format!("{base}/users/{id}"),
+            Some(&token),
+            &[("content-type", "application/json")],
+            json!({ "name": "E. W. Dijkstra", "email": "ewd@example.com" }).to_string(),
+        )
+        .await;
+    assert_eq!(put.status, StatusCode::OK);
+    assert_eq!(put.json["name"], "E. W. Dijkstra");
+    assert_eq!(
+        http.get(&format!("{base}/users/{id}"), &token).await.json["name"],
+        "E. W. Dijkstra"
+    );
+
+    let missing = http.get(&format!("{base}/users/77"), &token).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_notification_service_keeps_one_notification_per_order() {
+    let c = Cluster::start().await;
+    let http = Http::default();
+    let token = c.token(ORDER_SERVICE, NOTIFICATION_SERVICE);
+    let url = format!("{}/notifications", c.notification.url());
+    let body = json!({ "userId": 1, "orderId": 77, "channel": "email", "message": "hello" });
+    let first = http.post(&url, &token, &body).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED);
+    let second = http.post(&url, &token, &body).await;
+    assert_eq!(second.status, StatusCode::ACCEPTED);
+    assert_eq!(second.json["id"], first.json["id"]);
+    let list = http
+        .get(
+            &format!("{url}?orderId=77"),
+            &c.gateway(NOTIFICATION_SERVICE),
+        )
+        .await;
+    assert_eq!(list.json["notifications"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_needs_no_token() {
+    let c = Cluster::start().await;
+    let http = Http::default();
+    for (running, name) in [
+        (&c.user, USER_SERVICE),
+        (&c.order, ORDER_SERVICE),
+        (&c.notification, NOTIFICATION_SERVICE),
+    ] {
+        let res = http
+            .send(
+                http::Method::GET,
+                &format!("{}/health", running.url()),
+                None,
+                &[],
+                "",
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::OK);
+        assert_eq!(res.json["status"], "ok");
+        assert_eq!(res.json["service"], name);
+    }
+}

@@ -1,0 +1,179 @@
+//! The two outages the order flow is built for, with millisecond settings:
+//! the user service down (cached users, then 503 with Retry-After once the
+//! breaker is open, then live again) and the notification service down
+//! (orders still 201, every notification delivered once after it returns,
+//! also across an order-service restart).
+
+use std::time::Duration;
+
+use demo_services::auth::{NOTIFICATION_SERVICE, ORDER_SERVICE};
+use http::StatusCode;
+use integration_tests::{Cluster, Http, order_body, start_notification, start_order, start_user};
+use tower_circuit::breaker::CircuitState;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_service_down_uses_the_cached_user_then_fails_fast_then_recovers() {
+    let mut c = Cluster::start().await;
+    let http = Http::default();
+    let token = c.gateway(ORDER_SERVICE);
+    let orders = format!("{}/orders", c.order.url());
+
+    // User 1 is seen once while the service is up.
+    let live = http.post(&orders, &token, &order_body(1)).await;
+    assert_eq!(live.json["user"]["source"], "live");
+
+    let user_addr = c.user.addr;
+    c.user.stop().await;
+
+    // A known user: the order goes through with the kept copy.
+    let cached = http.post(&orders, &token, &order_body(1)).await;
+    assert_eq!(cached.status, StatusCode::CREATED, "{:?}", cached.json);
+    assert_eq!(cached.json["user"]["source"], "cache");
+    assert_eq!(cached.json["user"]["name"], "Ada Lovelace");
+
+    // An unseen user: 503. The breaker (minimum 2 calls, 50 %) is open by
+    // now, so the answer says when to come back.
+    let breaker = c.orders.upstream.users.breaker().clone();
+    let unseen = http.post(&orders, &token, &order_body(2)).await;
+    assert_eq!(
+        unseen.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{:?}",
+        unseen.json
+    );
+    assert_eq!(unseen.error(), "user_service_unavailable");
+    assert_eq!(breaker.state(), CircuitState::Open);
+    let fast = http.post(&orders, &token, &order_body(2)).await;
+    assert_eq!(fast.status, StatusCode::SERVICE_UNAVAILABLE);
+    let retry_after: u64 = fast.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (1..=1).contains(&retry_after),
+        "300 ms rounds up to 1 s, got {retry_after}"
+    );
+    let rejected = breaker.metrics().rejected;
+    assert!(
+        rejected >= 1,
+        "the open breaker refused the call without sending it"
+    );
+
+    // Back up on the same address; after the open duration a probe closes
+    // the breaker and users are live again.
+    c.user = start_user(c.data.path(), &c.keys, Some(user_addr)).await;
+    tokio::time::sleep(breaker.retry_after().unwrap_or_default()).await;
+    let back = http.post(&orders, &token, &order_body(2)).await;
+    assert_eq!(back.status, StatusCode::CREATED, "{:?}", back.json);
+    assert_eq!(back.json["user"]["source"], "live");
+    assert_eq!(back.json["user"]["name"], "Grace Hopper");
+    assert_eq!(breaker.state(), CircuitState::Closed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notification_service_down_orders_still_succeed_and_notifications_arrive_once() {
+    let mut c = Cluster::start().await;
+    let http = Http::default();
+    let token = c.gateway(ORDER_SERVICE);
+    let orders = format!("{}/orders", c.order.url());
+
+    let note_addr = c.notification.addr;
+    c.notification.stop().await;
+
+    let mut ids = Vec::new();
+    for user in [1, 2, 3, 1] {
+        let res = http.post(&orders, &token, &order_body(user)).await;
+        assert_eq!(res.status, StatusCode::CREATED, "{:?}", res.json);
+        assert_eq!(res.json["notification"], "queued");
+        ids.push(res.json["id"].as_i64().unwrap());
+    }
+    assert!(
+        c.orders.outbox.pending() >= 1,
+        "undelivered notifications are kept"
+    );
+
+    c.notification = start_notification(c.data.path(), &c.keys, Some(note_addr)).await;
+    // The breaker may be open: the backlog drains once it lets a probe by.
+    c.drained(Duration::from_secs(10)).await;
+
+    let reader = c.gateway(NOTIFICATION_SERVICE);
+    for id in &ids {
+        let list = http
+            .get(
+                &format!("{}/notifications?orderId={id}", c.notification.url()),
+                &reader,
+            )
+            .await;
+        assert_eq!(
+            list.json["notifications"].as_array().unwrap().len(),
+            1,
+            "order {id}"
+        );
+    }
+    let ada = http
+        .get(
+            &format!("{}/notifications?userId=1", c.notification.url()),
+            &reader,
+        )
+        .await;
+    assert_eq!(ada.json["notifications"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_notifications_survive_an_order_service_restart() {
+    let mut c = Cluster::start().await;
+    let http = Http::default();
+    let token = c.gateway(ORDER_SERVICE);
+
+    let note_addr = c.notification.addr;
+    c.notification.stop().await;
+    let mut ids = Vec::new();
+    for user in [1, 2] {
+        let res = http
+            .post(
+                &format!("{}/orders", c.order.url()),
+                &token,
+                &order_body(user),
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::CREATED);
+        ids.push(res.json["id"].as_i64().unwrap());
+    }
+    // Stop the order service with both notifications undelivered.
+    let order_addr = c.order.addr;
+    c.order.stop().await;
+    assert_eq!(c.orders.store.pending().await.unwrap(), 2);
+
+    // Notification service back, then a new order-service process on the
+    // same database: it picks the records up and delivers them.
+    c.notification = start_notification(c.data.path(), &c.keys, Some(note_addr)).await;
+    let (order, orders) = start_order(c.data.path(), &c.keys, &c.settings, Some(order_addr)).await;
+    c.order = order;
+    c.orders = orders;
+    assert_eq!(
+        c.orders.outbox.pending(),
+        2,
+        "the new process sees the backlog"
+    );
+    c.drained(Duration::from_secs(10)).await;
+
+    let reader = c.gateway(NOTIFICATION_SERVICE);
+    for id in &ids {
+        let list = http
+            .get(
+                &format!("{}/notifications?orderId={id}", c.notification.url()),
+                &reader,
+            )
+            .await;
+        assert_eq!(
+            list.json["notifications"].as_array().unwrap().len(),
+            1,
+            "order {id}"
+        );
+        let order = http
+            .get(&format!("{}/orders/{id}", c.order.url()), &token)
+            .await;
+        assert_eq!(order.json["notification"], "delivered");
+    }
+}
