@@ -1,6 +1,5 @@
 //! The order service's handlers.
 
-use axum::Extension;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -103,21 +102,21 @@ fn key_reused() -> ApiError {
 
 pub(super) async fn create(
     State(state): State<AppState>,
-    Extension(caller): Extension<ServiceIdentity>,
+    caller: ServiceIdentity,
     headers: HeaderMap,
     Json(input): Json<OrderInput>,
 ) -> Result<Response, ApiError> {
     let total = input.validate()?;
     let key = idempotency_key(&headers)?;
     let digest = input.digest();
-    if let Some(key) = &key {
-        if let Some((hash, order)) = state.store.by_key(&caller.service, key).await? {
-            return if hash == digest {
-                Ok(replay(order))
-            } else {
-                Err(key_reused())
-            };
-        }
+    if let Some(key) = &key
+        && let Some((hash, order)) = state.store.by_key(&caller.service, key).await?
+    {
+        return if hash == digest {
+            Ok(replay(order))
+        } else {
+            Err(key_reused())
+        };
     }
     let user = state.upstream.user(&state.store, input.user_id).await?;
     let new = NewOrder {

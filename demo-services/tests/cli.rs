@@ -1,0 +1,317 @@
+//! The `demo-services` binary as a user runs it: `keygen`, `token`, key
+//! material across separately started processes, refusing to start without
+//! keys, and graceful shutdown on SIGTERM.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use demo_services::auth::Keys;
+
+const BIN: &str = env!("CARGO_BIN_EXE_demo-services");
+const SECRET: &str = "a shared secret for the cli tests, 32+ bytes";
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let path = std::env::temp_dir().join(format!("demo-cli-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn demo(args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env_remove("SERVICE_JWT_SECRET")
+        .env("RUST_LOG", "info");
+    cmd
+}
+
+fn run(mut cmd: impl std::borrow::BorrowMut<Command>) -> Output {
+    cmd.borrow_mut().output().expect("run demo-services")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Reads `stream` line by line on a thread, sending each line.
+fn lines(stream: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits (at most 30 s) for a line containing `needle`.
+fn wait_for(rx: &mpsc::Receiver<String>, needle: &str) -> String {
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("no line with {needle:?} within 30 s"));
+        if line.contains(needle) {
+            return line;
+        }
+    }
+}
+
+/// `addr=127.0.0.1:PORT` in a log line.
+fn addr_in(line: &str) -> String {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix("addr="))
+        .expect("an addr= field")
+        .to_owned()
+}
+
+/// A raw HTTP/1.1 GET: returns the status line and the body.
+fn get(addr: &str, path: &str, token: &str) -> (String, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let status = answer.lines().next().unwrap_or_default().to_owned();
+    let body = answer
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    (status, body)
+}
+
+fn kill(child: &mut Child, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+}
+
+fn wait_exit(mut child: Child, within: Duration) -> std::process::ExitStatus {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    rx.recv_timeout(within)
+        .unwrap_or_else(|_| panic!("the process did not exit within {within:?}"))
+        .expect("wait for the process")
+}
+
+fn token(args: &[&str], dir: Option<&Path>) -> String {
+    let mut all = vec!["token"];
+    all.extend_from_slice(args);
+    let dir_arg;
+    if let Some(dir) = dir {
+        dir_arg = dir.display().to_string();
+        all.extend(["--keys-dir", &dir_arg]);
+    }
+    let out = run(demo(&all).env("SERVICE_JWT_SECRET", SECRET));
+    assert!(out.status.success(), "token failed: {}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        stdout.lines().count(),
+        1,
+        "the token alone on stdout: {stdout:?}"
+    );
+    stdout.trim().to_owned()
+}
+
+#[test]
+fn keygen_writes_keys_that_token_and_the_verifier_use() {
+    let dir = TempDir::new("keygen");
+    let keys = dir.0.join("keys");
+    let out = run(demo(&["keygen", "--out", keys.to_str().unwrap()]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for service in [
+        "user-service",
+        "order-service",
+        "notification-service",
+        "api-gateway",
+    ] {
+        let private = keys.join(format!("{service}.key.pem"));
+        assert!(
+            std::fs::read_to_string(&private)
+                .unwrap()
+                .starts_with("-----BEGIN PRIVATE KEY-----")
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&private).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{service}'s private key is private");
+        }
+        assert!(keys.join(format!("{service}.pub.pem")).exists());
+    }
+
+    // A second keygen into the same place refuses, and changes nothing.
+    let before = std::fs::read(keys.join("jwks.json")).unwrap();
+    let again = run(demo(&["keygen", "--out", keys.to_str().unwrap()]));
+    assert!(!again.status.success());
+    assert!(text(&again.stderr).contains("does not overwrite"));
+    assert_eq!(std::fs::read(keys.join("jwks.json")).unwrap(), before);
+
+    // `token` signs with the gateway's key; a user service holding only
+    // the public set accepts it, with the gateway's permissions.
+    let jwt = token(
+        &["--service", "api-gateway", "--audience", "user-service"],
+        Some(&keys),
+    );
+    let verifier = Keys::from_dir(&keys).unwrap().verifier("user-service");
+    let caller = verifier.verify(&jwt).expect("a valid token");
+    assert_eq!(caller.service, "api-gateway");
+    assert!(caller.has("write:orders") && caller.has("read:users"));
+
+    // Explicit permissions and lifetime.
+    let jwt = token(
+        &[
+            "--service",
+            "order-service",
+            "--audience",
+            "user-service",
+            "--permissions",
+            "read:users",
+            "--ttl",
+            "30s",
+        ],
+        Some(&keys),
+    );
+    let caller = verifier.verify(&jwt).unwrap();
+    assert_eq!(caller.permissions, vec!["read:users".to_owned()]);
+    let left = caller
+        .expires_at
+        .duration_since(std::time::SystemTime::now())
+        .unwrap();
+    assert!(
+        left <= Duration::from_secs(30) && left > Duration::from_secs(20),
+        "{left:?}"
+    );
+}
+
+#[test]
+fn a_service_started_alone_without_keys_refuses_with_a_clear_message() {
+    let dir = TempDir::new("nokeys");
+    for service in ["user", "order", "notification"] {
+        let out = run(demo(&[
+            service,
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.0.to_str().unwrap(),
+        ]));
+        assert!(!out.status.success(), "{service} started without keys");
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains("SERVICE_JWT_SECRET") && stderr.contains("--keys-dir"),
+            "{service}: {stderr}"
+        );
+    }
+    let out = run(demo(&[
+        "token",
+        "--service",
+        "nobody",
+        "--audience",
+        "user-service",
+    ]));
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("unknown service"));
+}
+
+#[test]
+fn a_shared_secret_works_across_separately_started_processes() {
+    let dir = TempDir::new("shared");
+    let mut user = demo(&[
+        "user",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir.0.to_str().unwrap(),
+    ])
+    .env("SERVICE_JWT_SECRET", SECRET)
+    .stderr(Stdio::piped())
+    .stdout(Stdio::null())
+    .spawn()
+    .unwrap();
+    let log = lines(user.stderr.take().unwrap());
+    let addr = addr_in(&wait_for(&log, "user service listening"));
+
+    let jwt = token(
+        &["--service", "api-gateway", "--audience", "user-service"],
+        None,
+    );
+    let (status, body) = get(&addr, "/users/1", &jwt);
+    assert!(status.contains("200"), "{status}: {body}");
+    assert!(body.contains("Ada Lovelace"));
+
+    // A token for another audience is refused.
+    let other = token(
+        &["--service", "api-gateway", "--audience", "order-service"],
+        None,
+    );
+    let (status, _) = get(&addr, "/users/1", &other);
+    assert!(status.contains("401"), "{status}");
+
+    kill(&mut user, "-TERM");
+    assert!(wait_exit(user, Duration::from_secs(10)).success());
+}
+
+#[test]
+fn sigterm_stops_all_three_gracefully() {
+    let dir = TempDir::new("sigterm");
+    let mut all = demo(&[
+        "all",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir.0.to_str().unwrap(),
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let banner = lines(all.stdout.take().unwrap());
+    let log = lines(all.stderr.take().unwrap());
+    wait_for(&log, "ephemeral");
+    let order = wait_for(&banner, "order-service");
+    let token_line = wait_for(&banner, "TOKEN=");
+    let jwt = token_line.trim().trim_start_matches("TOKEN=");
+    let addr = order
+        .split("http://")
+        .nth(1)
+        .expect("a URL")
+        .trim()
+        .to_owned();
+    let (status, body) = get(&addr, "/orders?userId=1", jwt);
+    assert!(
+        status.contains("200"),
+        "the banner's token works: {status} {body}"
+    );
+
+    kill(&mut all, "-TERM");
+    wait_for(&log, "shutting down");
+    let status = wait_exit(all, Duration::from_secs(10));
+    assert!(status.success(), "{status}");
+    assert!(dir.0.join("orders.db").exists() && dir.0.join("users.db").exists());
+}
