@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
-use tower_circuit::breaker::{CircuitState, Config, Window};
+use tower_circuit::breaker::{Breaker, CircuitState, Config, Window};
 use tower_circuit::client::{BuildError, ClientError, ServiceClient};
 use tower_circuit::retry::{Backoff, RetryLayer};
 use tower_circuit::timeout::ByMethod;
@@ -215,6 +215,42 @@ async fn an_open_circuit_fails_fast_with_time_left() {
         server.calls.load(Ordering::SeqCst),
         2,
         "the server was not called"
+    );
+}
+
+#[tokio::test]
+async fn a_breaker_builder_brings_its_hooks_and_takes_the_clients_name() {
+    let server = Server {
+        fail_first: usize::MAX,
+        ..Server::default()
+    };
+    let url = serve(server.clone()).await;
+    let changes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = changes.clone();
+    let client = ServiceClient::builder("users", url)
+        .retry(fast_retries().max_retries(0))
+        .breaker_builder(
+            Breaker::builder("ignored")
+                .config(
+                    Config::default()
+                        .window(Window::Count { size: 2 })
+                        .minimum_calls(2),
+                )
+                .on_state_change(move |c| {
+                    seen.lock()
+                        .unwrap()
+                        .push((c.name.to_string(), c.from, c.to));
+                }),
+        )
+        .build()
+        .unwrap();
+    for _ in 0..2 {
+        assert!(client.get::<User>("/flaky").await.is_err());
+    }
+    assert_eq!(client.breaker().state(), CircuitState::Open);
+    assert_eq!(
+        *changes.lock().unwrap(),
+        vec![("users".to_owned(), CircuitState::Closed, CircuitState::Open)]
     );
 }
 

@@ -143,7 +143,7 @@ impl BreakerBuilder {
         self.build_named(self.name.clone())
     }
 
-    fn build_named(&self, name: Arc<str>) -> Result<Breaker, ConfigError> {
+    pub(crate) fn build_named(&self, name: Arc<str>) -> Result<Breaker, ConfigError> {
         self.validate()?;
         Ok(self.build_validated(name))
     }

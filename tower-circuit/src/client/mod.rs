@@ -48,7 +48,7 @@ use tower::{Layer, Service, ServiceBuilder, ServiceExt, service_fn};
 pub use self::error::{BuildError, ClientError};
 
 use crate::BoxError;
-use crate::breaker::{Breaker, Config};
+use crate::breaker::{Breaker, BreakerBuilder, Config};
 use crate::retry::{RetryBuilder, RetryLayer, RetryStats};
 use crate::timeout::{ByMethod, DeadlineLayer, PropagateDeadlineLayer, RequestTimeoutLayer};
 
@@ -65,7 +65,7 @@ type WireLayer = Box<dyn FnOnce(WireService) -> WireService + Send>;
 pub struct ServiceClientBuilder {
     name: Arc<str>,
     base_url: String,
-    breaker: Config,
+    breaker: BreakerBuilder,
     retry: RetryBuilder,
     timeouts: ByMethod,
     deadline: Duration,
@@ -91,7 +91,15 @@ impl fmt::Debug for ServiceClientBuilder {
 impl ServiceClientBuilder {
     /// The breaker's configuration (default: [`Config::default`]).
     pub fn breaker(mut self, config: Config) -> Self {
-        self.breaker = config;
+        self.breaker = self.breaker.config(config);
+        self
+    }
+
+    /// The breaker's configuration and hooks (state changes, rejections),
+    /// e.g. to count transitions in metrics. The breaker takes the
+    /// client's name.
+    pub fn breaker_builder(mut self, builder: BreakerBuilder) -> Self {
+        self.breaker = builder;
         self
     }
 
@@ -153,7 +161,7 @@ impl ServiceClientBuilder {
             .ok()
             .filter(|u| u.scheme().is_some() && u.authority().is_some())
             .ok_or_else(|| BuildError::BaseUrl(self.base_url.clone()))?;
-        let breaker = Breaker::new(self.name.clone(), self.breaker)?;
+        let breaker = self.breaker.build_named(self.name.clone())?;
         let retry = self.retry.rename(self.name.clone()).build()?;
         let http = self
             .http
@@ -216,9 +224,9 @@ impl ServiceClient {
         let name = name.into();
         ServiceClientBuilder {
             retry: RetryLayer::builder(name.clone()),
+            breaker: Breaker::builder(name.clone()),
             name,
             base_url: base_url.into(),
-            breaker: Config::default(),
             timeouts: ByMethod::default(),
             deadline: Duration::from_secs(30),
             max_body: 4 * 1024 * 1024,
