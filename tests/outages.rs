@@ -23,7 +23,7 @@ async fn user_service_down_uses_the_cached_user_then_fails_fast_then_recovers() 
     assert_eq!(live.json["user"]["source"], "live");
 
     let user_addr = c.user.addr;
-    c.user.stop().await;
+    c.user.stop().await.unwrap();
 
     // A known user: the order goes through with the kept copy.
     let cached = http.post(&orders, &token, &order_body(1)).await;
@@ -62,7 +62,7 @@ async fn user_service_down_uses_the_cached_user_then_fails_fast_then_recovers() 
 
     // Back up on the same address; after the open duration a probe closes
     // the breaker and users are live again.
-    c.user = start_user(c.data.path(), &c.keys, Some(user_addr)).await;
+    c.user = start_user(c.data.path(), &c.keys, Some(user_addr)).await.0;
     tokio::time::sleep(breaker.retry_after().unwrap_or_default()).await;
     let back = http.post(&orders, &token, &order_body(2)).await;
     assert_eq!(back.status, StatusCode::CREATED, "{:?}", back.json);
@@ -79,7 +79,7 @@ async fn notification_service_down_orders_still_succeed_and_notifications_arrive
     let orders = format!("{}/orders", c.order.url());
 
     let note_addr = c.notification.addr;
-    c.notification.stop().await;
+    c.notification.stop().await.unwrap();
 
     let mut ids = Vec::new();
     for user in [1, 2, 3, 1] {
@@ -93,7 +93,9 @@ async fn notification_service_down_orders_still_succeed_and_notifications_arrive
         "undelivered notifications are kept"
     );
 
-    c.notification = start_notification(c.data.path(), &c.keys, Some(note_addr)).await;
+    c.notification = start_notification(c.data.path(), &c.keys, Some(note_addr))
+        .await
+        .0;
     // The breaker may be open: the backlog drains once it lets a probe by.
     c.drained(Duration::from_secs(10)).await;
 
@@ -127,7 +129,7 @@ async fn pending_notifications_survive_an_order_service_restart() {
     let token = c.gateway(ORDER_SERVICE);
 
     let note_addr = c.notification.addr;
-    c.notification.stop().await;
+    c.notification.stop().await.unwrap();
     let mut ids = Vec::new();
     for user in [1, 2] {
         let res = http
@@ -142,12 +144,14 @@ async fn pending_notifications_survive_an_order_service_restart() {
     }
     // Stop the order service with both notifications undelivered.
     let order_addr = c.order.addr;
-    c.order.stop().await;
+    c.order.stop().await.unwrap();
     assert_eq!(c.orders.store.pending().await.unwrap(), 2);
 
     // Notification service back, then a new order-service process on the
     // same database: it picks the records up and delivers them.
-    c.notification = start_notification(c.data.path(), &c.keys, Some(note_addr)).await;
+    c.notification = start_notification(c.data.path(), &c.keys, Some(note_addr))
+        .await
+        .0;
     let (order, orders) = start_order(c.data.path(), &c.keys, &c.settings, Some(order_addr)).await;
     c.order = order;
     c.orders = orders;

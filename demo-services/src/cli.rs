@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::auth::{self, KeySource, Keys};
+use crate::fault::Faults;
 use crate::order::{Resilience, Settings};
 use crate::{notification, order, server, user};
 
@@ -53,6 +54,35 @@ pub struct Common {
     pub keys_dir: Option<PathBuf>,
 }
 
+/// Fault injection, off by default.
+#[derive(Debug, Clone, Args)]
+pub struct FaultArgs {
+    /// Answer 503 to this fraction of authenticated requests (0 to 1,
+    /// evenly spread).
+    #[arg(long, default_value = "0", value_parser = fault_rate)]
+    pub fault_error_rate: f64,
+    /// Delay every authenticated request by this much, e.g. 300ms.
+    #[arg(long, default_value = "0ms", value_parser = tower_circuit::parse_duration)]
+    pub fault_latency: Duration,
+}
+
+impl FaultArgs {
+    fn faults(&self) -> Faults {
+        Faults::new(self.fault_error_rate, self.fault_latency)
+    }
+}
+
+fn fault_rate(text: &str) -> Result<f64, String> {
+    let r: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number"))?;
+    if (0.0..=1.0).contains(&r) {
+        Ok(r)
+    } else {
+        Err(format!("{r} is not between 0 and 1"))
+    }
+}
+
 /// `all`.
 #[derive(Debug, Clone, Args)]
 pub struct AllArgs {
@@ -74,6 +104,14 @@ pub struct AllArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub resilience: Resilience,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub faults: FaultArgs,
+    /// With fault flags: the one service to inject them into
+    /// (user-service, order-service or notification-service); all three
+    /// when left out.
+    #[arg(long)]
+    pub fault_target: Option<String>,
 }
 
 /// `user` and `notification`.
@@ -86,6 +124,9 @@ pub struct ServiceArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub common: Common,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub faults: FaultArgs,
 }
 
 /// `order`.
@@ -106,6 +147,9 @@ pub struct OrderArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub resilience: Resilience,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub faults: FaultArgs,
 }
 
 /// `token`.
@@ -254,14 +298,17 @@ async fn serve(
             let keys = Keys::resolve(args.common.keys_dir.as_deref(), false)?;
             log_keys(&keys);
             let listener = bind(args.listen.unwrap_or(([127, 0, 0, 1], 3000).into())).await?;
-            let state = user::State::open(&args.common.data_dir, keys).await?;
+            let state =
+                user::State::open(&args.common.data_dir, &keys, args.faults.faults()).await?;
             user::run(listener, state, stopped()).await?;
         }
         Command::Notification(args) => {
             let keys = Keys::resolve(args.common.keys_dir.as_deref(), false)?;
             log_keys(&keys);
             let listener = bind(args.listen.unwrap_or(([127, 0, 0, 1], 3002).into())).await?;
-            let state = notification::State::open(&args.common.data_dir, keys).await?;
+            let state =
+                notification::State::open(&args.common.data_dir, &keys, args.faults.faults())
+                    .await?;
             notification::run(listener, state, stopped()).await?;
         }
         Command::Order(args) => {
@@ -273,7 +320,13 @@ async fn serve(
                 notification_url: args.notification_url,
                 resilience: args.resilience,
             };
-            let state = order::State::open(&args.common.data_dir, keys, &settings).await?;
+            let state = order::State::open(
+                &args.common.data_dir,
+                &keys,
+                &settings,
+                args.faults.faults(),
+            )
+            .await?;
             order::run(listener, state, stopped()).await?;
         }
         Command::All(args) => {
@@ -302,9 +355,21 @@ async fn serve(
                 resilience: args.resilience,
             };
             let dir = &args.common.data_dir;
-            let user_state = user::State::open(dir, keys.clone()).await?;
-            let notification_state = notification::State::open(dir, keys.clone()).await?;
-            let order_state = order::State::open(dir, keys.clone(), &settings).await?;
+            let faults_for = |service: &str| match &args.fault_target {
+                Some(target) if target != service => Faults::default(),
+                _ => args.faults.faults(),
+            };
+            if let Some(target) = &args.fault_target
+                && !auth::SERVICES.contains(&target.as_str())
+            {
+                return Err(format!("--fault-target: unknown service {target:?}").into());
+            }
+            let user_state = user::State::open(dir, &keys, faults_for(auth::USER_SERVICE)).await?;
+            let notification_state =
+                notification::State::open(dir, &keys, faults_for(auth::NOTIFICATION_SERVICE))
+                    .await?;
+            let order_state =
+                order::State::open(dir, &keys, &settings, faults_for(auth::ORDER_SERVICE)).await?;
             print_banner(&keys, dir, user_addr, order_addr, notification_addr)?;
             let (a, b, c) = tokio::join!(
                 user::run(users, user_state, stopped()),

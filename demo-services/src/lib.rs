@@ -14,8 +14,9 @@
 //!
 //! Shared pieces: [`server`] (the server-side layer stack and graceful
 //! shutdown), [`auth`] (service names, permissions, key material),
-//! [`api`] (JSON errors and extractors), [`db`] (SQLite), [`cli`] (the
-//! command line `main` runs).
+//! [`api`] (JSON errors and extractors), [`db`] (SQLite), [`telemetry`]
+//! (Prometheus metrics and request ids), [`fault`] (fault injection),
+//! [`cli`] (the command line `main` runs).
 
 #![forbid(unsafe_code)]
 
@@ -23,7 +24,10 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod db;
+pub mod fault;
+pub mod harness;
 pub mod notification;
 pub mod order;
 pub mod server;
+pub mod telemetry;
 pub mod user;

@@ -1,11 +1,13 @@
 //! The server side shared by the three services: the layer stack, serving
 //! with graceful shutdown, and waiting for SIGINT or SIGTERM.
 //!
-//! Stack, outermost first: trace → catch-panic → deadline (the caller's
-//! `x-request-budget-ms`, capped by this server's own) → body limit →
-//! JWT verification → per-route permission (on each route) → handler.
-//! `/health` sits outside the verification; unknown routes and methods
-//! answer JSON 404 and 405.
+//! Stack, outermost first: request id (accept or make `x-request-id`, echo
+//! it) → trace (a span per request carrying the id) → request-id scope
+//! (for outbound calls) → metrics → catch-panic → deadline (the caller's
+//! `x-request-budget-ms`, capped by this server's own) → body limit → JWT
+//! verification → fault injection (off by default) → per-route permission
+//! (on each route) → handler. `/health` and `/metrics` sit outside the
+//! verification; unknown routes and methods answer JSON 404 and 405.
 
 use std::any::Any;
 use std::future::Future;
@@ -20,10 +22,16 @@ use axum::response::IntoResponse;
 use tokio::net::TcpListener;
 use tower_circuit::timeout::ServerDeadlineLayer;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tower_jwt_service_auth::server::VerifyLayer;
+use tracing::{Level, Span};
 
 use crate::api::{self, ApiError};
+use crate::auth::Keys;
+use crate::fault::Faults;
+use crate::telemetry::Metrics;
+use crate::telemetry::request_id::{self, MakeId};
 
 /// The largest request body accepted: 1 MiB, then 413.
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -35,18 +43,79 @@ pub const SERVER_DEADLINE: Duration = Duration::from_secs(20);
 /// How long graceful shutdown waits for in-flight requests.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// What every service's stack holds besides its routes: who it is, its
+/// verifier, its metrics and its fault settings.
+#[derive(Debug, Clone)]
+pub struct Ops {
+    /// The service's name.
+    pub service: &'static str,
+    /// Its JWT verification layer (shared, so its counters are one).
+    pub verify: VerifyLayer,
+    /// Its metrics registry.
+    pub metrics: Metrics,
+    /// Its fault injection settings.
+    pub faults: Faults,
+}
+
+impl Ops {
+    /// The parts of the service `service` with `keys` and `faults`.
+    pub fn new(service: &'static str, keys: &Keys, faults: Faults) -> Ops {
+        if faults.is_on() {
+            tracing::warn!(
+                service,
+                error_rate = faults.error_rate(),
+                latency = ?faults.latency(),
+                "fault injection is ON: authenticated requests will be failed or delayed on purpose"
+            );
+        }
+        Ops {
+            service,
+            verify: keys.verify_layer(service),
+            metrics: Metrics::new(),
+            faults,
+        }
+    }
+}
+
 /// Puts the common stack around a service's routes: `protected` behind the
 /// verifier, `public` (health, metrics) before it.
-pub fn stack(protected: Router, public: Router, verify: VerifyLayer) -> Router {
+pub fn stack(protected: Router, public: Router, ops: &Ops) -> Router {
+    let service = ops.service;
     protected
-        .layer(verify)
+        .layer(ops.faults.layer())
+        .layer(ops.verify.clone())
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .merge(public)
         .fallback(api::no_route)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(ServerDeadlineLayer::new(SERVER_DEADLINE))
         .layer(CatchPanicLayer::custom(panic_response))
-        .layer(TraceLayer::new_for_http())
+        .layer(ops.metrics.http_layer())
+        .layer(axum::middleware::from_fn(request_id::scope))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(move |req: &axum::http::Request<Body>| span(service, req))
+                .on_response(DefaultOnResponse::new().level(Level::INFO))
+                .on_failure(DefaultOnFailure::new().level(Level::WARN)),
+        )
+        .layer(PropagateRequestIdLayer::new(request_id::HEADER))
+        .layer(SetRequestIdLayer::new(request_id::HEADER, MakeId))
+        .layer(axum::middleware::from_fn(request_id::sanitize))
+}
+
+fn span(service: &'static str, req: &axum::http::Request<Body>) -> Span {
+    let id = req
+        .headers()
+        .get(&request_id::HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    tracing::info_span!(
+        "request",
+        service,
+        method = %req.method(),
+        path = %req.uri().path(),
+        request_id = id,
+    )
 }
 
 fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response<Body> {
@@ -68,6 +137,18 @@ fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response<Body> {
 /// accepting and lets in-flight requests finish, for at most
 /// [`SHUTDOWN_GRACE`].
 pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    ops: &Ops,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let upkeep = tokio::spawn(ops.metrics.clone().upkeep());
+    let result = serve_until(listener, app, shutdown).await;
+    upkeep.abort();
+    result
+}
+
+async fn serve_until(
     listener: TcpListener,
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -124,6 +205,48 @@ pub async fn signal() {
 }
 
 /// The `/health` answer of a service without dependencies.
-pub fn health(service: &'static str) -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({ "status": "ok", "service": service }))
+pub fn health(ops: &Ops) -> serde_json::Value {
+    let mut body = serde_json::json!({ "status": "ok", "service": ops.service });
+    if ops.faults.is_on() {
+        body["faults"] = serde_json::json!({
+            "error_rate": ops.faults.error_rate(),
+            "latency_ms": ops.faults.latency().as_millis() as u64,
+        });
+    }
+    body
+}
+
+/// The `/metrics` answer: Prometheus text.
+pub fn metrics_response(text: String) -> Response<Body> {
+    let mut res = Response::new(Body::from(text));
+    res.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    res
+}
+
+/// The public routes of a service without dependencies: `/health` and
+/// `/metrics` (request figures and authentication failures).
+pub fn public_routes(ops: &Ops) -> Router {
+    let health_ops = ops.clone();
+    let metrics_ops = ops.clone();
+    Router::new()
+        .route(
+            "/health",
+            axum::routing::get(move || {
+                let ops = health_ops.clone();
+                async move { axum::Json(health(&ops)) }
+            }),
+        )
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let ops = metrics_ops.clone();
+                async move {
+                    ops.metrics.observe_auth(&ops.verify);
+                    metrics_response(ops.metrics.render())
+                }
+            }),
+        )
 }

@@ -1,27 +1,22 @@
-//! Starting the demo services on `127.0.0.1:0` for tests, stopping and
-//! restarting them on the same address, and calling them as a caller with a
-//! token.
+//! Starting the demo services on `127.0.0.1:0` for tests (through
+//! `demo_services::harness`), with millisecond resilience settings, and a
+//! temporary data directory.
 
-use std::future::Future;
-use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use demo_services::auth::{self, Keys};
+use demo_services::fault::Faults;
+use demo_services::harness;
 use demo_services::order::{self, Resilience, Settings};
 use demo_services::{notification, user};
-use http::{HeaderMap, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client as HyperClient;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+
+pub use demo_services::harness::{Answer, Http, Running};
+
+pub mod logs;
 
 /// A directory under the system's temp dir, removed on drop.
 #[derive(Debug)]
@@ -59,94 +54,38 @@ impl Drop for TempDir {
     }
 }
 
-/// A service running on a task, stoppable.
-#[derive(Debug)]
-pub struct Running {
-    /// Where it listens.
-    pub addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<io::Result<()>>,
-}
-
-impl Running {
-    /// Its base URL.
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Stops it gracefully and waits until it has.
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(15), &mut self.task)
-            .await
-            .expect("the service stops within its grace period")
-            .expect("the service task does not panic")
-            .expect("the service ends without error");
-    }
-}
-
-async fn listen(addr: Option<SocketAddr>) -> TcpListener {
-    let addr = addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
-    TcpListener::bind(addr).await.expect("bind a loopback port")
-}
-
-fn spawn<F>(
-    listener: TcpListener,
-    run: impl FnOnce(TcpListener, oneshot::Receiver<()>) -> F,
-) -> Running
-where
-    F: Future<Output = io::Result<()>> + Send + 'static,
-{
-    let addr = listener.local_addr().expect("a bound address");
-    let (tx, rx) = oneshot::channel();
-    let task = tokio::spawn(run(listener, rx));
-    Running {
-        addr,
-        stop: Some(tx),
-        task,
-    }
-}
-
-async fn stopped(rx: oneshot::Receiver<()>) {
-    let _ = rx.await;
-}
-
 /// Starts the user service (on `addr`, or a fresh port).
-pub async fn start_user(dir: &Path, keys: &Keys, addr: Option<SocketAddr>) -> Running {
-    let state = user::State::open(dir, keys.clone()).await.expect("user db");
-    spawn(listen(addr).await, move |l, rx| {
-        user::run(l, state, stopped(rx))
-    })
+pub async fn start_user(
+    dir: &Path,
+    keys: &Keys,
+    addr: Option<SocketAddr>,
+) -> (Running, user::State) {
+    harness::start_user(dir, keys, Faults::default(), addr)
+        .await
+        .expect("start the user service")
 }
 
 /// Starts the notification service.
-pub async fn start_notification(dir: &Path, keys: &Keys, addr: Option<SocketAddr>) -> Running {
-    let state = notification::State::open(dir, keys.clone())
+pub async fn start_notification(
+    dir: &Path,
+    keys: &Keys,
+    addr: Option<SocketAddr>,
+) -> (Running, notification::State) {
+    harness::start_notification(dir, keys, Faults::default(), addr)
         .await
-        .expect("notification db");
-    spawn(listen(addr).await, move |l, rx| {
-        notification::run(l, state, stopped(rx))
-    })
+        .expect("start the notification service")
 }
 
-/// Starts the order service; returns its state too, for the outbox and
-/// breakers.
+/// Starts the order service.
 pub async fn start_order(
     dir: &Path,
     keys: &Keys,
     settings: &Settings,
     addr: Option<SocketAddr>,
 ) -> (Running, order::State) {
-    let state = order::State::open(dir, keys.clone(), settings)
+    harness::start_order(dir, keys, settings, Faults::default(), addr)
         .await
-        .expect("order service state");
-    let handle = state.clone();
-    let running = spawn(listen(addr).await, move |l, rx| {
-        order::run(l, state, stopped(rx))
-    });
-    (running, handle)
+        .expect("start the order service")
 }
 
 /// Resilience settings in milliseconds, so outage tests stay fast.
@@ -174,6 +113,8 @@ pub struct Cluster {
     pub data: TempDir,
     /// The user service.
     pub user: Running,
+    /// Its state (faults, metrics).
+    pub users: user::State,
     /// The notification service.
     pub notification: Running,
     /// The order service.
@@ -194,8 +135,8 @@ impl Cluster {
     pub async fn start_with(resilience: Resilience) -> Cluster {
         let keys = Keys::ephemeral();
         let data = TempDir::new();
-        let user = start_user(data.path(), &keys, None).await;
-        let notification = start_notification(data.path(), &keys, None).await;
+        let (user, users) = start_user(data.path(), &keys, None).await;
+        let (notification, _) = start_notification(data.path(), &keys, None).await;
         let settings = Settings {
             user_url: user.url(),
             notification_url: notification.url(),
@@ -206,6 +147,7 @@ impl Cluster {
             keys,
             data,
             user,
+            users,
             notification,
             order,
             orders,
@@ -237,96 +179,6 @@ impl Cluster {
                 )
             })
             .expect("the outbox is alive");
-    }
-}
-
-/// An answer: status, headers and the body as JSON (or `Value::Null`).
-#[derive(Debug)]
-pub struct Answer {
-    /// The status.
-    pub status: StatusCode,
-    /// The headers.
-    pub headers: HeaderMap,
-    /// The body, parsed.
-    pub json: Value,
-    /// The body as sent.
-    pub raw: Bytes,
-}
-
-impl Answer {
-    /// The JSON body's `error` code.
-    pub fn error(&self) -> &str {
-        self.json["error"].as_str().unwrap_or("<no error field>")
-    }
-}
-
-/// A plain HTTP client for tests.
-#[derive(Debug, Clone)]
-pub struct Http(HyperClient<HttpConnector, Full<Bytes>>);
-
-impl Default for Http {
-    fn default() -> Self {
-        Http(HyperClient::builder(TokioExecutor::new()).build_http())
-    }
-}
-
-impl Http {
-    /// Sends `method url` with an optional bearer token, extra headers and
-    /// body.
-    pub async fn send(
-        &self,
-        method: Method,
-        url: &str,
-        token: Option<&str>,
-        headers: &[(&str, &str)],
-        body: impl Into<Bytes>,
-    ) -> Answer {
-        let mut req = Request::builder().method(method).uri(url);
-        if let Some(token) = token {
-            req = req.header("authorization", format!("Bearer {token}"));
-        }
-        for (name, value) in headers {
-            req = req.header(*name, *value);
-        }
-        let req = req.body(Full::new(body.into())).expect("a valid request");
-        let res = tokio::time::timeout(Duration::from_secs(10), self.0.request(req))
-            .await
-            .expect("an answer within 10 s")
-            .expect("the request reaches the server");
-        let (parts, body) = res.into_parts();
-        let raw = body.collect().await.expect("the whole body").to_bytes();
-        let json = serde_json::from_slice(&raw).unwrap_or(Value::Null);
-        Answer {
-            status: parts.status,
-            headers: parts.headers,
-            json,
-            raw,
-        }
-    }
-
-    /// `GET url` with a token.
-    pub async fn get(&self, url: &str, token: &str) -> Answer {
-        self.send(Method::GET, url, Some(token), &[], Bytes::new())
-            .await
-    }
-
-    /// `POST url` with a token and a JSON body.
-    pub async fn post(&self, url: &str, token: &str, body: &Value) -> Answer {
-        self.post_with(url, token, &[], body).await
-    }
-
-    /// `POST url` with a token, extra headers and a JSON body.
-    pub async fn post_with(
-        &self,
-        url: &str,
-        token: &str,
-        headers: &[(&str, &str)],
-        body: &Value,
-    ) -> Answer {
-        let mut all = vec![("content-type", "application/json")];
-        all.extend_from_slice(headers);
-        self.send(Method::POST, url, Some(token), &all, body.to_string())
-            .await
     }
 }
 

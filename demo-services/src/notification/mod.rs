@@ -21,7 +21,8 @@ use tokio::net::TcpListener;
 use tower_jwt_service_auth::server::RequirePermissionLayer;
 
 use crate::auth::{Keys, NOTIFICATION_SERVICE};
-use crate::server;
+use crate::fault::Faults;
+use crate::server::{self, Ops};
 
 pub use self::store::{Notification, NotificationStore};
 
@@ -30,16 +31,16 @@ pub use self::store::{Notification, NotificationStore};
 pub struct State {
     /// The notifications.
     pub store: NotificationStore,
-    /// Key material for verifying callers.
-    pub keys: Keys,
+    /// Verifier, metrics and faults.
+    pub ops: Ops,
 }
 
 impl State {
     /// Opens the database under `data_dir`.
-    pub async fn open(data_dir: &Path, keys: Keys) -> Result<State, sqlx::Error> {
+    pub async fn open(data_dir: &Path, keys: &Keys, faults: Faults) -> Result<State, sqlx::Error> {
         Ok(State {
             store: NotificationStore::open(data_dir).await?,
-            keys,
+            ops: Ops::new(NOTIFICATION_SERVICE, keys, faults),
         })
     }
 }
@@ -57,15 +58,8 @@ pub fn app(state: State) -> Router {
                 ),
         )
         .with_state(state.clone());
-    let public = Router::new().route(
-        "/health",
-        get(|| async { server::health(NOTIFICATION_SERVICE) }),
-    );
-    server::stack(
-        protected,
-        public,
-        state.keys.verify_layer(NOTIFICATION_SERVICE),
-    )
+    let public = server::public_routes(&state.ops);
+    server::stack(protected, public, &state.ops)
 }
 
 /// Serves the notification service on `listener` until `shutdown`.
@@ -75,5 +69,6 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "notification service listening");
-    server::serve(listener, app(state), shutdown).await
+    let ops = state.ops.clone();
+    server::serve(listener, app(state), &ops, shutdown).await
 }

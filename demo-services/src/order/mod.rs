@@ -28,8 +28,9 @@ use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tower_jwt_service_auth::server::RequirePermissionLayer;
 
-use crate::auth::{Keys, ORDER_SERVICE};
-use crate::server;
+use crate::auth::{Keys, NOTIFICATION_SERVICE, ORDER_SERVICE, USER_SERVICE};
+use crate::fault::Faults;
+use crate::server::{self, Ops};
 
 pub use self::outbox::Outbox;
 pub use self::resilience::Resilience;
@@ -45,8 +46,8 @@ pub struct State {
     pub upstream: Upstream,
     /// The notification sender's handle.
     pub outbox: Outbox,
-    /// Key material for verifying callers.
-    pub keys: Keys,
+    /// Verifier, metrics and faults.
+    pub ops: Ops,
 }
 
 /// Where the order service's dependencies are and how to call them.
@@ -84,21 +85,25 @@ impl State {
     /// Opens the database under `data_dir` and builds the clients.
     pub async fn open(
         data_dir: &Path,
-        keys: Keys,
+        keys: &Keys,
         settings: &Settings,
+        faults: Faults,
     ) -> Result<State, StartError> {
+        let ops = Ops::new(ORDER_SERVICE, keys, faults);
         let store = OrderStore::open(data_dir).await.map_err(StartError::Db)?;
         let upstream = Upstream::new(
             &settings.user_url,
             &settings.notification_url,
             &settings.resilience,
-            &keys,
+            keys,
+            &ops.metrics,
         )
         .map_err(StartError::Upstream)?;
         let outbox = Outbox::new(
             store.clone(),
             upstream.notifications.clone(),
             settings.resilience.outbox_backoff(),
+            ops.metrics.clone(),
         )
         .await
         .map_err(StartError::Db)?;
@@ -106,8 +111,37 @@ impl State {
             store,
             upstream,
             outbox,
-            keys,
+            ops,
         })
+    }
+
+    /// The `/health` answer: this service, each dependency's breaker, and
+    /// the undelivered notifications.
+    pub fn health(&self) -> serde_json::Value {
+        let mut body = server::health(&self.ops);
+        let dependency = |client: &tower_circuit::client::ServiceClient| {
+            let metrics = client.breaker().metrics();
+            let mut entry = serde_json::to_value(&metrics).unwrap_or_default();
+            entry["circuit"] = serde_json::Value::from(metrics.state.as_str());
+            entry
+        };
+        body["dependencies"] = serde_json::json!({
+            USER_SERVICE: dependency(&self.upstream.users),
+            NOTIFICATION_SERVICE: dependency(&self.upstream.notifications),
+        });
+        body["outbox"] = serde_json::json!({ "pending": self.outbox.pending() });
+        body
+    }
+
+    /// The `/metrics` answer's text.
+    pub fn metrics(&self) -> String {
+        let m = &self.ops.metrics;
+        m.observe_auth(&self.ops.verify);
+        m.observe_client(&self.upstream.users);
+        m.observe_client(&self.upstream.notifications);
+        let pending = self.outbox.pending() as f64;
+        m.record(|| metrics::gauge!("outbox_pending_notifications").set(pending));
+        m.render()
     }
 }
 
@@ -123,8 +157,25 @@ pub fn app(state: State) -> Router {
         )
         .route("/orders/{id}", get(handlers::get).route_layer(read()))
         .with_state(state.clone());
-    let public = Router::new().route("/health", get(|| async { server::health(ORDER_SERVICE) }));
-    server::stack(protected, public, state.keys.verify_layer(ORDER_SERVICE))
+    let public = Router::new()
+        .route(
+            "/health",
+            get(
+                |axum::extract::State(state): axum::extract::State<State>| async move {
+                    axum::Json(state.health())
+                },
+            ),
+        )
+        .route(
+            "/metrics",
+            get(
+                |axum::extract::State(state): axum::extract::State<State>| async move {
+                    server::metrics_response(state.metrics())
+                },
+            ),
+        )
+        .with_state(state.clone());
+    server::stack(protected, public, &state.ops)
 }
 
 /// Serves the order service on `listener` and delivers notifications in
@@ -150,7 +201,8 @@ pub async fn run(
         let _ = signal.send(true);
     });
     let outbox = tokio::spawn(state.outbox.clone().run(stopped(stop_rx.clone())));
-    let result = server::serve(listener, app(state), stopped(stop_rx)).await;
+    let ops = state.ops.clone();
+    let result = server::serve(listener, app(state), &ops, stopped(stop_rx)).await;
     // The server may also end on an error: stop the sender either way.
     let _ = stop_tx.send(true);
     watcher.abort();

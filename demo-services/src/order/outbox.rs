@@ -20,6 +20,8 @@ use tower_circuit::retry::Backoff;
 
 use super::store::{OrderStore, PendingNotification};
 use crate::db;
+use crate::telemetry::Metrics;
+use crate::telemetry::request_id;
 
 /// How many records one pass reads.
 const BATCH: u32 = 64;
@@ -35,6 +37,7 @@ pub struct Outbox {
     backoff: Backoff,
     wake: Arc<Notify>,
     pending: Arc<watch::Sender<u64>>,
+    metrics: Metrics,
 }
 
 #[derive(Serialize)]
@@ -52,6 +55,7 @@ impl Outbox {
         store: OrderStore,
         client: ServiceClient,
         backoff: Backoff,
+        metrics: Metrics,
     ) -> Result<Outbox, sqlx::Error> {
         let pending = store.pending().await?;
         Ok(Outbox {
@@ -60,6 +64,7 @@ impl Outbox {
             backoff,
             wake: Arc::new(Notify::new()),
             pending: Arc::new(watch::Sender::new(pending)),
+            metrics,
         })
     }
 
@@ -135,10 +140,20 @@ impl Outbox {
             message: &record.message,
         };
         let key = format!("order-{}", record.order_id);
-        let result: Result<serde_json::Value, _> = self
-            .client
-            .post_idempotent("/notifications", &key, &body)
-            .await;
+        // Each delivery gets an id of its own, for the logs on both sides.
+        let result: Result<serde_json::Value, _> = request_id::with_id(
+            request_id::new_id(),
+            self.client.post_idempotent("/notifications", &key, &body),
+        )
+        .await;
+        let outcome = if result.is_ok() {
+            "delivered"
+        } else {
+            "failed"
+        };
+        self.metrics.record(|| {
+            metrics::counter!("outbox_deliveries_total", "result" => outcome).increment(1);
+        });
         match result {
             Ok(_) => {
                 self.store.delivered(record.id).await?;

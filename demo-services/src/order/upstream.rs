@@ -11,6 +11,9 @@ use super::resilience::Resilience;
 use super::store::{CachedUser, OrderStore, OrderUser};
 use crate::api::ApiError;
 use crate::auth::{KeyMaterialError, Keys, NOTIFICATION_SERVICE, ORDER_SERVICE, USER_SERVICE};
+use crate::telemetry::Metrics;
+use crate::telemetry::request_id;
+use tower_circuit::breaker::Breaker;
 
 /// The clients of the user and notification services.
 #[derive(Debug, Clone)]
@@ -48,14 +51,23 @@ impl Upstream {
         notification_url: &str,
         resilience: &Resilience,
         keys: &Keys,
+        metrics: &Metrics,
     ) -> Result<Upstream, UpstreamError> {
         let signer = keys.signer(ORDER_SERVICE).map_err(UpstreamError::Keys)?;
         let client = |name: &'static str, url: &str| {
+            let (on_change, on_retry) = (metrics.clone(), metrics.clone());
+            let breaker = Breaker::builder(name)
+                .config(resilience.breaker())
+                .on_state_change(move |c| on_change.transition(&c.name, c.from, c.to));
+            let retry = resilience
+                .retry(name)
+                .on_retry(move |e| on_retry.retry(&e.name, &e.reason));
             ServiceClient::builder(name, url)
-                .breaker(resilience.breaker())
-                .retry(resilience.retry(name))
+                .breaker_builder(breaker)
+                .retry(retry)
                 .timeouts(resilience.timeouts())
                 .deadline(resilience.call_deadline)
+                .layer(request_id::outbound_layer())
                 .layer(SignTokenLayer::new(signer.clone(), name))
                 .build()
                 .map_err(UpstreamError::Build)

@@ -21,7 +21,8 @@ use tokio::net::TcpListener;
 use tower_jwt_service_auth::server::RequirePermissionLayer;
 
 use crate::auth::{Keys, USER_SERVICE};
-use crate::server;
+use crate::fault::Faults;
+use crate::server::{self, Ops};
 
 pub use self::store::{User, UserStore};
 
@@ -30,16 +31,16 @@ pub use self::store::{User, UserStore};
 pub struct State {
     /// The users.
     pub store: UserStore,
-    /// Key material for verifying callers.
-    pub keys: Keys,
+    /// Verifier, metrics and faults.
+    pub ops: Ops,
 }
 
 impl State {
     /// Opens the database under `data_dir` (seeding users 1, 2 and 3).
-    pub async fn open(data_dir: &Path, keys: Keys) -> Result<State, sqlx::Error> {
+    pub async fn open(data_dir: &Path, keys: &Keys, faults: Faults) -> Result<State, sqlx::Error> {
         Ok(State {
             store: UserStore::open(data_dir).await?,
-            keys,
+            ops: Ops::new(USER_SERVICE, keys, faults),
         })
     }
 }
@@ -62,8 +63,8 @@ pub fn app(state: State) -> Router {
                 .merge(axum::routing::put(handlers::update).route_layer(write())),
         )
         .with_state(state.clone());
-    let public = Router::new().route("/health", get(|| async { server::health(USER_SERVICE) }));
-    server::stack(protected, public, state.keys.verify_layer(USER_SERVICE))
+    let public = server::public_routes(&state.ops);
+    server::stack(protected, public, &state.ops)
 }
 
 /// Serves the user service on `listener` until `shutdown`.
@@ -73,5 +74,6 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "user service listening");
-    server::serve(listener, app(state), shutdown).await
+    let ops = state.ops.clone();
+    server::serve(listener, app(state), &ops, shutdown).await
 }

@@ -1,0 +1,235 @@
+//! Running the services in-process and calling them: for the `drill`
+//! subcommand and for tests. Each service runs on a task, stops gracefully
+//! on request, and can start again on the same address and data.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::auth::Keys;
+use crate::fault::Faults;
+use crate::order::{self, Settings};
+use crate::{notification, user};
+
+/// A service running on a task, stoppable.
+#[derive(Debug)]
+pub struct Running {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<io::Result<()>>,
+}
+
+impl Running {
+    /// Its base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops it gracefully and waits until it has (at most 15 s).
+    pub async fn stop(mut self) -> Result<(), Error> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(15), &mut self.task)
+            .await
+            .map_err(|_| format!("the service at {} did not stop within 15 s", self.addr))??
+            .map_err(Into::into)
+    }
+}
+
+/// What starting, stopping or calling a service can fail with.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+async fn listen(addr: Option<SocketAddr>) -> Result<TcpListener, Error> {
+    let addr = addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}").into())
+}
+
+fn spawn<F>(
+    listener: TcpListener,
+    run: impl FnOnce(TcpListener, oneshot::Receiver<()>) -> F,
+) -> Result<Running, Error>
+where
+    F: Future<Output = io::Result<()>> + Send + 'static,
+{
+    let addr = listener.local_addr()?;
+    let (tx, rx) = oneshot::channel();
+    let task = tokio::spawn(run(listener, rx));
+    Ok(Running {
+        addr,
+        stop: Some(tx),
+        task,
+    })
+}
+
+async fn stopped(rx: oneshot::Receiver<()>) {
+    let _ = rx.await;
+}
+
+/// Starts the user service (on `addr`, or a fresh loopback port); returns
+/// its state too, for its faults.
+pub async fn start_user(
+    dir: &Path,
+    keys: &Keys,
+    faults: Faults,
+    addr: Option<SocketAddr>,
+) -> Result<(Running, user::State), Error> {
+    let state = user::State::open(dir, keys, faults).await?;
+    let handle = state.clone();
+    let running = spawn(listen(addr).await?, move |l, rx| {
+        user::run(l, state, stopped(rx))
+    })?;
+    Ok((running, handle))
+}
+
+/// Starts the notification service.
+pub async fn start_notification(
+    dir: &Path,
+    keys: &Keys,
+    faults: Faults,
+    addr: Option<SocketAddr>,
+) -> Result<(Running, notification::State), Error> {
+    let state = notification::State::open(dir, keys, faults).await?;
+    let handle = state.clone();
+    let running = spawn(listen(addr).await?, move |l, rx| {
+        notification::run(l, state, stopped(rx))
+    })?;
+    Ok((running, handle))
+}
+
+/// Starts the order service; its state gives the outbox and breakers.
+pub async fn start_order(
+    dir: &Path,
+    keys: &Keys,
+    settings: &Settings,
+    faults: Faults,
+    addr: Option<SocketAddr>,
+) -> Result<(Running, order::State), Error> {
+    let state = order::State::open(dir, keys, settings, faults).await?;
+    let handle = state.clone();
+    let running = spawn(listen(addr).await?, move |l, rx| {
+        order::run(l, state, stopped(rx))
+    })?;
+    Ok((running, handle))
+}
+
+/// An answer: status, headers and the body as JSON (or `Value::Null`).
+#[derive(Debug)]
+pub struct Answer {
+    /// The status.
+    pub status: StatusCode,
+    /// The headers.
+    pub headers: HeaderMap,
+    /// The body, parsed.
+    pub json: Value,
+    /// The body as sent.
+    pub raw: Bytes,
+}
+
+impl Answer {
+    /// The JSON body's `error` code.
+    pub fn error(&self) -> &str {
+        self.json["error"].as_str().unwrap_or("<no error field>")
+    }
+}
+
+/// A plain HTTP client for tests.
+#[derive(Debug, Clone)]
+pub struct Http(HyperClient<HttpConnector, Full<Bytes>>);
+
+impl Default for Http {
+    fn default() -> Self {
+        Http(HyperClient::builder(TokioExecutor::new()).build_http())
+    }
+}
+
+impl Http {
+    /// Sends `method url` with an optional bearer token, extra headers and
+    /// body. Panics when the server cannot be reached within 10 s: for
+    /// tests; see [`Http::try_send`].
+    pub async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Answer {
+        match self.try_send(method, url, token, headers, body).await {
+            Ok(answer) => answer,
+            Err(e) => panic!("{url}: {e}"),
+        }
+    }
+
+    /// Sends `method url`; an error when there is no answer within 10 s.
+    pub async fn try_send(
+        &self,
+        method: Method,
+        url: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Result<Answer, Error> {
+        let mut req = Request::builder().method(method).uri(url);
+        if let Some(token) = token {
+            req = req.header("authorization", format!("Bearer {token}"));
+        }
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let req = req.body(Full::new(body.into()))?;
+        let res = tokio::time::timeout(Duration::from_secs(10), self.0.request(req))
+            .await
+            .map_err(|_| "no answer within 10 s")??;
+        let (parts, body) = res.into_parts();
+        let raw = body.collect().await?.to_bytes();
+        let json = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+        Ok(Answer {
+            status: parts.status,
+            headers: parts.headers,
+            json,
+            raw,
+        })
+    }
+
+    /// `GET url` with a token.
+    pub async fn get(&self, url: &str, token: &str) -> Answer {
+        self.send(Method::GET, url, Some(token), &[], Bytes::new())
+            .await
+    }
+
+    /// `POST url` with a token and a JSON body.
+    pub async fn post(&self, url: &str, token: &str, body: &Value) -> Answer {
+        self.post_with(url, token, &[], body).await
+    }
+
+    /// `POST url` with a token, extra headers and a JSON body.
+    pub async fn post_with(
+        &self,
+        url: &str,
+        token: &str,
+        headers: &[(&str, &str)],
+        body: &Value,
+    ) -> Answer {
+        let mut all = vec![("content-type", "application/json")];
+        all.extend_from_slice(headers);
+        self.send(Method::POST, url, Some(token), &all, body.to_string())
+            .await
+    }
+}

@@ -1,0 +1,348 @@
+//! Prometheus metrics, one registry per service.
+//!
+//! Each service records through the `metrics` facade into its own
+//! `PrometheusRecorder` (not a process-wide one), so the three services of
+//! `all` mode, and the many services a test binary starts, keep separate
+//! figures. Request counts and latencies are recorded as requests finish;
+//! breaker, retry-budget, authentication and outbox figures are read from
+//! their owners' counters when `/metrics` is scraped.
+//!
+//! Families (names follow Prometheus conventions: base units, `_total`
+//! for counters, `_seconds` for durations):
+//!
+//! | family | type | labels |
+//! |---|---|---|
+//! | `http_requests_total` | counter | `method`, `route`, `status` |
+//! | `http_request_duration_seconds` | histogram | `method`, `route`, `status` |
+//! | `auth_failures_total` | counter | `reason` |
+//! | `auth_verified_total`, `auth_cache_hits_total` | counter | |
+//! | `circuit_breaker_state` | gauge (1 for the current state) | `breaker`, `state` |
+//! | `circuit_breaker_transitions_total` | counter | `breaker`, `from`, `to` |
+//! | `circuit_breaker_rejected_calls_total` | counter | `breaker` |
+//! | `circuit_breaker_failure_rate`, `circuit_breaker_window_calls` | gauge | `breaker` |
+//! | `retry_attempts_total` | counter | `target`, `reason` |
+//! | `retry_budget_exhausted_total` | counter | `target` |
+//! | `outbox_pending_notifications` | gauge | |
+//! | `outbox_deliveries_total` | counter | `result` |
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::extract::MatchedPath;
+use axum::http::{Request, Response};
+use metrics::{counter, histogram};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use tokio::time::Instant;
+use tower::{Layer, Service};
+use tower_circuit::breaker::CircuitState;
+use tower_circuit::client::ServiceClient;
+use tower_circuit::retry::RetryReason;
+use tower_jwt_service_auth::server::VerifyLayer;
+
+/// Latency buckets in seconds: 0.5 ms to 10 s, dense where a service
+/// answers, so `histogram_quantile` gives useful P95 and P99.
+const BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Every breaker state, for the one-hot `circuit_breaker_state` gauge.
+const STATES: [CircuitState; 5] = [
+    CircuitState::Closed,
+    CircuitState::Open,
+    CircuitState::HalfOpen,
+    CircuitState::ForcedOpen,
+    CircuitState::Disabled,
+];
+
+/// One service's metrics registry. Cheap to clone.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// An empty registry.
+    pub fn new() -> Metrics {
+        let builder = PrometheusBuilder::new();
+        // Only an empty bucket list is refused, and this one is not empty.
+        let builder = builder
+            .set_buckets(BUCKETS)
+            .unwrap_or_else(|_| PrometheusBuilder::new());
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        let metrics = Metrics {
+            inner: Arc::new(Inner { recorder, handle }),
+        };
+        metrics.record(describe);
+        metrics
+    }
+
+    /// Runs `f` with this registry as the `metrics` macros' recorder.
+    pub fn record<T>(&self, f: impl FnOnce() -> T) -> T {
+        metrics::with_local_recorder(&self.inner.recorder, f)
+    }
+
+    /// The registry in Prometheus text format.
+    pub fn render(&self) -> String {
+        self.inner.handle.render()
+    }
+
+    /// Folds recorded histogram samples into their buckets; run
+    /// periodically so an unscraped service does not hold raw samples.
+    pub async fn upkeep(self) {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            self.inner.handle.run_upkeep();
+        }
+    }
+
+    /// The layer that counts and times requests.
+    pub fn http_layer(&self) -> HttpMetricsLayer {
+        HttpMetricsLayer {
+            metrics: self.clone(),
+        }
+    }
+
+    /// Reads a verifier's counters into the registry.
+    pub fn observe_auth(&self, verify: &VerifyLayer) {
+        let stats = verify.stats();
+        self.record(|| {
+            counter!("auth_verified_total").absolute(stats.verified);
+            counter!("auth_cache_hits_total").absolute(stats.cache_hits);
+            for (reason, n) in stats.rejected {
+                counter!("auth_failures_total", "reason" => reason).absolute(n);
+            }
+        });
+    }
+
+    /// Reads a client's breaker and retry counters into the registry.
+    pub fn observe_client(&self, client: &ServiceClient) {
+        let breaker = client.breaker().metrics();
+        let retry = client.retry_stats();
+        let name = breaker.name.clone();
+        self.record(|| {
+            for state in STATES {
+                let on = if breaker.state == state { 1.0 } else { 0.0 };
+                metrics::gauge!("circuit_breaker_state", "breaker" => name.clone(), "state" => state.as_str())
+                    .set(on);
+            }
+            metrics::gauge!("circuit_breaker_failure_rate", "breaker" => name.clone())
+                .set(breaker.failure_rate);
+            metrics::gauge!("circuit_breaker_window_calls", "breaker" => name.clone())
+                .set(breaker.calls as f64);
+            counter!("circuit_breaker_rejected_calls_total", "breaker" => name.clone())
+                .absolute(breaker.rejected);
+            counter!("retry_budget_exhausted_total", "target" => name.clone())
+                .absolute(retry.budget_exhausted);
+        });
+    }
+
+    /// Counts a breaker transition (from a breaker hook).
+    pub fn transition(&self, breaker: &str, from: CircuitState, to: CircuitState) {
+        let breaker = breaker.to_owned();
+        self.record(|| {
+            counter!(
+                "circuit_breaker_transitions_total",
+                "breaker" => breaker,
+                "from" => from.as_str(),
+                "to" => to.as_str()
+            )
+            .increment(1);
+        });
+    }
+
+    /// Counts a retry (from a retry hook).
+    pub fn retry(&self, target: &str, reason: &RetryReason) {
+        let target = target.to_owned();
+        let reason = match reason {
+            RetryReason::Transport => "transport".to_owned(),
+            RetryReason::Timeout => "timeout".to_owned(),
+            RetryReason::Status(s) => format!("status_{}", s.as_u16()),
+            _ => "other".to_owned(),
+        };
+        self.record(|| {
+            counter!("retry_attempts_total", "target" => target, "reason" => reason).increment(1);
+        });
+    }
+}
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!("http_requests_total", "HTTP requests answered");
+    describe_histogram!(
+        "http_request_duration_seconds",
+        Unit::Seconds,
+        "Time from receiving a request to its response head"
+    );
+    describe_counter!(
+        "auth_failures_total",
+        "Requests refused by service authentication, by reason"
+    );
+    describe_counter!(
+        "auth_verified_total",
+        "Requests with a verified service token"
+    );
+    describe_counter!(
+        "auth_cache_hits_total",
+        "Verified tokens served from the cache"
+    );
+    describe_gauge!(
+        "circuit_breaker_state",
+        "1 for the breaker's current state, 0 for the others"
+    );
+    describe_counter!("circuit_breaker_transitions_total", "Breaker state changes");
+    describe_counter!(
+        "circuit_breaker_rejected_calls_total",
+        "Calls refused by an open breaker"
+    );
+    describe_gauge!(
+        "circuit_breaker_failure_rate",
+        "Failure rate in the breaker's window"
+    );
+    describe_gauge!(
+        "circuit_breaker_window_calls",
+        "Calls in the breaker's window"
+    );
+    describe_counter!("retry_attempts_total", "Retries made, by target and reason");
+    describe_counter!(
+        "retry_budget_exhausted_total",
+        "Retries refused because the budget was spent"
+    );
+    describe_gauge!(
+        "outbox_pending_notifications",
+        "Notifications stored and not yet delivered"
+    );
+    describe_counter!(
+        "outbox_deliveries_total",
+        "Notification delivery attempts, by result"
+    );
+}
+
+/// Counts and times requests by method, route and status. Built by
+/// [`Metrics::http_layer`].
+#[derive(Debug, Clone)]
+pub struct HttpMetricsLayer {
+    metrics: Metrics,
+}
+
+impl<S> Layer<S> for HttpMetricsLayer {
+    type Service = HttpMetrics<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        HttpMetrics {
+            inner,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// The service of [`HttpMetricsLayer`].
+#[derive(Debug, Clone)]
+pub struct HttpMetrics<S> {
+    inner: S,
+    metrics: Metrics,
+}
+
+impl<S, B, ResB> Service<Request<B>> for HttpMetrics<S>
+where
+    S: Service<Request<B>, Response = Response<ResB>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = MetricsFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        // The route template, not the path: `/users/{id}`, so ids do not
+        // explode the label set.
+        let route = req
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+        let method = req.method().as_str().to_owned();
+        MetricsFuture {
+            inner: self.inner.call(req),
+            labels: Some(Labels {
+                method,
+                route,
+                metrics: self.metrics.clone(),
+            }),
+            start: Instant::now(),
+        }
+    }
+}
+
+struct Labels {
+    method: String,
+    route: String,
+    metrics: Metrics,
+}
+
+pin_project_lite::pin_project! {
+    /// Records the request when its response (or error) is ready.
+    pub struct MetricsFuture<F> {
+        #[pin]
+        inner: F,
+        labels: Option<Labels>,
+        start: Instant,
+    }
+}
+
+impl<F> fmt::Debug for MetricsFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MetricsFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F, ResB, E> Future for MetricsFuture<F>
+where
+    F: Future<Output = Result<Response<ResB>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = std::task::ready!(this.inner.poll(cx));
+        if let Some(labels) = this.labels.take() {
+            let status = match &result {
+                Ok(res) => res.status().as_str().to_owned(),
+                Err(_) => "error".to_owned(),
+            };
+            let seconds = this.start.elapsed().as_secs_f64();
+            labels.metrics.record(|| {
+                let keys = [
+                    ("method", labels.method),
+                    ("route", labels.route),
+                    ("status", status),
+                ];
+                counter!("http_requests_total", &keys).increment(1);
+                histogram!("http_request_duration_seconds", &keys).record(seconds);
+            });
+        }
+        Poll::Ready(result)
+    }
+}
