@@ -40,6 +40,18 @@ pub enum Command {
     Token(TokenArgs),
     /// Writes an Ed25519 key pair per service and the public key set.
     Keygen(KeygenArgs),
+    /// Runs the services on loopback through a scripted outage and tells
+    /// what happened, step by step.
+    Drill(DrillArgs),
+}
+
+/// `drill`.
+#[derive(Debug, Clone, Args)]
+pub struct DrillArgs {
+    /// Where the drill's databases go (default: a fresh temporary
+    /// directory, removed afterwards).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
 }
 
 /// Where keys and data live.
@@ -183,10 +195,17 @@ pub struct KeygenArgs {
 /// Parses the command line, runs it, and maps failures to exit code 1.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
-    let result = match cli.command.unwrap_or(Command::All(AllArgs::default_args())) {
+    let command = cli.command.unwrap_or(Command::All(AllArgs::default_args()));
+    // The drill tells its own story on stdout; only problems go to the log.
+    init_tracing(if matches!(command, Command::Drill(_)) {
+        "error"
+    } else {
+        "info,sqlx=warn"
+    });
+    let result = match command {
         Command::Token(args) => token(&args),
         Command::Keygen(args) => keygen(&args.out),
+        Command::Drill(args) => runtime().and_then(|rt| rt.block_on(drill(args))),
         service => runtime().and_then(|rt| rt.block_on(serve(service, server::signal()))),
     };
     match result {
@@ -213,10 +232,9 @@ impl AllArgs {
 
 type Error = Box<dyn std::error::Error>;
 
-fn init_tracing() {
+fn init_tracing(default: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -380,10 +398,33 @@ async fn serve(
             b?;
             c?;
         }
-        Command::Token(_) | Command::Keygen(_) => unreachable!("handled before the runtime starts"),
+        Command::Token(_) | Command::Keygen(_) | Command::Drill(_) => {
+            unreachable!("handled before the services start")
+        }
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+async fn drill(args: DrillArgs) -> Result<(), Error> {
+    let (dir, temporary) = match args.data_dir {
+        Some(dir) => (dir, false),
+        None => (
+            std::env::temp_dir().join(format!("demo-services-drill-{}", std::process::id())),
+            true,
+        ),
+    };
+    let mut say = |line: String| println!("{line}");
+    let result = crate::drill::run(&dir, &mut say).await;
+    if temporary {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let report = result.map_err(|e| e.to_string())?;
+    if report.closed_again && report.drained {
+        Ok(())
+    } else {
+        Err("the drill did not end with the breaker closed and the outbox empty".into())
+    }
 }
 
 fn print_banner(

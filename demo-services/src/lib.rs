@@ -24,6 +24,7 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod db;
+pub mod drill;
 pub mod fault;
 pub mod harness;
 pub mod notification;

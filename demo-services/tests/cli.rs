@@ -315,3 +315,12 @@ fn sigterm_stops_all_three_gracefully() {
     assert!(status.success(), "{status}");
     assert!(dir.0.join("orders.db").exists() && dir.0.join("users.db").exists());
 }
+
+#[test]
+fn the_drill_runs_and_tells_the_story() {
+    let out = run(demo(&["drill"]));
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("breaker open"), "{stdout}");
+    assert!(stdout.contains("all were delivered"), "{stdout}");
+}
