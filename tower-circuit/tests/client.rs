@@ -255,6 +255,28 @@ async fn a_breaker_builder_brings_its_hooks_and_takes_the_clients_name() {
 }
 
 #[tokio::test]
+async fn bypassing_the_layers_sends_straight_to_the_server() {
+    let server = Server {
+        fail_first: 1,
+        ..Server::default()
+    };
+    let url = serve(server.clone()).await;
+    let client = ServiceClient::builder("users", url)
+        .retry(fast_retries())
+        .bypass_layers()
+        .build()
+        .unwrap();
+    // No retry: the first 503 comes back as it is, and the breaker saw nothing.
+    let err = client.get::<User>("/flaky").await.unwrap_err();
+    assert!(
+        matches!(err, ClientError::Status { status, .. } if status == StatusCode::SERVICE_UNAVAILABLE)
+    );
+    assert_eq!(server.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(client.breaker().metrics().calls, 0);
+    assert!(client.get::<User>("/flaky").await.is_ok());
+}
+
+#[tokio::test]
 async fn a_slow_answer_times_out() {
     let url = serve(Server::default()).await;
     let client = ServiceClient::builder("users", url)

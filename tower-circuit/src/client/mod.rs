@@ -72,6 +72,7 @@ pub struct ServiceClientBuilder {
     max_body: usize,
     http: Option<HttpClient>,
     wire: Vec<WireLayer>,
+    bypass: bool,
 }
 
 impl fmt::Debug for ServiceClientBuilder {
@@ -153,6 +154,15 @@ impl ServiceClientBuilder {
         self
     }
 
+    /// Leaves out the deadline, retry, breaker, timeout and propagation
+    /// layers: requests go through the wire layers straight to the HTTP
+    /// client. For measuring what those layers cost, not for production;
+    /// the breaker and retry handles still exist but see no calls.
+    pub fn bypass_layers(mut self) -> Self {
+        self.bypass = true;
+        self
+    }
+
     /// Validates the settings and builds the client.
     pub fn build(self) -> Result<ServiceClient, BuildError> {
         let base_url = self.base_url.trim_end_matches('/').to_owned();
@@ -179,17 +189,23 @@ impl ServiceClientBuilder {
         for layer in self.wire.into_iter().rev() {
             wire = layer(wire);
         }
-        let service = ServiceBuilder::new()
-            .layer(DeadlineLayer::new(self.deadline))
-            .layer(retry.clone())
-            .layer(breaker.http_layer())
-            .layer(RequestTimeoutLayer::new(self.timeouts))
-            .layer(PropagateDeadlineLayer::new())
-            .service(wire);
+        let service = if self.bypass {
+            wire
+        } else {
+            BoxCloneSyncService::new(
+                ServiceBuilder::new()
+                    .layer(DeadlineLayer::new(self.deadline))
+                    .layer(retry.clone())
+                    .layer(breaker.http_layer())
+                    .layer(RequestTimeoutLayer::new(self.timeouts))
+                    .layer(PropagateDeadlineLayer::new())
+                    .service(wire),
+            )
+        };
         Ok(ServiceClient {
             name: self.name,
             base_url: base_url.into(),
-            service: BoxCloneSyncService::new(service),
+            service,
             breaker,
             retry,
         })
@@ -232,6 +248,7 @@ impl ServiceClient {
             max_body: 4 * 1024 * 1024,
             http: None,
             wire: Vec::new(),
+            bypass: false,
         }
     }
 
