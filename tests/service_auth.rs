@@ -117,3 +117,40 @@ async fn a_token_signed_by_keys_the_services_do_not_trust_is_refused() {
     assert_eq!(res.status, StatusCode::UNAUTHORIZED);
     assert_eq!(c.orders.outbox.pending(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_layers_every_caller_is_trusted_which_is_why_it_is_for_benchmarks_only() {
+    let keys = demo_services::auth::Keys::ephemeral();
+    let data = integration_tests::TempDir::new();
+    let (user, mut state) = integration_tests::start_user(data.path(), &keys, None).await;
+    let http = Http::default();
+    let url = format!("{}/users/1", user.url());
+    let anonymous = http.send(Method::GET, &url, None, &[], "").await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    user.stop().await.unwrap();
+
+    state.ops.layered = false;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(demo_services::user::run(listener, state, async {
+        let _ = stopped.await;
+    }));
+    let res = http
+        .send(
+            Method::GET,
+            &format!("http://{addr}/users/1"),
+            None,
+            &[],
+            "",
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::OK);
+    assert_eq!(res.json["name"], "Ada Lovelace");
+    assert!(
+        res.headers.get("x-request-id").is_none(),
+        "no request-id layer either"
+    );
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}

@@ -64,6 +64,16 @@ pub struct Common {
     /// SERVICE_JWT_SECRET is used.
     #[arg(long)]
     pub keys_dir: Option<PathBuf>,
+    /// Leaves out the server and client layers (tokens, tracing, metrics,
+    /// deadlines, retries, breakers, timeouts): only for measuring what
+    /// they cost. Every caller is trusted.
+    #[arg(long)]
+    pub without_layers: bool,
+    /// How hard SQLite pushes commits to disk: `full` (every commit synced)
+    /// or `normal` (synced at checkpoints; the last commits can be lost on
+    /// power loss, not on a crash of the process).
+    #[arg(long, value_enum, default_value = "full")]
+    pub db_sync: crate::db::Durability,
 }
 
 /// Fault injection, off by default.
@@ -92,6 +102,16 @@ fn fault_rate(text: &str) -> Result<f64, String> {
         Ok(r)
     } else {
         Err(format!("{r} is not between 0 and 1"))
+    }
+}
+
+impl Common {
+    fn layered(&self) -> bool {
+        !self.without_layers
+    }
+
+    fn apply(&self) {
+        crate::db::set_durability(self.db_sync);
     }
 }
 
@@ -313,41 +333,50 @@ async fn serve(
     };
     match command {
         Command::User(args) => {
+            args.common.apply();
             let keys = Keys::resolve(args.common.keys_dir.as_deref(), false)?;
             log_keys(&keys);
             let listener = bind(args.listen.unwrap_or(([127, 0, 0, 1], 3000).into())).await?;
-            let state =
+            let mut state =
                 user::State::open(&args.common.data_dir, &keys, args.faults.faults()).await?;
+            state.ops.layered = args.common.layered();
             user::run(listener, state, stopped()).await?;
         }
         Command::Notification(args) => {
+            args.common.apply();
             let keys = Keys::resolve(args.common.keys_dir.as_deref(), false)?;
             log_keys(&keys);
             let listener = bind(args.listen.unwrap_or(([127, 0, 0, 1], 3002).into())).await?;
-            let state =
+            let mut state =
                 notification::State::open(&args.common.data_dir, &keys, args.faults.faults())
                     .await?;
+            state.ops.layered = args.common.layered();
             notification::run(listener, state, stopped()).await?;
         }
         Command::Order(args) => {
+            args.common.apply();
             let keys = Keys::resolve(args.common.keys_dir.as_deref(), false)?;
             log_keys(&keys);
             let listener = bind(args.listen).await?;
+            let mut resilience = args.resilience;
+            resilience.bypass_layers = !args.common.layered();
             let settings = Settings {
                 user_url: args.user_url,
                 notification_url: args.notification_url,
-                resilience: args.resilience,
+                resilience,
             };
-            let state = order::State::open(
+            let mut state = order::State::open(
                 &args.common.data_dir,
                 &keys,
                 &settings,
                 args.faults.faults(),
             )
             .await?;
+            state.ops.layered = args.common.layered();
             order::run(listener, state, stopped()).await?;
         }
         Command::All(args) => {
+            args.common.apply();
             let keys = Keys::resolve(args.common.keys_dir.as_deref(), true)?;
             log_keys(&keys);
             let port = |i: u16| {
@@ -370,7 +399,10 @@ async fn serve(
                 notification_url: args
                     .notification_url
                     .unwrap_or(format!("http://{notification_addr}")),
-                resilience: args.resilience,
+                resilience: Resilience {
+                    bypass_layers: !args.common.layered(),
+                    ..args.resilience
+                },
             };
             let dir = &args.common.data_dir;
             let faults_for = |service: &str| match &args.fault_target {
@@ -382,12 +414,22 @@ async fn serve(
             {
                 return Err(format!("--fault-target: unknown service {target:?}").into());
             }
-            let user_state = user::State::open(dir, &keys, faults_for(auth::USER_SERVICE)).await?;
-            let notification_state =
+            let mut user_state =
+                user::State::open(dir, &keys, faults_for(auth::USER_SERVICE)).await?;
+            let mut notification_state =
                 notification::State::open(dir, &keys, faults_for(auth::NOTIFICATION_SERVICE))
                     .await?;
-            let order_state =
+            let mut order_state =
                 order::State::open(dir, &keys, &settings, faults_for(auth::ORDER_SERVICE)).await?;
+            let layered = args.common.layered();
+            user_state.ops.layered = layered;
+            notification_state.ops.layered = layered;
+            order_state.ops.layered = layered;
+            if !layered {
+                tracing::warn!(
+                    "--without-layers: no authentication, tracing, metrics or resilience"
+                );
+            }
             print_banner(&keys, dir, user_addr, order_addr, notification_addr)?;
             let (a, b, c) = tokio::join!(
                 user::run(users, user_state, stopped()),

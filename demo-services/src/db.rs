@@ -1,16 +1,37 @@
 //! SQLite databases, one file per service under `--data-dir`.
 //!
 //! WAL mode lets readers run beside the one writer; `synchronous = FULL`
-//! syncs the log on every commit, so what a service acknowledged survives
-//! a crash of the machine, not only of the process (`NORMAL` would be
-//! faster and lose the last commits on power loss).
+//! (the default) syncs the log on every commit, so what a service
+//! acknowledged survives a crash of the machine, not only of the process.
+//! `--db-sync normal` ([`set_durability`]) syncs only at checkpoints:
+//! faster, and still safe against a crash of the process, but the last
+//! commits can be lost when the machine loses power.
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+/// How hard commits are pushed to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Durability {
+    /// `synchronous = FULL`: every commit is synced; survives power loss.
+    Full,
+    /// `synchronous = NORMAL`: synced at checkpoints; survives a crash of
+    /// the process, not of the machine.
+    Normal,
+}
+
+static RELAXED: AtomicBool = AtomicBool::new(false);
+
+/// Sets the durability of databases opened from now on in this process
+/// (the command line's `--db-sync`).
+pub fn set_durability(durability: Durability) {
+    RELAXED.store(durability == Durability::Normal, Ordering::Relaxed);
+}
 
 /// Opens (creating it when missing) `<dir>/<name>.db` and applies `schema`,
 /// a script of `CREATE ... IF NOT EXISTS` statements.
@@ -20,7 +41,11 @@ pub async fn open(dir: &Path, name: &str, schema: &str) -> Result<SqlitePool, sq
         .filename(dir.join(format!("{name}.db")))
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Full)
+        .synchronous(if RELAXED.load(Ordering::Relaxed) {
+            SqliteSynchronous::Normal
+        } else {
+            SqliteSynchronous::Full
+        })
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(5));
     let pool = SqlitePoolOptions::new()

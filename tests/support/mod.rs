@@ -101,6 +101,7 @@ pub fn fast_resilience() -> Resilience {
         timeout_write: Duration::from_millis(500),
         call_deadline: Duration::from_secs(2),
         outbox_backoff_cap: Duration::from_millis(100),
+        ..Resilience::default()
     }
 }
 

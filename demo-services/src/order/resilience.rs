@@ -55,6 +55,13 @@ pub struct Resilience {
     /// Longest wait between two delivery attempts of one notification.
     #[arg(long, default_value = "5s", value_parser = duration)]
     pub outbox_backoff_cap: Duration,
+    /// Turns the breakers off (for comparing with them on).
+    #[arg(long)]
+    pub no_breaker: bool,
+    /// Leaves out every client layer (deadline, retry, breaker, timeout,
+    /// signing, request id): set by `--without-layers`, for benchmarks.
+    #[arg(skip)]
+    pub bypass_layers: bool,
 }
 
 impl Default for Resilience {
@@ -70,6 +77,8 @@ impl Default for Resilience {
             timeout_write: Duration::from_secs(10),
             call_deadline: Duration::from_secs(15),
             outbox_backoff_cap: Duration::from_secs(5),
+            no_breaker: false,
+            bypass_layers: false,
         }
     }
 }

@@ -62,15 +62,23 @@ impl Upstream {
             let retry = resilience
                 .retry(name)
                 .on_retry(move |e| on_retry.retry(&e.name, &e.reason));
-            ServiceClient::builder(name, url)
+            let builder = ServiceClient::builder(name, url)
                 .breaker_builder(breaker)
                 .retry(retry)
                 .timeouts(resilience.timeouts())
-                .deadline(resilience.call_deadline)
-                .layer(request_id::outbound_layer())
-                .layer(SignTokenLayer::new(signer.clone(), name))
-                .build()
-                .map_err(UpstreamError::Build)
+                .deadline(resilience.call_deadline);
+            let builder = if resilience.bypass_layers {
+                builder.bypass_layers()
+            } else {
+                builder
+                    .layer(request_id::outbound_layer())
+                    .layer(SignTokenLayer::new(signer.clone(), name))
+            };
+            let client = builder.build().map_err(UpstreamError::Build)?;
+            if resilience.no_breaker {
+                client.breaker().disable();
+            }
+            Ok(client)
         };
         Ok(Upstream {
             users: client(USER_SERVICE, user_url)?,
