@@ -103,7 +103,7 @@ pub fn stack(protected: Router, public: Router, ops: &Ops) -> Router {
         .layer(ServerDeadlineLayer::new(SERVER_DEADLINE))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(ops.metrics.http_layer())
-        .layer(axum::middleware::from_fn(request_id::scope))
+        .layer(request_id::ScopeLayer)
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(move |req: &axum::http::Request<Body>| span(service, req))
@@ -112,7 +112,7 @@ pub fn stack(protected: Router, public: Router, ops: &Ops) -> Router {
         )
         .layer(PropagateRequestIdLayer::new(request_id::HEADER))
         .layer(SetRequestIdLayer::new(request_id::HEADER, MakeId))
-        .layer(axum::middleware::from_fn(request_id::sanitize))
+        .layer(request_id::sanitize_layer())
 }
 
 /// The caller every request is taken for without the stack: the gateway,

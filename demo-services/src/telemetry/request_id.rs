@@ -9,10 +9,13 @@
 //! in a task-local for the handler's duration and [`outbound_layer`] reads
 //! it from there.
 
+use std::task::{Context, Poll};
+
 use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue};
-use axum::middleware::Next;
-use axum::response::Response;
+use tokio::task::futures::TaskLocalFuture;
+use tower::util::MapRequestLayer;
+use tower::{Layer, Service};
 use tower_http::request_id::{MakeRequestId, RequestId};
 
 /// `x-request-id`.
@@ -43,9 +46,13 @@ pub fn new_id() -> HeaderValue {
     HeaderValue::try_from(format!("{bits:032x}")).unwrap_or(HeaderValue::from_static("0"))
 }
 
-/// Middleware: drops a caller's id that is empty or too long (so it is
-/// made afresh by the next layer).
-pub async fn sanitize(mut req: Request, next: Next) -> Response {
+/// Drops a caller's id that is empty or too long, so the next layer makes
+/// one afresh.
+pub fn sanitize_layer() -> MapRequestLayer<fn(Request) -> Request> {
+    MapRequestLayer::new(sanitize)
+}
+
+fn sanitize(mut req: Request) -> Request {
     let bad = req
         .headers()
         .get(&HEADER)
@@ -53,20 +60,58 @@ pub async fn sanitize(mut req: Request, next: Next) -> Response {
     if bad {
         req.headers_mut().remove(&HEADER);
     }
-    next.run(req).await
+    req
 }
 
-/// Middleware: makes the request's id current while it is handled.
-pub async fn scope(req: Request, next: Next) -> Response {
-    match req.headers().get(&HEADER).cloned() {
-        Some(id) => CURRENT.scope(id, next.run(req)).await,
-        None => next.run(req).await,
+/// Makes the request's id current while it is handled, for
+/// [`outbound_layer`]. A plain tower layer (no boxing): this runs on every
+/// request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ScopeLayer;
+
+impl<S> Layer<S> for ScopeLayer {
+    type Service = Scope<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Scope { inner }
+    }
+}
+
+/// The service of [`ScopeLayer`].
+#[derive(Debug, Clone)]
+pub struct Scope<S> {
+    inner: S,
+}
+
+impl<S, B> Service<http::Request<B>> for Scope<S>
+where
+    S: Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = TaskLocalFuture<HeaderValue, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        // An empty id when there is none (the set layer runs first, so
+        // only a misordered stack gets here without one); `current`
+        // reports an empty id as none.
+        let id = req
+            .headers()
+            .get(&HEADER)
+            .cloned()
+            .unwrap_or(HeaderValue::from_static(""));
+        let future = self.inner.call(req);
+        CURRENT.scope(id, future)
     }
 }
 
 /// The id of the request being handled, if any.
 pub fn current() -> Option<HeaderValue> {
-    CURRENT.try_with(Clone::clone).ok()
+    CURRENT.try_with(Clone::clone).ok().filter(|id| !id.is_empty())
 }
 
 /// Runs `f` with `id` current, for work that is not a request (the outbox).
