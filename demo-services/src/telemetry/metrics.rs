@@ -32,9 +32,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use std::sync::RwLock;
+
 use axum::extract::MatchedPath;
-use axum::http::{Request, Response};
-use metrics::{counter, histogram};
+use axum::http::{Method, Request, Response};
+use metrics::{Counter, Histogram, counter, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use tokio::time::Instant;
 use tower::{Layer, Service};
@@ -252,7 +254,10 @@ impl<S> Layer<S> for HttpMetricsLayer {
     fn layer(&self, inner: S) -> Self::Service {
         HttpMetrics {
             inner,
-            metrics: self.metrics.clone(),
+            handles: Arc::new(Handles {
+                metrics: self.metrics.clone(),
+                seen: RwLock::new(Vec::new()),
+            }),
         }
     }
 }
@@ -261,7 +266,73 @@ impl<S> Layer<S> for HttpMetricsLayer {
 #[derive(Debug, Clone)]
 pub struct HttpMetrics<S> {
     inner: S,
+    handles: Arc<Handles>,
+}
+
+/// The counter and histogram of each (method, route, status) seen, so a
+/// request costs a short scan under a read lock instead of building and
+/// registering its keys. axum applies the layer per route, so each list
+/// stays short; past [`MAX_SEEN`] entries, keys are registered each time.
+struct Handles {
     metrics: Metrics,
+    seen: RwLock<Vec<Seen>>,
+}
+
+const MAX_SEEN: usize = 64;
+
+struct Seen {
+    method: Method,
+    route: Option<MatchedPath>,
+    status: u16,
+    requests: Counter,
+    duration: Histogram,
+}
+
+impl fmt::Debug for Handles {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handles").finish_non_exhaustive()
+    }
+}
+
+impl Handles {
+    fn record(&self, method: &Method, route: Option<&MatchedPath>, status: u16, seconds: f64) {
+        let same = |s: &Seen| {
+            s.status == status
+                && s.method == method
+                && s.route.as_ref().map(MatchedPath::as_str) == route.map(MatchedPath::as_str)
+        };
+        {
+            let seen = self.seen.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(s) = seen.iter().find(|s| same(s)) {
+                s.requests.increment(1);
+                s.duration.record(seconds);
+                return;
+            }
+        }
+        let labels = [
+            ("method", method.as_str().to_owned()),
+            ("route", route.map_or("unmatched", MatchedPath::as_str).to_owned()),
+            ("status", status.to_string()),
+        ];
+        let (requests, duration) = self.metrics.record(|| {
+            (
+                counter!("http_requests_total", &labels),
+                histogram!("http_request_duration_seconds", &labels),
+            )
+        });
+        requests.increment(1);
+        duration.record(seconds);
+        let mut seen = self.seen.write().unwrap_or_else(|p| p.into_inner());
+        if seen.len() < MAX_SEEN && !seen.iter().any(same) {
+            seen.push(Seen {
+                method: method.clone(),
+                route: route.cloned(),
+                status,
+                requests,
+                duration,
+            });
+        }
+    }
 }
 
 impl<S, B, ResB> Service<Request<B>> for HttpMetrics<S>
@@ -277,19 +348,16 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        // The route template, not the path: `/users/{id}`, so ids do not
+        // The route template, not the path (`/users/{id}`), so ids do not
         // explode the label set.
-        let route = req
-            .extensions()
-            .get::<MatchedPath>()
-            .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-        let method = req.method().as_str().to_owned();
+        let route = req.extensions().get::<MatchedPath>().cloned();
+        let method = req.method().clone();
         MetricsFuture {
             inner: self.inner.call(req),
             labels: Some(Labels {
                 method,
                 route,
-                metrics: self.metrics.clone(),
+                handles: self.handles.clone(),
             }),
             start: Instant::now(),
         }
@@ -297,9 +365,9 @@ where
 }
 
 struct Labels {
-    method: String,
-    route: String,
-    metrics: Metrics,
+    method: Method,
+    route: Option<MatchedPath>,
+    handles: Arc<Handles>,
 }
 
 pin_project_lite::pin_project! {
@@ -328,20 +396,13 @@ where
         let this = self.project();
         let result = std::task::ready!(this.inner.poll(cx));
         if let Some(labels) = this.labels.take() {
-            let status = match &result {
-                Ok(res) => res.status().as_str().to_owned(),
-                Err(_) => "error".to_owned(),
-            };
+            // A failed service (no response) is counted as a 500: that is
+            // what the client sees from hyper.
+            let status = result.as_ref().map_or(500, |res| res.status().as_u16());
             let seconds = this.start.elapsed().as_secs_f64();
-            labels.metrics.record(|| {
-                let keys = [
-                    ("method", labels.method),
-                    ("route", labels.route),
-                    ("status", status),
-                ];
-                counter!("http_requests_total", &keys).increment(1);
-                histogram!("http_request_duration_seconds", &keys).record(seconds);
-            });
+            labels
+                .handles
+                .record(&labels.method, labels.route.as_ref(), status, seconds);
         }
         Poll::Ready(result)
     }
