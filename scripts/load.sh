@@ -12,17 +12,26 @@
 #   c. The user service stopped: POST /orders (served from the kept copy of
 #      the user) with the breaker open against no breaker and no retry
 #      (per-attempt timeout only).
+#   c2. The same with the user service hung instead (it answers after 10 s)
+#      and 200 ms per lookup attempt.
 #
-# Usage: scripts/load.sh            (DURATION=10s CONNS="1 16 64" by default)
-# Installs wrk with apt-get when it is missing. Prints a Markdown table and
-# writes it to target/load/results.md. Services log at `error` only, so the
+# Both variants of a scenario run side by side on their own ports, and wrk
+# alternates between them ROUNDS times (A B A B ...), so a slow moment of a
+# shared machine hits both; the table shows each variant's median round and
+# the median of the paired ratios.
+#
+# Usage: scripts/load.sh    (DURATION=5s ROUNDS=3 CONNS="1 16 64" DB_SYNC=full)
+# Installs wrk with apt-get when it is missing. Prints Markdown tables and
+# writes them to target/load/results.md. Services log at `error` only, so the
 # figures measure the stack and not the terminal.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-DURATION=${DURATION:-10s}
+DURATION=${DURATION:-5s}
+ROUNDS=${ROUNDS:-3}
 CONNS=${CONNS:-"1 16 64"}
+DB_SYNC=${DB_SYNC:-full}
 BASE_PORT=${BASE_PORT:-4100}
 OUT_DIR="$ROOT/target/load"
 export LOAD_DIR="$ROOT/scripts/load"
@@ -43,11 +52,7 @@ mkdir -p "$OUT_DIR"
 export SERVICE_JWT_SECRET
 SERVICE_JWT_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 
-USER_PORT=$BASE_PORT
-ORDER_PORT=$((BASE_PORT + 1))
-NOTE_PORT=$((BASE_PORT + 2))
 PIDS=()
-
 cleanup() {
   for pid in "${PIDS[@]:-}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
@@ -55,119 +60,155 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# start NAME PORT ARGS...: starts a service and waits for its /health.
+# start KEY SERVICE PORT ARGS...: starts a service, remembers its pid under
+# KEY, and waits for its /health.
+declare -A PID
 start() {
-  local name=$1 port=$2
-  shift 2
-  "$BIN" "$name" --listen "127.0.0.1:$port" "$@" >>"$WORK/services.log" 2>&1 &
+  local key=$1 name=$2 port=$3
+  shift 3
+  "$BIN" "$name" --listen "127.0.0.1:$port" --db-sync "$DB_SYNC" "$@" >>"$WORK/services.log" 2>&1 &
   PIDS+=($!)
-  eval "PID_$name=$!"
+  PID[$key]=$!
   for _ in $(seq 1 100); do
     if curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1; then return 0; fi
     sleep 0.1
   done
-  echo "$name did not start; its log:" >&2
+  echo "$name did not start; the services' log:" >&2
   cat "$WORK/services.log" >&2
   exit 1
 }
 
 stop() {
-  local pid_var="PID_$1"
-  kill "${!pid_var}" 2>/dev/null || true
-  wait "${!pid_var}" 2>/dev/null || true
-}
-
-stop_all() { for s in user order notification; do stop "$s"; done; }
-
-token() { "$BIN" token --service api-gateway --audience "$1" --ttl 1h; }
-
-ROWS=()
-declare -A RPS
-
-# measure SCENARIO VARIANT URL SCRIPT
-measure() {
-  local scenario=$1 variant=$2 url=$3 script=$4
-  for c in $CONNS; do
-    local t=$((c < 2 ? c : 2))
-    local line
-    line=$(wrk -t"$t" -c"$c" -d"$DURATION" -s "$LOAD_DIR/$script" "$url" | grep '^RESULT' || true)
-    if [ -z "$line" ]; then echo "wrk printed no result for $scenario/$variant/$c" >&2; exit 1; fi
-    read -r _ rps p50 p95 p99 non2xx errors <<<"$line"
-    RPS["$scenario/$variant/$c"]=$rps
-    ROWS+=("$(awk -v s="$scenario" -v v="$variant" -v c="$c" -v r="$rps" -v a="$p50" -v b="$p95" \
-      -v d="$p99" -v n="$non2xx" -v e="$errors" \
-      'BEGIN { printf "| %s | %s | %s | %.0f | %.2f | %.2f | %.2f | %s | %s |", s, v, c, r, a/1000, b/1000, d/1000, n, e }')")
-    echo "  $scenario $variant c=$c: $rps req/s, p99 ${p99} µs, non-2xx $non2xx, errors $errors" >&2
+  for key in "$@"; do
+    kill "${PID[$key]}" 2>/dev/null || true
+    wait "${PID[$key]}" 2>/dev/null || true
   done
 }
 
+token() { "$BIN" token --service api-gateway --audience "$1" --ttl 1h; }
 data() { mkdir -p "$WORK/$1" && echo "$WORK/$1"; }
 
+# trio KEY PORT "ARGS" ["ORDER ARGS"] ["USER ARGS"]: user, notification and
+# order services on PORT, PORT+1 (order) and PORT+2, sharing one data
+# directory; ARGS go to all three, the others to one service.
+trio() {
+  local key=$1 port=$2 dir
+  local -a common order_args user_args
+  read -r -a common <<<"${3:-}"
+  read -r -a order_args <<<"${4:-}"
+  read -r -a user_args <<<"${5:-}"
+  dir=$(data "$key")
+  start "$key-user" user "$port" --data-dir "$dir" "${common[@]}" "${user_args[@]}"
+  start "$key-note" notification "$((port + 2))" --data-dir "$dir" "${common[@]}"
+  start "$key-order" order "$((port + 1))" --data-dir "$dir" "${common[@]}" "${order_args[@]}" \
+    --user-url "http://127.0.0.1:$port" --notification-url "http://127.0.0.1:$((port + 2))"
+}
+
+# wrk_once URL SCRIPT TOKEN CONNS: prints "rps p50 p95 p99 non2xx errors".
+wrk_once() {
+  local c=$4 t
+  t=$(($4 < 2 ? $4 : 2))
+  TOKEN=$3 wrk -t"$t" -c"$c" -d"$DURATION" -s "$LOAD_DIR/$2" "$1" \
+    | awk '/^RESULT/ { print $2, $3, $4, $5, $6, $7 }'
+}
+
+ROWS=()
+RATIOS=()
+
+# compare SCENARIO NAME_A URL_A TOKEN_A NAME_B URL_B TOKEN_B SCRIPT
+compare() {
+  local scenario=$1 name_a=$2 url_a=$3 tok_a=$4 name_b=$5 url_b=$6 tok_b=$7 script=$8
+  for c in $CONNS; do
+    local a_runs=() b_runs=() ratios=()
+    for _ in $(seq 1 "$ROUNDS"); do
+      local ra rb
+      ra=$(wrk_once "$url_a" "$script" "$tok_a" "$c")
+      rb=$(wrk_once "$url_b" "$script" "$tok_b" "$c")
+      [ -n "$ra" ] && [ -n "$rb" ] || { echo "wrk printed no result ($scenario, c=$c)" >&2; exit 1; }
+      a_runs+=("$ra")
+      b_runs+=("$rb")
+      ratios+=("$(awk -v x="${ra%% *}" -v y="${rb%% *}" 'BEGIN { print x / y }')")
+      echo "  $scenario c=$c: $name_a ${ra%% *} req/s, $name_b ${rb%% *} req/s" >&2
+    done
+    for variant in a b; do
+      local name runs
+      if [ $variant = a ]; then name=$name_a; runs=("${a_runs[@]}"); else name=$name_b; runs=("${b_runs[@]}"); fi
+      # The median round by requests/s.
+      local median
+      median=$(printf '%s\n' "${runs[@]}" | sort -n -k1,1 | awk -v n="${#runs[@]}" 'NR == int((n + 1) / 2)')
+      ROWS+=("$(echo "$median" | awk -v s="$scenario" -v v="$name" -v c="$c" \
+        '{ printf "| %s | %s | %s | %.0f | %.2f | %.2f | %.2f | %s | %s |", s, v, c, $1, $2/1000, $3/1000, $4/1000, $5, $6 }')")
+    done
+    RATIOS+=("$(printf '%s\n' "${ratios[@]}" | sort -g | awk -v s="$scenario" -v a="$name_a" -v b="$name_b" -v c="$c" \
+      -v n="${#ratios[@]}" '{ r[NR] = $1 } END { printf "| %s: %s / %s | %s | %.2f | %.2f – %.2f |", s, a, b, c, r[int((n + 1) / 2)], r[1], r[n] }')")
+  done
+}
+
 echo "a. GET /users/1: whole server stack vs the same handler without layers" >&2
-start user "$USER_PORT" --data-dir "$(data a1)"
-TOKEN=$(token user-service) measure a "full stack" "http://127.0.0.1:$USER_PORT/users/1" get_user.lua
-stop user
-start user "$USER_PORT" --data-dir "$(data a2)" --without-layers
-TOKEN="" measure a "without layers" "http://127.0.0.1:$USER_PORT/users/1" get_user.lua
-stop user
+start a-full user "$BASE_PORT" --data-dir "$(data a-full)"
+start a-bare user "$((BASE_PORT + 3))" --data-dir "$(data a-bare)" --without-layers
+compare a "full stack" "http://127.0.0.1:$BASE_PORT/users/1" "$(token user-service)" \
+  "without layers" "http://127.0.0.1:$((BASE_PORT + 3))/users/1" "" get_user.lua
+stop a-full a-bare
 
 echo "b. POST /orders: full flow vs without layers" >&2
-dir=$(data b1)
-start user "$USER_PORT" --data-dir "$dir"
-start notification "$NOTE_PORT" --data-dir "$dir"
-start order "$ORDER_PORT" --data-dir "$dir" \
-  --user-url "http://127.0.0.1:$USER_PORT" --notification-url "http://127.0.0.1:$NOTE_PORT"
-TOKEN=$(token order-service) measure b "full stack" "http://127.0.0.1:$ORDER_PORT/orders" post_order.lua
-stop_all
-dir=$(data b2)
-start user "$USER_PORT" --data-dir "$dir" --without-layers
-start notification "$NOTE_PORT" --data-dir "$dir" --without-layers
-start order "$ORDER_PORT" --data-dir "$dir" --without-layers \
-  --user-url "http://127.0.0.1:$USER_PORT" --notification-url "http://127.0.0.1:$NOTE_PORT"
-TOKEN="" measure b "without layers" "http://127.0.0.1:$ORDER_PORT/orders" post_order.lua
-stop_all
+trio b-full "$BASE_PORT"
+trio b-bare "$((BASE_PORT + 3))" --without-layers
+compare b "full flow" "http://127.0.0.1:$((BASE_PORT + 1))/orders" "$(token order-service)" \
+  "without layers" "http://127.0.0.1:$((BASE_PORT + 4))/orders" "" post_order.lua
+stop b-full-user b-full-note b-full-order b-bare-user b-bare-note b-bare-order
 
-echo "c. user service stopped: POST /orders with the breaker open vs no breaker" >&2
-dir=$(data c)
-start user "$USER_PORT" --data-dir "$dir"
-start notification "$NOTE_PORT" --data-dir "$dir"
-start order "$ORDER_PORT" --data-dir "$dir" \
-  --user-url "http://127.0.0.1:$USER_PORT" --notification-url "http://127.0.0.1:$NOTE_PORT"
+echo "c. user service stopped: POST /orders with the breaker open vs no breaker, no retry" >&2
 ORDER_TOKEN=$(token order-service)
-# One order while the user service is up, so the order service keeps a copy.
-curl -sf -X POST "http://127.0.0.1:$ORDER_PORT/orders" -H "Authorization: Bearer $ORDER_TOKEN" \
-  -H 'Content-Type: application/json' \
-  -d '{"userId": 1, "items": [{"productId": "p-1", "quantity": 1, "unitPrice": 5}]}' >/dev/null
-stop user
-# Open the breaker (10 calls at 100 % failures), then measure.
-for _ in $(seq 1 12); do
-  curl -s -o /dev/null -X POST "http://127.0.0.1:$ORDER_PORT/orders" -H "Authorization: Bearer $ORDER_TOKEN" \
-    -H 'Content-Type: application/json' \
-    -d '{"userId": 1, "items": [{"productId": "p-1", "quantity": 1, "unitPrice": 5}]}'
+body='{"userId": 1, "items": [{"productId": "p-1", "quantity": 1, "unitPrice": 5}]}'
+trio c-open "$BASE_PORT"
+trio c-none "$((BASE_PORT + 3))" "" "--no-breaker --retry-max 0"
+for port in $((BASE_PORT + 1)) $((BASE_PORT + 4)); do
+  # One order while the user service is up, so the order service keeps a copy.
+  curl -sf -o /dev/null -X POST "http://127.0.0.1:$port/orders" -H "Authorization: Bearer $ORDER_TOKEN" \
+    -H 'Content-Type: application/json' -d "$body"
 done
-curl -s "http://127.0.0.1:$ORDER_PORT/health" | grep -q '"user-service":{[^}]*"circuit":"open"' \
+stop c-open-user c-none-user
+# Open the breaker: ten calls at 100 % failures.
+for _ in $(seq 1 12); do
+  curl -s -o /dev/null -X POST "http://127.0.0.1:$((BASE_PORT + 1))/orders" \
+    -H "Authorization: Bearer $ORDER_TOKEN" -H 'Content-Type: application/json' -d "$body"
+done
+curl -s "http://127.0.0.1:$((BASE_PORT + 1))/health" | grep -q '"user-service":{[^}]*"circuit":"open"' \
   || { echo "the breaker did not open" >&2; exit 1; }
-TOKEN=$ORDER_TOKEN measure c "breaker open" "http://127.0.0.1:$ORDER_PORT/orders" post_order.lua
-stop order
-start order "$ORDER_PORT" --data-dir "$dir" --no-breaker --retry-max 0 \
-  --user-url "http://127.0.0.1:$USER_PORT" --notification-url "http://127.0.0.1:$NOTE_PORT"
-TOKEN=$ORDER_TOKEN measure c "no breaker, no retry" "http://127.0.0.1:$ORDER_PORT/orders" post_order.lua
-stop_all
+compare c "breaker open" "http://127.0.0.1:$((BASE_PORT + 1))/orders" "$ORDER_TOKEN" \
+  "no breaker, no retry" "http://127.0.0.1:$((BASE_PORT + 4))/orders" "$ORDER_TOKEN" post_order.lua
+stop c-open-order c-open-note c-none-order c-none-note
+
+echo "c2. user service hung (answers after 10 s), 200 ms per attempt: breaker open vs no breaker, no retry" >&2
+trio c2-open "$BASE_PORT" "" "--timeout-get 200ms"
+trio c2-none "$((BASE_PORT + 3))" "" "--timeout-get 200ms --no-breaker --retry-max 0"
+for port in $((BASE_PORT + 1)) $((BASE_PORT + 4)); do
+  curl -sf -o /dev/null -X POST "http://127.0.0.1:$port/orders" -H "Authorization: Bearer $ORDER_TOKEN" \
+    -H 'Content-Type: application/json' -d "$body"
+done
+stop c2-open-user c2-none-user
+start c2-open-user user "$BASE_PORT" --data-dir "$WORK/c2-open" --fault-latency 10s
+start c2-none-user user "$((BASE_PORT + 3))" --data-dir "$WORK/c2-none" --fault-latency 10s
+# Open the breaker: ten orders at once, each lookup timing out.
+for _ in $(seq 1 12); do
+  curl -s -o /dev/null -X POST "http://127.0.0.1:$((BASE_PORT + 1))/orders" \
+    -H "Authorization: Bearer $ORDER_TOKEN" -H 'Content-Type: application/json' -d "$body" &
+done
+wait_curls=$(jobs -p | wc -l)
+sleep 3
+curl -s "http://127.0.0.1:$((BASE_PORT + 1))/health" | grep -q '"user-service":{[^}]*"circuit":"open"' \
+  || { echo "the breaker did not open ($wait_curls orders sent)" >&2; exit 1; }
+compare c2 "breaker open" "http://127.0.0.1:$((BASE_PORT + 1))/orders" "$ORDER_TOKEN" \
+  "no breaker, no retry" "http://127.0.0.1:$((BASE_PORT + 4))/orders" "$ORDER_TOKEN" post_order.lua
 
 {
   echo "| scenario | variant | connections | requests/s | p50 ms | p95 ms | p99 ms | non-2xx | socket errors |"
   echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
   printf '%s\n' "${ROWS[@]}"
   echo
-  echo "| ratio | connections | value |"
-  echo "| --- | ---: | ---: |"
-  for c in $CONNS; do
-    awk -v c="$c" -v x="${RPS[a/full stack/$c]}" -v y="${RPS[a/without layers/$c]}" \
-      'BEGIN { printf "| a: full stack / without layers | %s | %.2f |\n", c, x/y }'
-  done
-  for c in $CONNS; do
-    awk -v c="$c" -v x="${RPS[b/full stack/$c]}" -v y="${RPS[b/without layers/$c]}" \
-      'BEGIN { printf "| b: full flow / without layers | %s | %.2f |\n", c, x/y }'
-  done
+  echo "| requests/s ratio | connections | median | range |"
+  echo "| --- | ---: | ---: | ---: |"
+  printf '%s\n' "${RATIOS[@]}"
 } | tee "$OUT_DIR/results.md"
-echo "wrk $(wrk --version 2>&1 | head -1 | awk '{print $2}'), $(nproc) cores, duration $DURATION per row; written to target/load/results.md" >&2
+echo "wrk $(wrk --version 2>&1 | head -1 | awk '{print $2}'), $(nproc) cores, $ROUNDS rounds of $DURATION per variant and connection count, db-sync $DB_SYNC; written to target/load/results.md" >&2
