@@ -311,7 +311,10 @@ impl Handles {
         }
         let labels = [
             ("method", method.as_str().to_owned()),
-            ("route", route.map_or("unmatched", MatchedPath::as_str).to_owned()),
+            (
+                "route",
+                route.map_or("unmatched", MatchedPath::as_str).to_owned(),
+            ),
             ("status", status.to_string()),
         ];
         let (requests, duration) = self.metrics.record(|| {

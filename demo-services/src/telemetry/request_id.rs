@@ -111,7 +111,10 @@ where
 
 /// The id of the request being handled, if any.
 pub fn current() -> Option<HeaderValue> {
-    CURRENT.try_with(Clone::clone).ok().filter(|id| !id.is_empty())
+    CURRENT
+        .try_with(Clone::clone)
+        .ok()
+        .filter(|id| !id.is_empty())
 }
 
 /// Runs `f` with `id` current, for work that is not a request (the outbox).
