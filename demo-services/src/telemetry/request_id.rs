@@ -5,7 +5,7 @@
 //!
 //! The set and echo steps are tower-http's `SetRequestIdLayer` and
 //! `PropagateRequestIdLayer`; the outbound step needs the id of the request
-//! being handled where the client builds its request, so [`scope`] keeps it
+//! being handled where the client builds its request, so [`ScopeLayer`] keeps it
 //! in a task-local for the handler's duration and [`outbound_layer`] reads
 //! it from there.
 
