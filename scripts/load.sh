@@ -37,13 +37,15 @@ OUT_DIR="$ROOT/target/load"
 export LOAD_DIR="$ROOT/scripts/load"
 export RUST_LOG=${RUST_LOG:-error}
 
-if ! command -v wrk >/dev/null 2>&1; then
-  echo "wrk not found; installing it with apt-get" >&2
+missing=()
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]} with apt-get" >&2
   if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq >/dev/null
-  $SUDO apt-get install -y -qq wrk >/dev/null
+  $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-command -v curl >/dev/null || { echo "curl is needed" >&2; exit 1; }
 
 cargo build --release -q -p demo-services
 BIN="$ROOT/target/release/demo-services"
