@@ -31,48 +31,27 @@
 //!   `time_window`. With two workers, 2 tasks should get close to twice the
 //!   throughput of 1 unless the breaker's shared state serializes them.
 
-use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::measurement::WallTime;
-use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput};
-use tokio::runtime::{Builder, Runtime};
-use tokio::time::Instant;
-use tower::{Layer, Service, ServiceExt, service_fn};
+use criterion::Criterion;
+use tokio::runtime::Runtime;
+use tower::{Layer, service_fn};
 use tower_circuit::BoxError;
 use tower_circuit::breaker::{Breaker, CircuitOpen, Config, Window};
 
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;
-use counting_alloc::allocation_count;
+#[path = "support/harness.rs"]
+mod harness;
+use harness::{
+    BenchService, allocs_per_call, bench_calls, bench_shared, call, current_thread, two_workers,
+};
 
 /// Calls each task of the `contention` group makes per criterion iteration.
 const CALLS_PER_TASK: u64 = 10_000;
 
-/// Task counts of the `contention` group.
-const TASKS: [u64; 3] = [1, 2, 8];
-
-/// Calls made before counting allocations, so that lazy initialisation
-/// (thread-locals, the runtime's first poll) is not counted.
-const ALLOC_WARM_UP_CALLS: u64 = 1_000;
-
-/// Calls over which allocations are counted.
-const ALLOC_CALLS: u64 = 100_000;
-
-/// A service the benchmarks can call: the bare `service_fn` or the same
-/// wrapped in a breaker, cloneable and sendable to spawned tasks.
-trait BenchService:
-    Service<u64, Response = u64, Error = BoxError, Future: Send> + Clone + Send + 'static
-{
-}
-
-impl<S> BenchService for S where
-    S: Service<u64, Response = u64, Error = BoxError, Future: Send> + Clone + Send + 'static
-{
-}
-
 /// The inner service: answers its request at once.
-fn bare() -> impl BenchService {
+fn bare() -> impl BenchService<Error = BoxError> {
     service_fn(|x: u64| async move { Ok::<_, BoxError>(x) })
 }
 
@@ -88,18 +67,18 @@ fn time_breaker() -> Breaker {
 }
 
 /// `bare()` guarded by `breaker`.
-fn guarded(breaker: &Breaker) -> impl BenchService + use<> {
+fn guarded(breaker: &Breaker) -> impl BenchService<Error = BoxError> + use<> {
     breaker.layer().layer(bare())
 }
 
 /// Checks that `svc` rejects calls, outside any timed loop.
-fn assert_rejects<S: BenchService>(rt: &Runtime, svc: &mut S) {
+fn assert_rejects<S: BenchService<Error = BoxError>>(rt: &Runtime, svc: &mut S) {
     let result = rt.block_on(call(svc, 0));
     assert!(result.is_err_and(|e| e.is::<CircuitOpen>()));
 }
 
 /// A service behind a forced-open breaker: every call is rejected.
-fn forced_open(rt: &Runtime) -> impl BenchService + use<> {
+fn forced_open(rt: &Runtime) -> impl BenchService<Error = BoxError> + use<> {
     let breaker = count_breaker();
     breaker.force_open();
     let mut svc = guarded(&breaker);
@@ -109,7 +88,7 @@ fn forced_open(rt: &Runtime) -> impl BenchService + use<> {
 
 /// A service behind a breaker that a failure opened: every further call is
 /// rejected for the next hour.
-fn tripped(rt: &Runtime) -> impl BenchService + use<> {
+fn tripped(rt: &Runtime) -> impl BenchService<Error = BoxError> + use<> {
     let config = Config::default()
         .window(Window::Count { size: 100 })
         .minimum_calls(1)
@@ -121,55 +100,6 @@ fn tripped(rt: &Runtime) -> impl BenchService + use<> {
     assert!(first.is_err_and(|e| !e.is::<CircuitOpen>()));
     assert_rejects(rt, &mut svc);
     svc
-}
-
-/// One call, as the timed loops make it.
-async fn call<S>(svc: &mut S, i: u64) -> Result<S::Response, S::Error>
-where
-    S: Service<u64>,
-{
-    svc.ready().await?.call(black_box(i)).await
-}
-
-/// `calls` calls in a row, each result black-boxed.
-async fn run<S: BenchService>(svc: &mut S, calls: u64) {
-    for i in 0..calls {
-        let _ = black_box(call(svc, i).await);
-    }
-}
-
-fn current_thread() -> Runtime {
-    Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-fn two_workers() -> Runtime {
-    Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-/// Benches `iters` calls in one `block_on`, so the per-call figure is not
-/// dominated by entering the runtime.
-fn bench_calls<S: BenchService>(
-    group: &mut BenchmarkGroup<'_, WallTime>,
-    rt: &Runtime,
-    name: &str,
-    mut svc: S,
-) {
-    group.bench_function(name, |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
-                run(&mut svc, iters).await;
-                start.elapsed()
-            })
-        });
-    });
 }
 
 fn closed_path(c: &mut Criterion) {
@@ -189,57 +119,25 @@ fn open_path(c: &mut Criterion) {
     group.finish();
 }
 
-/// Benches `svc` shared by 1, 2 and 8 tasks. One criterion iteration is
-/// `CALLS_PER_TASK` calls per task; each task makes all its iterations in
-/// one spawn, and the time is the wall time from the first spawn to the
-/// last join.
-fn bench_shared<S: BenchService>(
-    group: &mut BenchmarkGroup<'_, WallTime>,
-    rt: &Runtime,
-    name: &str,
-    svc: S,
-) {
-    for tasks in TASKS {
-        group.throughput(Throughput::Elements(tasks * CALLS_PER_TASK));
-        group.bench_with_input(BenchmarkId::new(name, tasks), &tasks, |b, &tasks| {
-            b.iter_custom(|iters| {
-                let calls = iters * CALLS_PER_TASK;
-                rt.block_on(async {
-                    let start = Instant::now();
-                    let handles: Vec<_> = (0..tasks)
-                        .map(|_| {
-                            let mut svc = svc.clone();
-                            tokio::spawn(async move { run(&mut svc, calls).await })
-                        })
-                        .collect();
-                    for handle in handles {
-                        handle.await.expect("task panicked");
-                    }
-                    start.elapsed()
-                })
-            });
-        });
-    }
-}
-
 fn contention(c: &mut Criterion) {
     let rt = two_workers();
     let mut group = c.benchmark_group("contention");
-    bench_shared(&mut group, &rt, "bare", bare());
-    bench_shared(&mut group, &rt, "count_window", guarded(&count_breaker()));
-    bench_shared(&mut group, &rt, "time_window", guarded(&time_breaker()));
+    bench_shared(&mut group, &rt, "bare", bare(), CALLS_PER_TASK);
+    bench_shared(
+        &mut group,
+        &rt,
+        "count_window",
+        guarded(&count_breaker()),
+        CALLS_PER_TASK,
+    );
+    bench_shared(
+        &mut group,
+        &rt,
+        "time_window",
+        guarded(&time_breaker()),
+        CALLS_PER_TASK,
+    );
     group.finish();
-}
-
-/// Allocations per call of `svc`, after a warm-up.
-fn allocs_per_call<S: BenchService>(rt: &Runtime, mut svc: S) -> Option<f64> {
-    rt.block_on(async {
-        run(&mut svc, ALLOC_WARM_UP_CALLS).await;
-        let before = allocation_count()?;
-        run(&mut svc, ALLOC_CALLS).await;
-        let after = allocation_count()?;
-        Some((after - before) as f64 / ALLOC_CALLS as f64)
-    })
 }
 
 fn print_allocations() {

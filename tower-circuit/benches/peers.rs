@@ -65,17 +65,16 @@
 //! open paths, how many failures each needed to open, and the growth of
 //! `tower-resilience`'s time window.
 
-use std::hint::black_box;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use criterion::measurement::WallTime;
-use criterion::{BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput};
+use criterion::{BenchmarkGroup, Criterion, SamplingMode};
 use failsafe::futures::CircuitBreaker as _;
 use failsafe::{FailurePolicy, StateMachine, backoff, failure_policy};
-use tokio::runtime::{Builder, Runtime};
+use tokio::runtime::Runtime;
 use tokio::time::Instant;
-use tower::{Layer, Service, ServiceExt, service_fn};
+use tower::{Layer, Service, service_fn};
 use tower_circuit::BoxError;
 use tower_circuit::breaker::{Breaker, CircuitOpen, Config, Window};
 use tower_resilience::circuitbreaker::{
@@ -84,7 +83,12 @@ use tower_resilience::circuitbreaker::{
 
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;
-use counting_alloc::allocation_count;
+#[path = "support/harness.rs"]
+mod harness;
+use harness::{
+    ALLOC_CALLS, ALLOC_WARM_UP_CALLS, BenchService, allocs_per_call, bench_calls, bench_shared,
+    call, current_thread, run, two_workers,
+};
 
 /// The name every breaker gets (tower-resilience clones its name into
 /// every event it builds, so an empty name would hide a cost).
@@ -119,34 +123,11 @@ const MAX_TRIP_FAILURES: u64 = 1_000;
 /// Calls each task of the throughput group makes per criterion iteration.
 const CALLS_PER_TASK: u64 = 1_000;
 
-/// Task counts of the throughput group.
-const TASKS: [u64; 3] = [1, 2, 8];
-
-/// Calls made before counting allocations, so that lazy initialisation
-/// (thread-locals, the runtime's first poll) is not counted.
-const ALLOC_WARM_UP_CALLS: u64 = 1_000;
-
-/// Calls over which allocations are counted.
-const ALLOC_CALLS: u64 = 100_000;
-
 /// Calls in tower-resilience's time window at which its cost is printed.
 const TIME_WINDOW_FILL: [u64; 3] = [1_000, 10_000, 50_000];
 
 /// Calls timed at each of those fills.
 const TIME_WINDOW_TIMED_CALLS: u64 = 1_000;
-
-/// A service the benchmarks can call: the bare `service_fn` or the same
-/// behind a breaker, cloneable and sendable to spawned tasks. Each keeps its
-/// own error type, so no conversion is timed.
-trait BenchService:
-    Service<u64, Response = u64, Error: Send + 'static, Future: Send> + Clone + Send + 'static
-{
-}
-
-impl<S> BenchService for S where
-    S: Service<u64, Response = u64, Error: Send + 'static, Future: Send> + Clone + Send + 'static
-{
-}
 
 /// The inner service: answers its request at once.
 fn bare() -> impl BenchService<Error = BoxError> {
@@ -384,21 +365,6 @@ fn is_failsafe_rejection(err: &failsafe::Error<BoxError>) -> bool {
 
 // --- driving the services ------------------------------------------------
 
-/// One call, as the timed loops make it.
-async fn call<S>(svc: &mut S, i: u64) -> Result<S::Response, S::Error>
-where
-    S: Service<u64>,
-{
-    svc.ready().await?.call(black_box(i)).await
-}
-
-/// `calls` calls in a row, each result black-boxed.
-async fn run<S: BenchService>(svc: &mut S, calls: u64) {
-    for i in 0..calls {
-        let _ = black_box(call(svc, i).await);
-    }
-}
-
 /// Calls `svc` (whose inner service fails) until a call is rejected;
 /// returns the failures it took. Panics if it never opens.
 async fn feed_failures<S: BenchService>(svc: &mut S, is_rejection: fn(&S::Error) -> bool) -> u64 {
@@ -421,41 +387,7 @@ fn assert_rejects<S: BenchService>(rt: &Runtime, svc: &mut S, is_rejection: fn(&
     );
 }
 
-fn current_thread() -> Runtime {
-    Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-fn two_workers() -> Runtime {
-    Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
 // --- criterion groups ----------------------------------------------------
-
-/// Benches `iters` calls in one `block_on`, so the per-call figure is not
-/// dominated by entering the runtime.
-fn bench_calls<S: BenchService>(
-    group: &mut BenchmarkGroup<'_, WallTime>,
-    rt: &Runtime,
-    name: &str,
-    mut svc: S,
-) {
-    group.bench_function(name, |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
-                run(&mut svc, iters).await;
-                start.elapsed()
-            })
-        });
-    });
-}
 
 fn closed(c: &mut Criterion) {
     let rt = current_thread();
@@ -538,76 +470,52 @@ fn open(c: &mut Criterion) {
     group.finish();
 }
 
-/// Benches `svc` shared by 1, 2 and 8 tasks. One criterion iteration is
-/// `CALLS_PER_TASK` calls per task; each task makes all its iterations in
-/// one spawn, and the time is the wall time from the first spawn to the
-/// last join.
-fn bench_shared<S: BenchService>(
-    group: &mut BenchmarkGroup<'_, WallTime>,
-    rt: &Runtime,
-    name: &str,
-    svc: S,
-) {
-    for tasks in TASKS {
-        group.throughput(Throughput::Elements(tasks * CALLS_PER_TASK));
-        group.bench_with_input(BenchmarkId::new(name, tasks), &tasks, |b, &tasks| {
-            b.iter_custom(|iters| {
-                let calls = iters * CALLS_PER_TASK;
-                rt.block_on(async {
-                    let start = Instant::now();
-                    let handles: Vec<_> = (0..tasks)
-                        .map(|_| {
-                            let mut svc = svc.clone();
-                            tokio::spawn(async move { run(&mut svc, calls).await })
-                        })
-                        .collect();
-                    for handle in handles {
-                        handle.await.expect("task panicked");
-                    }
-                    start.elapsed()
-                })
-            });
-        });
-    }
-}
-
 fn throughput(c: &mut Criterion) {
     let rt = two_workers();
     let mut group = c.benchmark_group("peers/throughput");
     // One iteration is thousands of calls, so a flat plan: the same number
     // of iterations in each sample rather than 1, 2, ..., 100 of them.
     group.sampling_mode(SamplingMode::Flat);
-    bench_shared(&mut group, &rt, "bare", bare());
-    bench_shared(&mut group, &rt, "tower-circuit", ours(time_window()));
-    bench_shared(&mut group, &rt, "tower-circuit-count", ours(count_window()));
-    bench_shared(&mut group, &rt, "tower-resilience", resilience());
+    bench_shared(&mut group, &rt, "bare", bare(), CALLS_PER_TASK);
+    bench_shared(
+        &mut group,
+        &rt,
+        "tower-circuit",
+        ours(time_window()),
+        CALLS_PER_TASK,
+    );
+    bench_shared(
+        &mut group,
+        &rt,
+        "tower-circuit-count",
+        ours(count_window()),
+        CALLS_PER_TASK,
+    );
+    bench_shared(
+        &mut group,
+        &rt,
+        "tower-resilience",
+        resilience(),
+        CALLS_PER_TASK,
+    );
     bench_shared(
         &mut group,
         &rt,
         "failsafe-success-rate",
         failsafe_success_rate(),
+        CALLS_PER_TASK,
     );
     bench_shared(
         &mut group,
         &rt,
         "failsafe-consecutive",
         failsafe_consecutive(),
+        CALLS_PER_TASK,
     );
     group.finish();
 }
 
 // --- printed figures -----------------------------------------------------
-
-/// Allocations per call of `svc`, after a warm-up.
-fn allocs_per_call<S: BenchService>(rt: &Runtime, mut svc: S) -> Option<f64> {
-    rt.block_on(async {
-        run(&mut svc, ALLOC_WARM_UP_CALLS).await;
-        let before = allocation_count()?;
-        run(&mut svc, ALLOC_CALLS).await;
-        let after = allocation_count()?;
-        Some((after - before) as f64 / ALLOC_CALLS as f64)
-    })
-}
 
 /// One row of the printed table: allocations per call closed and open
 /// (`None`: not measured for this row), and the failures it took to open
