@@ -33,9 +33,25 @@ pub fn set_durability(durability: Durability) {
     RELAXED.store(durability == Durability::Normal, Ordering::Relaxed);
 }
 
+/// A database as two pools: one connection for writes, several for reads.
+///
+/// SQLite takes one writer at a time. With several writing connections,
+/// a writer that finds the lock taken waits in SQLite's busy handler, which
+/// sleeps in steps of 1, 2, 5, 10 ms and more: a few contended writes make
+/// a millisecond-scale tail. One writing connection makes writers queue in
+/// the pool instead, woken as soon as the connection is free; readers run
+/// beside it (WAL).
+#[derive(Debug, Clone)]
+pub struct Db {
+    /// For `SELECT`s.
+    pub reads: SqlitePool,
+    /// For everything that writes; one connection.
+    pub writes: SqlitePool,
+}
+
 /// Opens (creating it when missing) `<dir>/<name>.db` and applies `schema`,
 /// a script of `CREATE ... IF NOT EXISTS` statements.
-pub async fn open(dir: &Path, name: &str, schema: &str) -> Result<SqlitePool, sqlx::Error> {
+pub async fn open(dir: &Path, name: &str, schema: &str) -> Result<Db, sqlx::Error> {
     std::fs::create_dir_all(dir).map_err(sqlx::Error::Io)?;
     let options = SqliteConnectOptions::from_str("sqlite:")?
         .filename(dir.join(format!("{name}.db")))
@@ -48,12 +64,16 @@ pub async fn open(dir: &Path, name: &str, schema: &str) -> Result<SqlitePool, sq
         })
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(5));
-    let pool = SqlitePoolOptions::new()
+    let writes = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options.clone())
+        .await?;
+    sqlx::raw_sql(schema).execute(&writes).await?;
+    let reads = SqlitePoolOptions::new()
         .max_connections(4)
         .connect_with(options)
         .await?;
-    sqlx::raw_sql(schema).execute(&pool).await?;
-    Ok(pool)
+    Ok(Db { reads, writes })
 }
 
 /// Now, as an RFC 3339 timestamp in UTC with milliseconds, e.g.

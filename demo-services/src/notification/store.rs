@@ -3,9 +3,8 @@
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use sqlx::SqlitePool;
 
-use crate::db;
+use crate::db::{self, Db};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS notifications (
@@ -59,14 +58,14 @@ const COLUMNS: &str = "id, user_id, order_id, channel, message, status, created_
 /// The notifications, in `<data-dir>/notifications.db`.
 #[derive(Debug, Clone)]
 pub struct NotificationStore {
-    pool: SqlitePool,
+    db: Db,
 }
 
 impl NotificationStore {
     /// Opens the database, creating it when new.
     pub async fn open(data_dir: &Path) -> Result<Self, sqlx::Error> {
         Ok(NotificationStore {
-            pool: db::open(data_dir, "notifications", SCHEMA).await?,
+            db: db::open(data_dir, "notifications", SCHEMA).await?,
         })
     }
 
@@ -88,7 +87,7 @@ impl NotificationStore {
         .bind(channel)
         .bind(message)
         .bind(db::timestamp())
-        .execute(&self.pool)
+        .execute(&self.db.writes)
         .await?
         .rows_affected()
             == 1;
@@ -96,7 +95,7 @@ impl NotificationStore {
             "SELECT {COLUMNS} FROM notifications WHERE order_id = ?"
         ))
         .bind(order_id)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.db.reads)
         .await?;
         Ok((from_row(row), inserted))
     }
@@ -114,7 +113,7 @@ impl NotificationStore {
     /// How many notifications there are in all.
     pub async fn count(&self) -> Result<i64, sqlx::Error> {
         sqlx::query_scalar("SELECT COUNT(*) FROM notifications")
-            .fetch_one(&self.pool)
+            .fetch_one(&self.db.reads)
             .await
     }
 
@@ -123,7 +122,7 @@ impl NotificationStore {
             "SELECT {COLUMNS} FROM notifications WHERE {column} = ? ORDER BY id"
         ))
         .bind(value)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db.reads)
         .await?;
         Ok(rows.into_iter().map(from_row).collect())
     }

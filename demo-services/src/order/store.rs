@@ -8,9 +8,8 @@
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use sqlx::SqlitePool;
 
-use crate::db;
+use crate::db::{self, Db};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS orders (
@@ -200,14 +199,14 @@ fn order_from_row(row: OrderRow) -> Result<Order, sqlx::Error> {
 /// The order service's database, `<data-dir>/orders.db`.
 #[derive(Debug, Clone)]
 pub struct OrderStore {
-    pool: SqlitePool,
+    db: Db,
 }
 
 impl OrderStore {
     /// Opens the database, creating it when new.
     pub async fn open(data_dir: &Path) -> Result<Self, sqlx::Error> {
         Ok(OrderStore {
-            pool: db::open(data_dir, "orders", SCHEMA).await?,
+            db: db::open(data_dir, "orders", SCHEMA).await?,
         })
     }
 
@@ -216,7 +215,7 @@ impl OrderStore {
     pub async fn insert(&self, order: NewOrder<'_>, message: &str) -> Result<Order, InsertError> {
         let items = serde_json::to_string(order.items)
             .map_err(|e| InsertError::Db(sqlx::Error::Encode(Box::new(e))))?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.db.writes.begin().await?;
         let (id, created_at): (i64, String) = sqlx::query_as(
             "INSERT INTO orders (user_id, items, total, status, created_at, user_name, user_email, user_source)
              VALUES (?, ?, ?, 'created', ?, ?, ?, ?) RETURNING id, created_at",
@@ -281,7 +280,7 @@ impl OrderStore {
         )
         .bind(caller)
         .bind(key)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.db.reads)
         .await?;
         let Some((hash, id)) = found else {
             return Ok(None);
@@ -293,7 +292,7 @@ impl OrderStore {
     pub async fn get(&self, id: i64) -> Result<Option<Order>, sqlx::Error> {
         let row: Option<OrderRow> = sqlx::query_as(&format!("{ORDER_SELECT} WHERE o.id = ?"))
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.db.reads)
             .await?;
         row.map(order_from_row).transpose()
     }
@@ -303,7 +302,7 @@ impl OrderStore {
         let rows: Vec<OrderRow> =
             sqlx::query_as(&format!("{ORDER_SELECT} WHERE o.user_id = ? ORDER BY o.id"))
                 .bind(user_id)
-                .fetch_all(&self.pool)
+                .fetch_all(&self.db.reads)
                 .await?;
         rows.into_iter().map(order_from_row).collect()
     }
@@ -319,7 +318,7 @@ impl OrderStore {
         .bind(&user.name)
         .bind(&user.email)
         .bind(db::timestamp())
-        .execute(&self.pool)
+        .execute(&self.db.writes)
         .await?;
         Ok(())
     }
@@ -329,7 +328,7 @@ impl OrderStore {
         let row: Option<(i64, String, String)> =
             sqlx::query_as("SELECT id, name, email FROM user_cache WHERE id = ?")
                 .bind(id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.db.reads)
                 .await?;
         Ok(row.map(|(id, name, email)| CachedUser { id, name, email }))
     }
@@ -346,7 +345,7 @@ impl OrderStore {
         )
         .bind(now_ms)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db.reads)
         .await?;
         Ok(rows
             .into_iter()
@@ -366,14 +365,14 @@ impl OrderStore {
     /// When the next undelivered notification is due (Unix ms), if any.
     pub async fn next_due(&self) -> Result<Option<i64>, sqlx::Error> {
         sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM outbox WHERE delivered_at IS NULL")
-            .fetch_one(&self.pool)
+            .fetch_one(&self.db.reads)
             .await
     }
 
     /// How many notifications are not delivered yet.
     pub async fn pending(&self) -> Result<u64, sqlx::Error> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL")
-            .fetch_one(&self.pool)
+            .fetch_one(&self.db.reads)
             .await?;
         Ok(u64::try_from(n).unwrap_or_default())
     }
@@ -383,7 +382,7 @@ impl OrderStore {
         sqlx::query("UPDATE outbox SET delivered_at = ?, last_error = NULL WHERE id = ?")
             .bind(db::timestamp())
             .bind(id)
-            .execute(&self.pool)
+            .execute(&self.db.writes)
             .await?;
         Ok(())
     }
@@ -402,7 +401,7 @@ impl OrderStore {
         .bind(error)
         .bind(next_attempt_ms)
         .bind(id)
-        .execute(&self.pool)
+        .execute(&self.db.writes)
         .await?;
         Ok(())
     }

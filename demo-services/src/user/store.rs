@@ -3,9 +3,8 @@
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use sqlx::SqlitePool;
 
-use crate::db;
+use crate::db::{self, Db};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS users (
@@ -65,14 +64,14 @@ impl From<sqlx::Error> for WriteError {
 /// The users, in `<data-dir>/users.db`.
 #[derive(Debug, Clone)]
 pub struct UserStore {
-    pool: SqlitePool,
+    db: Db,
 }
 
 impl UserStore {
     /// Opens the database, creating and seeding it when new.
     pub async fn open(data_dir: &Path) -> Result<Self, sqlx::Error> {
         Ok(UserStore {
-            pool: db::open(data_dir, "users", SCHEMA).await?,
+            db: db::open(data_dir, "users", SCHEMA).await?,
         })
     }
 
@@ -81,7 +80,7 @@ impl UserStore {
         let row: Option<Row> =
             sqlx::query_as("SELECT id, name, email, created_at FROM users WHERE id = ?")
                 .bind(id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.db.reads)
                 .await?;
         Ok(row.map(from_row))
     }
@@ -94,7 +93,7 @@ impl UserStore {
         )
         .bind(i64::from(page_size))
         .bind(offset)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db.reads)
         .await?;
         Ok(rows.into_iter().map(from_row).collect())
     }
@@ -108,7 +107,7 @@ impl UserStore {
         .bind(name)
         .bind(email)
         .bind(db::timestamp())
-        .fetch_one(&self.pool)
+        .fetch_one(&self.db.writes)
         .await?;
         Ok(from_row(row))
     }
@@ -127,7 +126,7 @@ impl UserStore {
         .bind(name)
         .bind(email)
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.db.writes)
         .await?;
         Ok(row.map(from_row))
     }
