@@ -110,8 +110,13 @@ impl Common {
         !self.without_layers
     }
 
-    fn apply(&self) {
+    /// Applies the database settings and finds the key material (logging
+    /// where it came from): what every service command starts with.
+    fn prepare(&self, allow_ephemeral: bool) -> Result<Keys, Error> {
         crate::db::set_durability(self.db_sync);
+        let keys = Keys::resolve(self.keys_dir.as_deref(), allow_ephemeral)?;
+        log_keys(&keys);
+        Ok(keys)
     }
 }
 
@@ -333,9 +338,7 @@ async fn serve(
     };
     match command {
         Command::User(args) => {
-            args.common.apply();
-            let keys = Keys::resolve(args.common.keys_dir.as_deref(), false)?;
-            log_keys(&keys);
+            let keys = args.common.prepare(false)?;
             let listener = bind(args.listen.unwrap_or(([127, 0, 0, 1], 3000).into())).await?;
             let mut state =
                 user::State::open(&args.common.data_dir, &keys, args.faults.faults()).await?;
@@ -343,9 +346,7 @@ async fn serve(
             user::run(listener, state, stopped()).await?;
         }
         Command::Notification(args) => {
-            args.common.apply();
-            let keys = Keys::resolve(args.common.keys_dir.as_deref(), false)?;
-            log_keys(&keys);
+            let keys = args.common.prepare(false)?;
             let listener = bind(args.listen.unwrap_or(([127, 0, 0, 1], 3002).into())).await?;
             let mut state =
                 notification::State::open(&args.common.data_dir, &keys, args.faults.faults())
@@ -354,9 +355,7 @@ async fn serve(
             notification::run(listener, state, stopped()).await?;
         }
         Command::Order(args) => {
-            args.common.apply();
-            let keys = Keys::resolve(args.common.keys_dir.as_deref(), false)?;
-            log_keys(&keys);
+            let keys = args.common.prepare(false)?;
             let listener = bind(args.listen).await?;
             let mut resilience = args.resilience;
             resilience.bypass_layers = !args.common.layered();
@@ -376,9 +375,7 @@ async fn serve(
             order::run(listener, state, stopped()).await?;
         }
         Command::All(args) => {
-            args.common.apply();
-            let keys = Keys::resolve(args.common.keys_dir.as_deref(), true)?;
-            log_keys(&keys);
+            let keys = args.common.prepare(true)?;
             let port = |i: u16| {
                 let mut addr = args.listen;
                 if addr.port() != 0 {
