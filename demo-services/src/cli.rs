@@ -74,6 +74,19 @@ pub struct Common {
     /// power loss, not on a crash of the process).
     #[arg(long, value_enum, default_value = "full")]
     pub db_sync: crate::db::Durability,
+    /// How long a new connection has to send a complete request head
+    /// before it is closed.
+    #[arg(long, default_value = "10s", value_parser = tower_circuit::parse_duration)]
+    pub header_read_timeout: Duration,
+    /// How long a kept-alive connection may wait between requests before
+    /// it is closed.
+    #[arg(long, default_value = "60s", value_parser = tower_circuit::parse_duration)]
+    pub idle_timeout: Duration,
+    /// The most connections each service holds at once (default: the
+    /// open-file limit less an eighth, shared between the services of
+    /// `all`).
+    #[arg(long)]
+    pub max_connections: Option<usize>,
 }
 
 /// Fault injection, off by default.
@@ -108,6 +121,20 @@ fn fault_rate(text: &str) -> Result<f64, String> {
 impl Common {
     fn layered(&self) -> bool {
         !self.without_layers
+    }
+
+    /// The connection limits for each of `services` services run in this
+    /// process.
+    fn limits(&self, services: usize) -> Result<server::serve::Limits, Error> {
+        let derived = server::serve::Limits::default().shared_by(services);
+        let limits = server::serve::Limits {
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connections: self.max_connections.unwrap_or(derived.max_connections),
+            ..derived
+        };
+        limits.validate()?;
+        Ok(limits)
     }
 
     /// Applies the database settings and finds the key material (logging
@@ -340,22 +367,27 @@ async fn serve(
         Command::User(args) => {
             let keys = args.common.prepare(false)?;
             let listener = bind(args.listen.unwrap_or(([127, 0, 0, 1], 3000).into())).await?;
+            let limits = args.common.limits(1)?;
             let mut state =
                 user::State::open(&args.common.data_dir, &keys, args.faults.faults()).await?;
             state.ops.layered = args.common.layered();
+            state.ops.limits = limits;
             user::run(listener, state, stopped()).await?;
         }
         Command::Notification(args) => {
             let keys = args.common.prepare(false)?;
             let listener = bind(args.listen.unwrap_or(([127, 0, 0, 1], 3002).into())).await?;
+            let limits = args.common.limits(1)?;
             let mut state =
                 notification::State::open(&args.common.data_dir, &keys, args.faults.faults())
                     .await?;
             state.ops.layered = args.common.layered();
+            state.ops.limits = limits;
             notification::run(listener, state, stopped()).await?;
         }
         Command::Order(args) => {
             let keys = args.common.prepare(false)?;
+            let limits = args.common.limits(1)?;
             let listener = bind(args.listen).await?;
             let mut resilience = args.resilience;
             resilience.bypass_layers = !args.common.layered();
@@ -372,10 +404,12 @@ async fn serve(
             )
             .await?;
             state.ops.layered = args.common.layered();
+            state.ops.limits = limits;
             order::run(listener, state, stopped()).await?;
         }
         Command::All(args) => {
             let keys = args.common.prepare(true)?;
+            let limits = args.common.limits(3)?;
             let port = |i: u16| {
                 let mut addr = args.listen;
                 if addr.port() != 0 {
@@ -422,6 +456,9 @@ async fn serve(
             user_state.ops.layered = layered;
             notification_state.ops.layered = layered;
             order_state.ops.layered = layered;
+            user_state.ops.limits = limits;
+            notification_state.ops.limits = limits;
+            order_state.ops.limits = limits;
             if !layered {
                 tracing::warn!(
                     "--without-layers: no authentication, tracing, metrics or resilience"

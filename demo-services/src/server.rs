@@ -1,5 +1,6 @@
 //! The server side shared by the three services: the layer stack, serving
-//! with graceful shutdown, and waiting for SIGINT or SIGTERM.
+//! under connection limits with graceful shutdown ([`serve`]), and waiting
+//! for SIGINT or SIGTERM.
 //!
 //! Stack, outermost first: request id (accept or make `x-request-id`, echo
 //! it) → trace (a span per request carrying the id) → request-id scope
@@ -33,6 +34,8 @@ use crate::fault::Faults;
 use crate::telemetry::Metrics;
 use crate::telemetry::request_id::{self, MakeId};
 
+pub mod serve;
+
 /// The largest request body accepted: 1 MiB, then 413.
 pub const MAX_BODY: usize = 1024 * 1024;
 
@@ -58,6 +61,8 @@ pub struct Ops {
     /// `false` with `--without-layers`: the stack is left out (for
     /// benchmarks), and every caller is taken for the gateway.
     pub layered: bool,
+    /// The connection limits its serve loop enforces.
+    pub limits: serve::Limits,
 }
 
 impl Ops {
@@ -77,6 +82,7 @@ impl Ops {
             metrics: Metrics::new(),
             faults,
             layered: true,
+            limits: serve::Limits::default(),
         }
     }
 }
@@ -162,9 +168,9 @@ fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response<Body> {
     .into_response()
 }
 
-/// Serves `app` on `listener` until `shutdown` completes, then stops
-/// accepting and lets in-flight requests finish, for at most
-/// [`SHUTDOWN_GRACE`].
+/// Serves `app` on `listener` under `ops.limits` until `shutdown`
+/// completes, then stops accepting and lets in-flight requests finish, for
+/// at most [`SHUTDOWN_GRACE`] (see [`serve::serve`]).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
@@ -172,65 +178,114 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let upkeep = tokio::spawn(ops.metrics.clone().upkeep());
-    let result = serve_until(listener, app, shutdown).await;
+    let result = serve::serve(listener, app, ops.limits, shutdown).await;
     upkeep.abort();
     result
 }
 
-async fn serve_until(
-    listener: TcpListener,
-    app: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> io::Result<()> {
-    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = stopping_tx.send(());
+/// Completes on SIGINT (Ctrl-C) or SIGTERM. From then on a second signal
+/// ends the process at once, wherever shutdown is, with exit code 128 plus
+/// the signal's number (130 for SIGINT, 143 for SIGTERM).
+pub async fn signal() {
+    let mut signals = Signals::new();
+    let first = signals.next().await;
+    tracing::info!(
+        signal = first.name(),
+        "shutting down: no new connections, finishing requests in flight; \
+         signal again to stop at once"
+    );
+    tokio::spawn(async move {
+        let second = signals.next().await;
+        tracing::error!(
+            signal = second.name(),
+            "second signal: exiting at once, requests in flight are dropped"
+        );
+        std::process::exit(second.exit_code());
     });
-    let server = std::pin::pin!(server.into_future());
-    let grace = async {
-        if stopping_rx.await.is_ok() {
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
-        } else {
-            std::future::pending::<()>().await;
+}
+
+/// The signals that stop a service.
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    Interrupt,
+    Terminate,
+}
+
+impl Stop {
+    fn name(self) -> &'static str {
+        match self {
+            Stop::Interrupt => "SIGINT",
+            Stop::Terminate => "SIGTERM",
         }
-    };
-    tokio::select! {
-        result = server => result,
-        () = grace => {
-            tracing::warn!("requests still running {SHUTDOWN_GRACE:?} after shutdown began; dropping them");
-            Ok(())
+    }
+
+    /// The shell's convention for a process ended by the signal.
+    fn exit_code(self) -> i32 {
+        match self {
+            Stop::Interrupt => 128 + 2,
+            Stop::Terminate => 128 + 15,
         }
     }
 }
 
-/// Completes on SIGINT (Ctrl-C) or SIGTERM.
-pub async fn signal() {
-    let ctrl_c = async {
+/// SIGINT and SIGTERM, listened for once so that none is lost between the
+/// first and the second.
+#[derive(Debug)]
+struct Signals {
+    #[cfg(unix)]
+    interrupt: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    #[cfg(unix)]
+    fn new() -> Signals {
+        use tokio::signal::unix::{SignalKind, signal};
+        let listen = |kind: SignalKind, name: &str| match signal(kind) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for {name}");
+                None
+            }
+        };
+        Signals {
+            interrupt: listen(SignalKind::interrupt(), "SIGINT"),
+            terminate: listen(SignalKind::terminate(), "SIGTERM"),
+        }
+    }
+
+    #[cfg(not(unix))]
+    fn new() -> Signals {
+        Signals {}
+    }
+
+    /// The next stop signal.
+    #[cfg(unix)]
+    async fn next(&mut self) -> Stop {
+        async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+            if let Some(s) = s
+                && s.recv().await.is_some()
+            {
+                return;
+            }
+            std::future::pending().await
+        }
+        tokio::select! {
+            () = recv(&mut self.interrupt) => Stop::Interrupt,
+            () = recv(&mut self.terminate) => Stop::Terminate,
+        }
+    }
+
+    /// The next Ctrl-C.
+    #[cfg(not(unix))]
+    async fn next(&mut self) -> Stop {
         if let Err(e) = tokio::signal::ctrl_c().await {
             tracing::error!(error = %e, "cannot listen for Ctrl-C");
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
+        Stop::Interrupt
     }
-    tracing::info!("shutting down: no new connections, finishing requests in flight");
 }
 
 /// The `/health` answer of a service without dependencies.
