@@ -154,7 +154,7 @@ async fn a_head_trickled_byte_by_byte_is_closed_after_the_header_read_timeout() 
 }
 
 #[tokio::test]
-async fn a_request_head_over_64_kib_is_answered_431() {
+async fn a_request_head_over_the_limit_is_answered_431() {
     let server = Server::start(limits()).await;
     let mut stream = TcpStream::connect(server.addr).await.unwrap();
     let big = format!(
