@@ -1,5 +1,5 @@
 //! The server side shared by the three services: the layer stack, serving
-//! under connection limits with graceful shutdown ([`serve`]), and waiting
+//! under connection limits with graceful shutdown ([`mod@serve`]), and waiting
 //! for SIGINT or SIGTERM.
 //!
 //! Stack, outermost first: request id (accept or make `x-request-id`, echo

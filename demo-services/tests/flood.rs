@@ -201,14 +201,16 @@ async fn wait_until(within: Duration, what: &str, mut done: impl FnMut() -> bool
     }
 }
 
-#[tokio::test]
-async fn with_1024_descriptors_and_1040_silent_sockets_a_new_client_is_answered() {
+/// Runs the user service with at most 1,024 descriptors and `args`,
+/// opens 1,040 sockets that never send a byte, and then asks a new client's
+/// question; returns the service once it was answered.
+async fn silent_flood_with_1024_descriptors(name: &str, args: &[&str]) -> Option<Service> {
     const SILENT: usize = 1040;
     if own_fd_limit() < 2 * SILENT as u64 {
         eprintln!("skipped: this process may not open {SILENT} sockets");
-        return;
+        return None;
     }
-    let dir = TempDir::new("fds");
+    let dir = TempDir::new(name);
     let mut cmd = Command::new("sh");
     // The header read timeout stays at its 10 s default: only shedding can
     // make room within the test's bound.
@@ -222,6 +224,7 @@ async fn with_1024_descriptors_and_1040_silent_sockets_a_new_client_is_answered(
         "--data-dir",
         dir.arg(),
     ])
+    .args(args)
     .env("RUST_LOG", "info");
     let (service, addr) = Service::start(cmd);
 
@@ -232,10 +235,31 @@ async fn with_1024_descriptors_and_1040_silent_sockets_a_new_client_is_answered(
     let began = tokio::time::Instant::now();
     let status = health(&addr, Duration::from_secs(5));
     let took = began.elapsed();
-    eprintln!("a new client was answered in {took:?} with {SILENT} silent sockets open");
+    eprintln!("{name}: a new client was answered in {took:?} with {SILENT} silent sockets open");
     assert!(status.contains("200"), "answered: {status:?}");
+    Some(service)
+}
+
+#[tokio::test]
+async fn with_1024_descriptors_and_1040_silent_sockets_a_new_client_is_answered() {
+    let Some(service) = silent_flood_with_1024_descriptors("fds", &[]).await else {
+        return;
+    };
     service.wait_for("connection cap reached");
-    drop(silent);
+    service.signal("-TERM");
+    assert!(service.wait_exit(Duration::from_secs(15)).success());
+}
+
+#[tokio::test]
+async fn out_of_descriptors_the_oldest_silent_sockets_make_room() {
+    // A cap above the descriptor limit: accepting fails before the cap is
+    // reached, and each failure sheds the longest-waiting connection.
+    let Some(service) =
+        silent_flood_with_1024_descriptors("emfile", &["--max-connections", "4096"]).await
+    else {
+        return;
+    };
+    service.wait_for("accepting a connection failed");
     service.signal("-TERM");
     assert!(service.wait_exit(Duration::from_secs(15)).success());
 }

@@ -60,9 +60,13 @@ use registry::Registry;
 use throttle::Throttle;
 
 /// How long the loop pauses after an accept error that is not about one
-/// connection (out of descriptors, say): long enough not to spin, short
-/// enough that clients are still answered promptly once a descriptor frees.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// connection (out of descriptors, say) when it could shed a connection:
+/// time for that connection's task to close it and free its descriptor.
+const ACCEPT_BACKOFF_SHED: Duration = Duration::from_millis(5);
+
+/// The pause after such an error when nothing could be shed: nothing frees
+/// a descriptor soon, so retrying fast would only spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Serves `app` on the connections `acceptor` yields, under `limits`, until
 /// `shutdown` completes; then stops accepting, closes the connections that
@@ -134,7 +138,8 @@ pub async fn serve<A: Accept>(
                     if let Some(n) = error_log.record(1) {
                         tracing::error!(error = %e, errors = n, shed, "accepting a connection failed");
                     }
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    tokio::time::sleep(if shed { ACCEPT_BACKOFF_SHED } else { ACCEPT_BACKOFF })
+                        .await;
                 }
             }
         }
