@@ -84,6 +84,13 @@ pub async fn serve<A: Accept>(
     limits
         .validate()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    tracing::debug!(
+        header_read_timeout = ?limits.header_read_timeout,
+        idle_timeout = ?limits.idle_timeout,
+        max_head_size = limits.max_head_size,
+        max_connections = limits.max_connections,
+        "connection limits"
+    );
     let registry = Registry::new(limits.max_connections);
     let builder = connection::builder(&limits);
     let (stop_tx, stop_rx) = watch::channel(false);
