@@ -116,6 +116,7 @@ pub mod fallback;
 pub mod keyed;
 pub mod registry;
 pub mod retry;
+mod saturating;
 pub mod timeout;
 
 #[cfg(feature = "serde")]

@@ -250,11 +250,7 @@ impl OpenBackoff {
     pub(crate) fn duration(&self, base: Duration, trips: u32) -> Duration {
         let exp = i32::try_from(trips.saturating_sub(1)).unwrap_or(i32::MAX);
         let scaled = base.as_secs_f64() * self.multiplier.powi(exp);
-        if scaled.is_finite() && scaled < self.max.as_secs_f64() {
-            Duration::from_secs_f64(scaled)
-        } else {
-            self.max
-        }
+        crate::saturating::secs_f64(scaled).min(self.max)
     }
 }
 

@@ -723,7 +723,7 @@ impl Shared {
                     return full;
                 }
                 let cut = backoff.jitter * rand::rng().random::<f64>();
-                full.mul_f64(1.0 - cut)
+                crate::saturating::scale(full, 1.0 - cut)
             }
         }
     }

@@ -71,6 +71,7 @@ pub use self::propagate::{
 
 use self::future::ResponseFuture;
 use crate::BoxError;
+use crate::saturating::instant_after;
 
 /// Limits each request to the time its policy gives it, and never beyond
 /// its [`Deadline`]. Built by [`RequestTimeoutLayer`].
@@ -128,6 +129,10 @@ where
             Some(left) if left < own => (left, Elapsed::deadline(left)),
             _ => (own, Elapsed::timeout(own)),
         };
-        ResponseFuture::running(self.inner.call(req), sleep_until(now + limit), error)
+        ResponseFuture::running(
+            self.inner.call(req),
+            sleep_until(instant_after(now, limit)),
+            error,
+        )
     }
 }
