@@ -101,6 +101,7 @@ pub use self::classify::{
 };
 
 use self::budget::RetryBudgetState;
+pub(crate) use self::classify::digits;
 use self::future::ResponseFuture;
 use crate::BoxError;
 use crate::timeout::Deadline;

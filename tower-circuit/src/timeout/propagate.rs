@@ -151,17 +151,36 @@ where
 /// `{"error":"deadline_exceeded","message":...}`; a [`BUDGET_HEADER`] that
 /// is not a whole number of milliseconds gets `400 Bad Request` with
 /// `{"error":"invalid_budget_header",...}` and the handler is not called.
+/// The header must be `1*DIGIT` (no sign, spaces or fraction); the body
+/// never echoes the value sent. With [`min_budget`](Self::min_budget), a
+/// budget below the floor is answered `504` at once (same JSON body,
+/// `"deadline_exceeded"`) without calling the handler.
 /// The service's error type is the inner one, so it fits axum's infallible
 /// services.
 #[derive(Debug, Clone, Copy)]
 pub struct ServerDeadlineLayer {
     own: Duration,
+    min_budget: Duration,
 }
 
 impl ServerDeadlineLayer {
     /// `own` is the longest this server gives any request.
     pub fn new(own: Duration) -> Self {
-        ServerDeadlineLayer { own }
+        ServerDeadlineLayer {
+            own,
+            min_budget: Duration::ZERO,
+        }
+    }
+
+    /// Answers `504` at once, without calling the handler, when the caller
+    /// sends a budget below `floor` (default zero: never). A request with
+    /// a few milliseconds left cannot reach a dependency and back; calling
+    /// anyone for it only adds load, and its downstream calls would all be
+    /// cut short by the deadline. Requests without the header are not
+    /// affected.
+    pub fn min_budget(mut self, floor: Duration) -> Self {
+        self.min_budget = floor;
+        self
     }
 }
 
@@ -172,6 +191,7 @@ impl<S> Layer<S> for ServerDeadlineLayer {
         ServerDeadline {
             inner,
             own: self.own,
+            min_budget: self.min_budget,
         }
     }
 }
@@ -181,6 +201,7 @@ impl<S> Layer<S> for ServerDeadlineLayer {
 pub struct ServerDeadline<S> {
     inner: S,
     own: Duration,
+    min_budget: Duration,
 }
 
 impl<S> ServerDeadline<S> {
@@ -190,31 +211,59 @@ impl<S> ServerDeadline<S> {
     }
 }
 
-/// The caller's budget, if it sent a valid one.
-fn budget<B>(req: &Request<B>) -> Result<Option<Duration>, String> {
+/// The caller's budget, if it sent a valid one: `1*DIGIT` milliseconds,
+/// nothing else (no sign, no spaces, no fraction); a number beyond `u64`
+/// saturates, which the server's own timeout then bounds anyway.
+fn budget<B>(req: &Request<B>) -> Result<Option<Duration>, &'static str> {
     let Some(value) = req.headers().get(&BUDGET_HEADER) else {
         return Ok(None);
     };
+    // The value is not echoed back: it is the caller's text, and a
+    // message that quotes it gains nothing the caller does not know.
     value
         .to_str()
         .ok()
-        .and_then(|v| v.trim().parse::<u64>().ok())
+        .and_then(crate::retry::digits)
         .map(|ms| Some(Duration::from_millis(ms)))
-        .ok_or_else(|| {
-            format!("{BUDGET_HEADER} must be a whole number of milliseconds, got {value:?}")
-        })
+        .ok_or("x-request-budget-ms must be a whole number of milliseconds (digits only)")
 }
 
+/// A JSON error body, `{"error":code,"message":message}`, every string
+/// escaped, so that no text can break the document.
 fn json_error<B: From<String>>(status: StatusCode, code: &str, message: &str) -> Response<B> {
-    let body = format!(
-        "{{\"error\":\"{code}\",\"message\":\"{}\"}}",
-        message.replace('\\', "\\\\").replace('"', "\\\"")
-    );
+    let mut body = String::with_capacity(32 + code.len() + message.len());
+    body.push_str("{\"error\":");
+    push_json_string(&mut body, code);
+    body.push_str(",\"message\":");
+    push_json_string(&mut body, message);
+    body.push('}');
     let mut res = Response::new(B::from(body));
     *res.status_mut() = status;
     res.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     res
+}
+
+/// Appends `text` as a JSON string (RFC 8259 §7): quotes, backslashes and
+/// every control character escaped. The crate has no JSON serializer
+/// without the `client` feature, and this is all an error body needs.
+fn push_json_string(out: &mut String, text: &str) {
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 || c == '\u{7f}' || c == '\u{2028}' || c == '\u{2029}' => {
+                use std::fmt::Write;
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 impl<S, ReqB, ResB> Service<Request<ReqB>> for ServerDeadline<S>
@@ -232,9 +281,26 @@ where
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
         let budget = match budget(&req) {
+            Ok(Some(sent)) if sent < self.min_budget => {
+                // Too little time to do anything useful: answering now
+                // spares every dependency a call that cannot finish.
+                tracing::info!(
+                    budget_ms = sent.as_millis() as u64,
+                    min_budget_ms = self.min_budget.as_millis() as u64,
+                    "caller's budget below the floor, answering 504"
+                );
+                let message = format!(
+                    "the caller's budget of {} ms is below this server's minimum of {} ms",
+                    sent.as_millis(),
+                    self.min_budget.as_millis()
+                );
+                let res = json_error(StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded", &message);
+                let kind = ServerKind::Answered { res: Some(res) };
+                return ServerFuture { kind };
+            }
             Ok(sent) => sent.map_or(self.own, |sent| sent.min(self.own)),
             Err(message) => {
-                let res = json_error(StatusCode::BAD_REQUEST, "invalid_budget_header", &message);
+                let res = json_error(StatusCode::BAD_REQUEST, "invalid_budget_header", message);
                 let kind = ServerKind::Answered { res: Some(res) };
                 return ServerFuture { kind };
             }
@@ -311,5 +377,21 @@ where
                 Poll::Ready(Ok(res.take().expect("polled after completion")))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::push_json_string;
+
+    #[test]
+    fn every_string_survives_a_json_round_trip() {
+        let mut hostile: String = (0u32..0x80).filter_map(char::from_u32).collect();
+        hostile.push_str("\"}{\"a\":1 \\ \u{2028}\u{2029} é ✓ \u{10ffff}");
+        let mut out = String::new();
+        push_json_string(&mut out, &hostile);
+        let back: String = serde_json::from_str(&out).expect("valid JSON");
+        assert_eq!(back, hostile);
+        assert!(!out.chars().any(|c| u32::from(c) < 0x20), "{out:?}");
     }
 }

@@ -117,6 +117,84 @@ async fn server_rejects_a_malformed_budget_with_400_json() {
     assert!(body.starts_with(r#"{"error":"invalid_budget_header","message":"x-request-budget-ms must be a whole number"#), "{body}");
 }
 
+async fn send_raw(app: Router, budget: &[u8]) -> (StatusCode, serde_json::Value) {
+    let req = Request::get("/")
+        .header(
+            BUDGET_HEADER,
+            http::HeaderValue::from_bytes(budget).unwrap(),
+        )
+        .body(Body::empty())
+        .unwrap();
+    let res = app.oneshot(req).await.unwrap();
+    let status = res.status();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    let json = serde_json::from_slice(&body)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&body)));
+    (status, json)
+}
+
+#[tokio::test(start_paused = true)]
+async fn hostile_budget_headers_get_400_with_valid_json() {
+    let app = server(Duration::from_secs(10), Duration::ZERO);
+    let hostile: [&[u8]; 14] = [
+        b"1\t2",
+        b"+5",
+        b"-5",
+        b" 5",
+        b"5 ",
+        b"1.5",
+        b"0x10",
+        b"\"",
+        b"\\",
+        b"\"}{\"error\":\"x",
+        b"\\u0000\\\"",
+        b"\x80\xff\xfe",
+        b"5\x80",
+        b"",
+    ];
+    for value in hostile {
+        let (status, json) = send_raw(app.clone(), value).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{value:?}");
+        assert_eq!(json["error"], "invalid_budget_header", "{value:?}");
+        assert!(json["message"].as_str().unwrap().contains("digits only"));
+    }
+    // 1*DIGIT, however long, is a budget: one beyond u64 saturates and the
+    // server's own timeout bounds it.
+    let (status, left) = send(app.clone(), Some("99999999999999999999999")).await;
+    assert_eq!((status, left.as_str()), (StatusCode::OK, "10000"));
+    assert_eq!(send(app, Some("007")).await.1, "7");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_budget_below_the_floor_is_answered_504_without_calling_the_handler() {
+    let called = Arc::new(Mutex::new(0));
+    let seen = called.clone();
+    let app = Router::new()
+        .route(
+            "/",
+            get(move || async move {
+                *seen.lock().unwrap() += 1;
+                "ok"
+            }),
+        )
+        .layer(
+            ServerDeadlineLayer::new(Duration::from_secs(10)).min_budget(Duration::from_millis(10)),
+        );
+    let start = Instant::now();
+    let (status, json) = send_raw(app.clone(), b"9").await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(json["error"], "deadline_exceeded");
+    assert_eq!(start.elapsed(), Duration::ZERO, "answered at once");
+    assert_eq!(*called.lock().unwrap(), 0, "the handler was not called");
+    assert_eq!(send(app.clone(), Some("10")).await.0, StatusCode::OK);
+    assert_eq!(
+        send(app, None).await.0,
+        StatusCode::OK,
+        "no header: the server's own timeout"
+    );
+    assert_eq!(*called.lock().unwrap(), 2);
+}
+
 /// Starts `app` on a loopback port; returns its base URL.
 async fn serve(app: Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
