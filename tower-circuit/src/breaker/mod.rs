@@ -88,7 +88,9 @@ use std::task::{Context, Poll};
 
 use tower_service::Service;
 
-pub use self::config::{Config, ConfigError, OpenBackoff, SlowCall, Window};
+pub use self::config::{
+    Config, ConfigError, MAX_BUCKETS, MAX_WINDOW_SIZE, OpenBackoff, SlowCall, Window,
+};
 pub use self::error::CircuitOpen;
 pub use self::handle::{Breaker, BreakerBuilder};
 pub use self::layer::CircuitBreakerLayer;
