@@ -282,7 +282,7 @@ impl<S, K, F, C> KeyedCircuitBreaker<S, K, F, C> {
 impl<S, K, F, C, Req> Service<Req> for KeyedCircuitBreaker<S, K, F, C>
 where
     S: Service<Req>,
-    S::Error: Into<BoxError>,
+    S::Error: Into<BoxError> + 'static,
     K: Hash + Eq + Clone + fmt::Display,
     F: Fn(&Req) -> K,
     C: MakeClassifier<Req>,

@@ -684,3 +684,79 @@ async fn the_budget_allows_exactly_its_share() {
         assert_eq!(layer.stats().budget_exhausted, 100 - expected);
     }
 }
+
+// === The caller's deadline does not poison the breaker (issue 11) ===
+
+/// A healthy dependency that takes 10 ms per call.
+fn healthy()
+-> impl tower::Service<Request<String>, Response = Response<()>, Error = BoxError, Future: Send> + Clone
+{
+    service_fn(|_req: Request<String>| async {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        Ok::<_, BoxError>(Response::new(()))
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn calls_cut_short_by_the_callers_deadline_do_not_open_the_breaker() {
+    let breaker = Breaker::new("users", Config::default().minimum_calls(5)).unwrap();
+    // Ten calls with 1 ms of budget, as `x-request-budget-ms: 1` gives a
+    // handler's outbound calls: every one ends in a deadline Elapsed.
+    for _ in 0..10 {
+        let svc = tower::ServiceBuilder::new()
+            .layer(DeadlineLayer::new(Duration::from_millis(1)))
+            .layer(plain().build().unwrap())
+            .layer(breaker.http_layer())
+            .layer(RequestTimeoutLayer::by_method())
+            .service(healthy());
+        let err = svc.oneshot(get()).await.unwrap_err();
+        let elapsed = err
+            .downcast_ref::<tower_circuit::timeout::Elapsed>()
+            .unwrap();
+        assert!(elapsed.is_deadline(), "{err}");
+    }
+    // An already passed deadline (the attempt is not even made) likewise.
+    let mut req = get();
+    req.extensions_mut().insert(Deadline::after(Duration::ZERO));
+    let svc = tower::ServiceBuilder::new()
+        .layer(breaker.layer())
+        .layer(RequestTimeoutLayer::by_method())
+        .service(healthy());
+    assert!(svc.oneshot(req).await.is_err());
+    let m = breaker.metrics();
+    assert_eq!(m.state, tower_circuit::breaker::CircuitState::Closed);
+    assert_eq!(
+        (m.calls, m.failures),
+        (0, 0),
+        "ignored: neither success nor failure"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_per_attempt_timeout_still_counts_as_a_failure() {
+    let breaker = Breaker::new(
+        "users",
+        Config::default()
+            .window(tower_circuit::breaker::Window::Count { size: 4 })
+            .minimum_calls(4),
+    )
+    .unwrap();
+    let svc = tower::ServiceBuilder::new()
+        .layer(DeadlineLayer::new(Duration::from_secs(10)))
+        .layer(plain().build().unwrap())
+        .layer(breaker.http_layer())
+        .layer(RequestTimeoutLayer::new(Fixed(Duration::from_millis(5))))
+        .service(healthy());
+    let err = svc.oneshot(get()).await.unwrap_err();
+    assert!(
+        !err.downcast_ref::<tower_circuit::timeout::Elapsed>()
+            .unwrap()
+            .is_deadline()
+    );
+    let m = breaker.metrics();
+    assert_eq!(
+        m.failures, 4,
+        "four attempts, each timed out on its own limit"
+    );
+    assert_eq!(m.state, tower_circuit::breaker::CircuitState::Open);
+}
