@@ -126,7 +126,11 @@ where
             Some(left) if left.is_zero() => {
                 return ResponseFuture::expired(Elapsed::deadline(left));
             }
+            // Clamped to the deadline: when it fires, the caller's budget
+            // ran out, not this attempt's limit, and a breaker ignores it.
             Some(left) if left < own => (left, Elapsed::deadline(left)),
+            // A tie is the attempt's own limit: it ran out as well, so the
+            // dependency really took that long, and a breaker counts it.
             _ => (own, Elapsed::timeout(own)),
         };
         ResponseFuture::running(

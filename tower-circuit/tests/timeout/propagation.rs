@@ -195,6 +195,14 @@ async fn a_budget_below_the_floor_is_answered_504_without_calling_the_handler() 
     assert_eq!(*called.lock().unwrap(), 2);
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_server_timeout_of_duration_max_does_not_overflow() {
+    let (status, left) = send(server(Duration::MAX, Duration::ZERO), Some("250")).await;
+    assert_eq!((status, left.as_str()), (StatusCode::OK, "250"));
+    let (status, _) = send(server(Duration::MAX, Duration::ZERO), None).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
 /// Starts `app` on a loopback port; returns its base URL.
 async fn serve(app: Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
