@@ -64,8 +64,9 @@ where
 
 /// The default: retry transport errors, timeouts, 500, 502, 503 and 504
 /// (503 not before its `Retry-After`), and 429 only with a `Retry-After`
-/// and not before it; never other statuses, and never an open circuit (it
-/// fails fast on purpose).
+/// and not before it; never other statuses, never an open circuit (it
+/// fails fast on purpose), and never a deadline [`Elapsed`] (the whole
+/// call's budget is spent, so no further attempt can finish in time).
 ///
 /// A 429 without `Retry-After` is returned, not retried: it is a 4xx (the
 /// caller's request rate is the problem, not the dependency's health), the
@@ -106,6 +107,14 @@ impl<B> RetryClassifier<B> for DefaultRetryClassifier {
                 }
             }
             Err(e) if e.is::<CircuitOpen>() => Decision::Done,
+            // The whole call's deadline ran out (here or, as a downstream
+            // server said, there): no attempt can still finish in time.
+            Err(e)
+                if e.downcast_ref::<Elapsed>()
+                    .is_some_and(Elapsed::is_deadline) =>
+            {
+                Decision::Done
+            }
             Err(e) if e.is::<Elapsed>() => Decision::Retry {
                 reason: RetryReason::Timeout,
                 not_before: None,

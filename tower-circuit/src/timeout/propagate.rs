@@ -30,11 +30,28 @@ pub const BUDGET_HEADER: HeaderName = HeaderName::from_static("x-request-budget-
 // === client side ===
 
 /// Sends the request's remaining budget (see [`Deadline::of`]) in
-/// [`BUDGET_HEADER`]; fails at once, without sending, when less than a
-/// millisecond is left.
-#[derive(Debug, Clone, Copy, Default)]
+/// [`BUDGET_HEADER`]; fails at once, without sending, when less than
+/// [`min_budget`](Self::min_budget) (by default a millisecond) is left.
+///
+/// Both ways of running out of budget end in a deadline [`Elapsed`]
+/// (`is_deadline()`), which the circuit breaker does not count and the
+/// retry layer does not retry: too little time left before sending, and a
+/// `504` from a [`ServerDeadline`] saying that the budget *this layer sent*
+/// ran out there (it marks such answers with `x-request-budget-ms: 0`).
+/// Either way the caller's deadline, not the dependency's health, ended
+/// the call; counting it would let any caller with a tiny budget open the
+/// breaker of a healthy dependency for everyone.
+#[derive(Debug, Clone, Copy)]
 pub struct PropagateDeadlineLayer {
-    _priv: (),
+    min_budget: Duration,
+}
+
+impl Default for PropagateDeadlineLayer {
+    fn default() -> Self {
+        PropagateDeadlineLayer {
+            min_budget: Duration::from_millis(1),
+        }
+    }
 }
 
 impl PropagateDeadlineLayer {
@@ -42,13 +59,26 @@ impl PropagateDeadlineLayer {
     pub fn new() -> Self {
         PropagateDeadlineLayer::default()
     }
+
+    /// Fails the call at once, without sending it, when less than `floor`
+    /// is left (never less than a millisecond: the header counts whole
+    /// milliseconds). Set it to the servers' own
+    /// [`ServerDeadlineLayer::min_budget`], so that the client gives up
+    /// where the server would refuse anyway, one round trip sooner.
+    pub fn min_budget(mut self, floor: Duration) -> Self {
+        self.min_budget = floor.max(Duration::from_millis(1));
+        self
+    }
 }
 
 impl<S> Layer<S> for PropagateDeadlineLayer {
     type Service = PropagateDeadline<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        PropagateDeadline { inner }
+        PropagateDeadline {
+            inner,
+            min_budget: self.min_budget,
+        }
     }
 }
 
@@ -56,18 +86,29 @@ impl<S> Layer<S> for PropagateDeadlineLayer {
 #[derive(Debug, Clone)]
 pub struct PropagateDeadline<S> {
     inner: S,
+    min_budget: Duration,
 }
 
 impl<S> PropagateDeadline<S> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
     /// The inner service.
     pub fn into_inner(self) -> S {
         self.inner
     }
 }
 
-impl<S, B> Service<Request<B>> for PropagateDeadline<S>
+impl<S, B, ResB> Service<Request<B>> for PropagateDeadline<S>
 where
-    S: Service<Request<B>>,
+    S: Service<Request<B>, Response = Response<ResB>>,
     S::Error: Into<BoxError>,
 {
     type Response = S::Response;
@@ -79,22 +120,27 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let mut sent = None;
         if let Some(deadline) = Deadline::of(&req) {
-            // Whole milliseconds, rounded down: the next hop must not
-            // believe it has more time than there is.
-            let millis = deadline.remaining().as_millis();
-            if millis == 0 {
-                let error = Some(Elapsed::deadline(Duration::ZERO));
+            let remaining = deadline.remaining();
+            if remaining < self.min_budget {
+                let error = Some(Elapsed::deadline(remaining));
                 return PropagateFuture {
                     kind: PropagateKind::Expired { error },
                 };
             }
+            // Whole milliseconds, rounded down: the next hop must not
+            // believe it has more time than there is. `min_budget` is at
+            // least 1 ms, so this is never 0.
+            let millis = u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX);
             req.headers_mut()
-                .insert(BUDGET_HEADER, HeaderValue::from(millis as u64));
+                .insert(BUDGET_HEADER, HeaderValue::from(millis));
+            sent = Some(Duration::from_millis(millis));
         }
         PropagateFuture {
             kind: PropagateKind::Called {
                 inner: self.inner.call(req),
+                sent,
             },
         }
     }
@@ -116,6 +162,8 @@ pin_project! {
         Called {
             #[pin]
             inner: F,
+            // The budget sent, if any: only then can a `504` be about it.
+            sent: Option<Duration>,
         },
         Expired {
             error: Option<Elapsed>,
@@ -123,22 +171,45 @@ pin_project! {
     }
 }
 
-impl<F, T, E> Future for PropagateFuture<F>
+impl<F, B, E> Future for PropagateFuture<F>
 where
-    F: Future<Output = Result<T, E>>,
+    F: Future<Output = Result<Response<B>, E>>,
     E: Into<BoxError>,
 {
-    type Output = Result<T, BoxError>;
+    type Output = Result<Response<B>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            PropagateProj::Called { inner } => inner.poll(cx).map_err(Into::into),
+            PropagateProj::Called { inner, sent } => {
+                let res = ready!(inner.poll(cx)).map_err(Into::into)?;
+                match sent {
+                    Some(sent) if budget_ran_out(&res) => {
+                        Poll::Ready(Err(Box::new(Elapsed::deadline(*sent))))
+                    }
+                    _ => Poll::Ready(Ok(res)),
+                }
+            }
             PropagateProj::Expired { error } => {
                 let error = error.take().expect("polled after completion");
                 Poll::Ready(Err(Box::new(error)))
             }
         }
     }
+}
+
+/// Whether `res` is a [`ServerDeadline`]'s answer that the caller's budget
+/// ran out there: `504` with [`BUDGET_HEADER`] `0`.
+fn budget_ran_out<B>(res: &Response<B>) -> bool {
+    res.status() == StatusCode::GATEWAY_TIMEOUT
+        && res.headers().get(&BUDGET_HEADER).map(HeaderValue::as_bytes) == Some(b"0")
+}
+
+/// A `504` that says the caller's budget, not the server, ran out.
+fn budget_exhausted<B: From<String>>(message: &str) -> Response<B> {
+    let mut res = json_error(StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded", message);
+    res.headers_mut()
+        .insert(BUDGET_HEADER, HeaderValue::from_static("0"));
+    res
 }
 
 // === server side ===
@@ -148,7 +219,10 @@ where
 /// outbound call of the handler inherits.
 ///
 /// When the budget runs out, answers `504 Gateway Timeout` with a JSON body
-/// `{"error":"deadline_exceeded","message":...}`; a [`BUDGET_HEADER`] that
+/// `{"error":"deadline_exceeded","message":...}`; when it was the caller's
+/// budget that ran out (not this server's own timeout), the answer also
+/// carries `x-request-budget-ms: 0`, which tells a [`PropagateDeadline`]
+/// client that its deadline, not this server's health, ended the call; a [`BUDGET_HEADER`] that
 /// is not a whole number of milliseconds gets `400 Bad Request` with
 /// `{"error":"invalid_budget_header",...}` and the handler is not called.
 /// The header must be `1*DIGIT` (no sign, spaces or fraction); the body
@@ -280,7 +354,9 @@ where
     }
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
-        let budget = match budget(&req) {
+        let sent = budget(&req);
+        let callers = matches!(sent, Ok(Some(sent)) if sent < self.own);
+        let budget = match sent {
             Ok(Some(sent)) if sent < self.min_budget => {
                 // Too little time to do anything useful: answering now
                 // spares every dependency a call that cannot finish.
@@ -294,8 +370,9 @@ where
                     sent.as_millis(),
                     self.min_budget.as_millis()
                 );
-                let res = json_error(StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded", &message);
-                let kind = ServerKind::Answered { res: Some(res) };
+                let kind = ServerKind::Answered {
+                    res: Some(budget_exhausted(&message)),
+                };
                 return ServerFuture { kind };
             }
             Ok(sent) => sent.map_or(self.own, |sent| sent.min(self.own)),
@@ -312,6 +389,7 @@ where
                 inner: deadline.scope(inner),
                 sleep: sleep_until(deadline.instant()),
                 budget,
+                callers,
             },
         }
     }
@@ -337,6 +415,8 @@ pin_project! {
             #[pin]
             sleep: Sleep,
             budget: Duration,
+            // Whether the budget was the caller's (shorter than our own).
+            callers: bool,
         },
         Answered {
             res: Option<Response<B>>,
@@ -357,6 +437,7 @@ where
                 inner,
                 sleep,
                 budget,
+                callers,
             } => {
                 if let Poll::Ready(result) = inner.poll(cx) {
                     return Poll::Ready(result);
@@ -367,6 +448,9 @@ where
                     budget_ms = budget.as_millis() as u64,
                     "deadline exceeded, answering 504"
                 );
+                if *callers {
+                    return Poll::Ready(Ok(budget_exhausted(&message)));
+                }
                 Poll::Ready(Ok(json_error(
                     StatusCode::GATEWAY_TIMEOUT,
                     "deadline_exceeded",
