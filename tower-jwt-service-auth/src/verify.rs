@@ -3,7 +3,9 @@
 //! jsonwebtoken used alone accepts tokens without `aud` or `iss`, any
 //! `typ`, an unknown `crit`, a one-year lifetime and a 2.6 MB token. The
 //! [`Verifier`] refuses all of them: every header field and registered
-//! claim is checked here, and jsonwebtoken is used only for the signature.
+//! claim is checked here, and jsonwebtoken is used only for HS256
+//! signatures (Ed25519 ones are checked with ed25519-dalek's
+//! `verify_strict`).
 //! Each way a token can be wrong is a [`Rejection`] with its HTTP status
 //! and RFC 6750 error code.
 
