@@ -49,7 +49,7 @@ impl ApiError {
     /// 500 `internal`, for failures of this service (its database); the
     /// details go to the log, not to the caller.
     pub fn internal(context: &str, error: impl std::fmt::Display) -> Self {
-        tracing::error!(%error, "{context}");
+        tracing::error!(error = %crate::telemetry::Escaped(&error), "{context}");
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",

@@ -20,8 +20,8 @@ use tower_circuit::retry::Backoff;
 
 use super::store::{OrderStore, PendingNotification};
 use crate::db;
-use crate::telemetry::Metrics;
 use crate::telemetry::request_id;
+use crate::telemetry::{Escaped, Metrics};
 
 /// How many records one pass reads.
 const BATCH: u32 = 64;
@@ -91,7 +91,7 @@ impl Outbox {
             let wait = match self.pass().await {
                 Ok(wait) => wait,
                 Err(e) => {
-                    tracing::error!(error = %e, "outbox: database error; trying again shortly");
+                    tracing::error!(error = %Escaped(&e), "outbox: database error; trying again shortly");
                     Duration::from_secs(1)
                 }
             };
@@ -173,7 +173,7 @@ impl Outbox {
                     order = record.order_id,
                     attempts = record.attempts + 1,
                     next_in = ?delay,
-                    error = %e,
+                    error = %Escaped(&e),
                     "notification not delivered; will try again"
                 );
                 Ok(e.is_circuit_open()
