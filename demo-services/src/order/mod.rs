@@ -10,7 +10,7 @@
 //! |---|---|
 //! | `POST /orders` (optional `Idempotency-Key`) | `write:orders` |
 //! | `GET /orders/{id}` | `read:orders` |
-//! | `GET /orders?userId=` | `read:orders` |
+//! | `GET /orders?userId=` (`&limit=&cursor=`) | `read:orders` |
 //! | `GET /health` | none |
 
 mod handlers;
