@@ -30,8 +30,8 @@ use tracing::{Level, Span};
 use crate::api::{self, ApiError};
 use crate::auth::Keys;
 use crate::fault::Faults;
-use crate::telemetry::Metrics;
 use crate::telemetry::request_id::{self, MakeId};
+use crate::telemetry::{Escaped, Metrics};
 
 /// The largest request body accepted: 1 MiB, then 413.
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -141,9 +141,12 @@ fn span(service: &'static str, req: &axum::http::Request<Body>) -> Span {
     tracing::info_span!(
         "request",
         service,
+        // The method is a token (no spaces or controls, checked by hyper);
+        // the path and the id are the client's text: escaped (`?`), so a
+        // percent-decoded or odd byte cannot forge a log line.
         method = %req.method(),
-        path = %req.uri().path(),
-        request_id = id,
+        path = ?req.uri().path(),
+        request_id = ?id,
     )
 }
 
@@ -153,7 +156,7 @@ fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response<Body> {
         .map(|s| s.to_string())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_default();
-    tracing::error!(panic = %what, "a handler panicked");
+    tracing::error!(panic = %Escaped(&what), "a handler panicked");
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
         "internal",
