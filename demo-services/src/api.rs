@@ -23,6 +23,9 @@ pub struct ApiError {
     pub message: String,
     /// For 503s with a known recovery time: whole seconds for `Retry-After`.
     pub retry_after: Option<u64>,
+    /// A 504 because the caller's budget ran out: marked with
+    /// `x-request-budget-ms: 0`, so the caller's breaker does not count it.
+    pub budget_spent: bool,
 }
 
 impl ApiError {
@@ -33,6 +36,15 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            budget_spent: false,
+        }
+    }
+
+    /// 504 `deadline_exceeded`: the caller's budget ran out here.
+    pub fn budget_spent(message: impl Into<String>) -> Self {
+        ApiError {
+            budget_spent: true,
+            ..ApiError::new(StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded", message)
         }
     }
 
@@ -77,6 +89,12 @@ impl IntoResponse for ApiError {
         if let Some(secs) = self.retry_after {
             res.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if self.budget_spent {
+            res.headers_mut().insert(
+                tower_circuit::timeout::BUDGET_HEADER,
+                HeaderValue::from_static("0"),
+            );
         }
         res
     }

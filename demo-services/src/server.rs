@@ -40,6 +40,13 @@ pub const MAX_BODY: usize = 1024 * 1024;
 /// is shorter; longer than the order flow's own client deadline.
 pub const SERVER_DEADLINE: Duration = Duration::from_secs(20);
 
+/// The least budget a caller may send (`x-request-budget-ms`): with less,
+/// a request is answered 504 at once, without calling anyone, and the
+/// order service's clients do not send a call with less time left either.
+/// A commit and a call to another service do not fit in fewer
+/// milliseconds on loopback, let alone across a network.
+pub const MIN_BUDGET: Duration = Duration::from_millis(10);
+
 /// How long graceful shutdown waits for in-flight requests.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -100,7 +107,7 @@ pub fn stack(protected: Router, public: Router, ops: &Ops) -> Router {
         .merge(public)
         .fallback(api::no_route)
         .method_not_allowed_fallback(api::method_not_allowed)
-        .layer(ServerDeadlineLayer::new(SERVER_DEADLINE))
+        .layer(ServerDeadlineLayer::new(SERVER_DEADLINE).min_budget(MIN_BUDGET))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(ops.metrics.http_layer())
         .layer(request_id::ScopeLayer)

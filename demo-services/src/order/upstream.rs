@@ -66,7 +66,8 @@ impl Upstream {
                 .breaker_builder(breaker)
                 .retry(retry)
                 .timeouts(resilience.timeouts())
-                .deadline(resilience.call_deadline);
+                .deadline(resilience.call_deadline)
+                .min_budget(crate::server::MIN_BUDGET);
             let builder = if resilience.bypass_layers {
                 builder.bypass_layers()
             } else {
@@ -136,6 +137,14 @@ impl Upstream {
             });
         }
         tracing::warn!(user = id, error = %Escaped(&error), "user service unavailable and no copy of the user");
+        if error.is_deadline() {
+            // The caller's budget ran out, not the user service: say so in
+            // a way the caller's own breaker will not count (504 with
+            // `x-request-budget-ms: 0`).
+            return Err(ApiError::budget_spent(
+                "the request's budget ran out before the user service answered",
+            ));
+        }
         let mut answer = match &error {
             ClientError::Status { status, .. } if status.is_client_error() => ApiError::new(
                 StatusCode::BAD_GATEWAY,
