@@ -81,11 +81,22 @@ pub(crate) struct Shared {
 /// the transitions' order. One thread at a time (`dispatching`) drains it
 /// with no lock held while a hook runs: a hook may read or control the
 /// breaker, and a transition it causes is queued and reported after it.
+///
+/// The queue is bounded by [`MAX_QUEUED_CHANGES`]: it only grows while a
+/// hook is slower than the transitions (a hook that blocks, say), and then
+/// the oldest unreported changes are dropped, counted and logged. The newest
+/// are kept, so a gauge set from the hook still ends on the real state, and
+/// the gap shows in [`StateChange::sequence`].
 #[derive(Debug, Default)]
 struct Events {
     queue: VecDeque<StateChange>,
     dispatching: bool,
+    /// Changes dropped unreported since the last report of a drop.
+    dropped: u64,
 }
+
+/// The most state changes waiting for their hook at once.
+const MAX_QUEUED_CHANGES: usize = 1024;
 
 /// State changed only under the control lock: transitions are rare, and
 /// one lock keeps them and the half-open bookkeeping simple to reason about.
@@ -743,7 +754,12 @@ impl Shared {
     fn enqueue(&self, control: &mut Control, mut change: StateChange) {
         control.reported += 1;
         change.sequence = control.reported;
-        lock(&self.events).queue.push_back(change);
+        let mut events = lock(&self.events);
+        if events.queue.len() >= MAX_QUEUED_CHANGES {
+            events.queue.pop_front();
+            events.dropped += 1;
+        }
+        events.queue.push_back(change);
     }
 
     /// Reports queued changes in order, unless another thread (or a hook
@@ -766,10 +782,11 @@ impl Shared {
         }
         let guard = Dispatching(&self.events);
         loop {
-            let next = {
+            let (next, dropped) = {
                 let mut events = lock(&self.events);
+                let dropped = std::mem::take(&mut events.dropped);
                 match events.queue.pop_front() {
-                    Some(change) => change,
+                    Some(change) => (change, dropped),
                     None => {
                         // Released under the same lock that saw the queue
                         // empty, so nothing queued meanwhile is left behind.
@@ -780,6 +797,13 @@ impl Shared {
                     }
                 }
             };
+            if dropped > 0 {
+                tracing::warn!(
+                    breaker = %self.name,
+                    dropped,
+                    "state-change hooks fell behind; the oldest unreported changes were dropped"
+                );
+            }
             self.announce(next);
         }
     }

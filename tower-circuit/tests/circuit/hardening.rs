@@ -200,6 +200,55 @@ fn hooks_run_in_transition_order_across_threads() {
     }
 }
 
+/// A hook that blocks cannot make the queue of unreported changes grow
+/// without bound: past 1024 the oldest are dropped, the newest kept, so a
+/// gauge set from the hook still ends on the real state.
+#[test]
+fn a_blocked_hook_keeps_only_the_newest_changes() {
+    let seen: Arc<Mutex<Vec<StateChange>>> = Arc::default();
+    let gauge = Arc::new(AtomicU8::new(state_code(CircuitState::Closed)));
+    let (entered_tx, entered_rx) = std::sync::mpsc::channel::<()>();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let release_rx = Mutex::new(release_rx);
+    let (log, g) = (seen.clone(), gauge.clone());
+    let b = Breaker::builder("blocked")
+        .config(count_config(10))
+        .on_state_change(move |c| {
+            if c.sequence == 1 {
+                entered_tx.send(()).unwrap();
+                release_rx.lock().unwrap().recv().unwrap();
+            }
+            g.store(state_code(c.to), Ordering::SeqCst);
+            log.lock().unwrap().push(c.clone());
+        })
+        .build()
+        .unwrap();
+    let first = {
+        let b = b.clone();
+        std::thread::spawn(move || b.force_open())
+    };
+    entered_rx.recv().unwrap();
+    // The first change's hook is blocked: these are queued behind it.
+    for _ in 0..1500 {
+        b.reset();
+        b.force_open();
+    }
+    b.reset();
+    release_tx.send(()).unwrap();
+    first.join().unwrap();
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1 + 1024, "the first, then the newest 1024");
+    assert_eq!(seen[0].sequence, 1);
+    assert_eq!(seen.last().unwrap().sequence, 1 + 3001);
+    assert!(
+        seen.windows(2)
+            .skip(1)
+            .all(|w| w[1].sequence == w[0].sequence + 1)
+    );
+    assert_eq!(b.state(), CircuitState::Closed);
+    assert_eq!(gauge.load(Ordering::SeqCst), state_code(b.state()));
+}
+
 /// A hook may read and control the breaker: no deadlock, and a change made
 /// from a hook is reported after it, in order.
 #[test]
