@@ -402,3 +402,53 @@ async fn the_callers_request_id_reaches_the_user_services_logs() {
     assert_eq!(made.len(), 32);
     assert!(made.bytes().all(|b| b.is_ascii_hexdigit()));
 }
+
+/// A caller cannot open the order service's breaker of a healthy user
+/// service by sending tiny budgets: below the floor the order service
+/// answers 504 at once without calling anyone; above it, a lookup cut
+/// short by the caller's deadline is answered 504 (marked, so the caller's
+/// own breaker does not count it either) and is not a breaker failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callers_tiny_budget_never_opens_the_breaker_of_a_healthy_user_service() {
+    let mut resilience = fast_resilience();
+    resilience.breaker_minimum_calls = 4;
+    let c = Cluster::start_with(resilience).await;
+    let http = Http::default();
+    let token = c.gateway(ORDER_SERVICE);
+    let orders = format!("{}/orders", c.order.url());
+    let with_budget = |ms: &'static str| [("x-request-budget-ms", ms)];
+
+    for _ in 0..10 {
+        let res = http
+            .post_with(&orders, &token, &with_budget("1"), &order_body(1))
+            .await;
+        assert_eq!(res.status, StatusCode::GATEWAY_TIMEOUT, "{:?}", res.json);
+        assert_eq!(res.json["error"], "deadline_exceeded");
+        assert_eq!(res.headers["x-request-budget-ms"], "0");
+    }
+    let users = c.orders.upstream.users.breaker();
+    assert_eq!(users.metrics().calls, 0, "below the floor nobody is called");
+
+    // Slower than the budget, not broken.
+    c.users.ops.faults.set_latency(Duration::from_millis(300));
+    for _ in 0..6 {
+        let res = http
+            .post_with(&orders, &token, &with_budget("100"), &order_body(2))
+            .await;
+        assert_eq!(res.status, StatusCode::GATEWAY_TIMEOUT, "{:?}", res.json);
+        assert_eq!(res.headers["x-request-budget-ms"], "0");
+    }
+    let m = users.metrics();
+    assert_eq!(m.state, CircuitState::Closed);
+    assert_eq!(
+        m.failures, 0,
+        "a caller's deadline is not the user service's failure"
+    );
+    assert_eq!(c.orders.upstream.users.retry_stats().retries, 0);
+
+    // And the next order for a user never seen goes through, live.
+    c.users.ops.faults.set_latency(Duration::ZERO);
+    let res = http.post(&orders, &token, &order_body(3)).await;
+    assert_eq!(res.status, StatusCode::CREATED, "{:?}", res.json);
+    assert_eq!(res.json["user"]["source"], "live");
+}

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use demo_services::auth::{NOTIFICATION_SERVICE, ORDER_SERVICE, USER_SERVICE};
+use demo_services::auth::{API_GATEWAY, NOTIFICATION_SERVICE, ORDER_SERVICE, USER_SERVICE};
 use http::StatusCode;
 use integration_tests::{Cluster, Http, order_body};
 use serde_json::json;
@@ -262,4 +262,83 @@ async fn health_needs_no_token() {
         assert_eq!(res.json["status"], "ok");
         assert_eq!(res.json["service"], name);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_squatted_for_a_future_order_loses_to_the_real_one() {
+    integration_tests::logs::capture();
+    let c = Cluster::start().await;
+    let http = Http::default();
+    let url = format!("{}/notifications", c.notification.url());
+    // The database is fresh: the next order is #1. Callers other than the
+    // order service, holding `write:notifications` in their token, try to
+    // store its notification first, for another user.
+    let squat = json!({ "userId": 2, "orderId": 1, "channel": "email", "message": "pay here" });
+    for caller in [API_GATEWAY, USER_SERVICE] {
+        let token = c
+            .keys
+            .token(
+                caller,
+                NOTIFICATION_SERVICE,
+                Some(vec!["write:notifications".to_owned()]),
+                Duration::from_secs(60),
+            )
+            .unwrap();
+        let res = http.post(&url, &token, &squat).await;
+        assert!(
+            matches!(res.status, StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED),
+            "{caller}: {} {:?}",
+            res.status,
+            res.json
+        );
+        assert!(res.json["error"].is_string(), "a JSON error: {:?}", res.raw);
+    }
+
+    // The real order #1: its own notification is delivered and stored.
+    let order = http
+        .post(
+            &format!("{}/orders", c.order.url()),
+            &c.gateway(ORDER_SERVICE),
+            &order_body(1),
+        )
+        .await;
+    assert_eq!(order.status, StatusCode::CREATED);
+    assert_eq!(order.json["id"], 1);
+    c.drained(Duration::from_secs(10)).await;
+    let reader = c.gateway(NOTIFICATION_SERVICE);
+    let list = http.get(&format!("{url}?orderId=1"), &reader).await;
+    let notes = list.json["notifications"].as_array().unwrap();
+    assert_eq!(notes.len(), 1);
+    assert_eq!(notes[0]["userId"], 1);
+    assert!(notes[0]["message"].as_str().unwrap().contains("#1"));
+
+    // The same order with other content, even from the order service: 409,
+    // nothing changes, and the log shows the caller's text escaped.
+    let sender = c.token(ORDER_SERVICE, NOTIFICATION_SERVICE);
+    let marker = "squat-conflict-5e1d";
+    let other = json!({
+        "userId": 2, "orderId": 1, "channel": "email",
+        "message": format!("{marker}\nERROR forged line")
+    });
+    let res = http.post(&url, &sender, &other).await;
+    assert_eq!(res.status, StatusCode::CONFLICT, "{:?}", res.json);
+    assert_eq!(res.error(), "notification_conflict");
+    let same = json!({
+        "userId": 1, "orderId": 1, "channel": "email",
+        "message": notes[0]["message"]
+    });
+    let res = http.post(&url, &sender, &same).await;
+    assert_eq!(res.status, StatusCode::ACCEPTED, "a redelivery is fine");
+    assert_eq!(res.json["id"], notes[0]["id"]);
+    let again = http.get(&format!("{url}?orderId=1"), &reader).await;
+    assert_eq!(again.json["notifications"], list.json["notifications"]);
+
+    let lines = integration_tests::logs::lines_with(marker);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("\\nERROR forged line"), "{}", lines[0]);
+    assert!(
+        integration_tests::logs::lines_with("ERROR forged line")
+            .iter()
+            .all(|l| l.contains(marker))
+    );
 }

@@ -6,9 +6,13 @@
 
 use std::time::Duration;
 
-use demo_services::auth::{NOTIFICATION_SERVICE, ORDER_SERVICE};
+use demo_services::auth::{API_GATEWAY, Keys, NOTIFICATION_SERVICE, ORDER_SERVICE};
+use demo_services::order::{Resilience, Settings};
 use http::StatusCode;
-use integration_tests::{Cluster, Http, order_body, start_notification, start_order, start_user};
+use integration_tests::{
+    Cluster, Http, TempDir, fast_resilience, order_body, start_notification, start_order,
+    start_user,
+};
 use tower_circuit::breaker::CircuitState;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -180,4 +184,111 @@ async fn pending_notifications_survive_an_order_service_restart() {
             .await;
         assert_eq!(order.json["notification"], "delivered");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_is_prompt_while_the_notification_service_never_answers() {
+    // A "notification service" that accepts connections and never answers.
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hole_addr = hole.local_addr().unwrap();
+    let (accepted_tx, mut accepted_rx) = tokio::sync::mpsc::channel::<()>(16);
+    let black_hole = tokio::spawn(async move {
+        let mut held = Vec::new();
+        // A handful of connections at most: one delivery at a time.
+        while held.len() < 16 {
+            let Ok((socket, _)) = hole.accept().await else {
+                break;
+            };
+            held.push(socket);
+            let _ = accepted_tx.try_send(());
+        }
+        std::future::pending::<()>().await;
+    });
+
+    let keys = Keys::ephemeral();
+    let data = TempDir::new();
+    let (user, _) = start_user(data.path(), &keys, None).await;
+    // Each delivery may take a minute: only shutdown can cut it short.
+    let resilience = Resilience {
+        timeout_write: Duration::from_secs(60),
+        call_deadline: Duration::from_secs(120),
+        ..fast_resilience()
+    };
+    let settings = Settings {
+        user_url: user.url(),
+        notification_url: format!("http://{hole_addr}"),
+        resilience,
+    };
+    let (order, orders) = start_order(data.path(), &keys, &settings, None).await;
+    let http = Http::default();
+    let token = keys
+        .token(API_GATEWAY, ORDER_SERVICE, None, Duration::from_secs(60))
+        .unwrap();
+    let mut ids = Vec::new();
+    for user_id in [1, 2, 3, 1] {
+        let res = http
+            .post(
+                &format!("{}/orders", order.url()),
+                &token,
+                &order_body(user_id),
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::CREATED, "{:?}", res.json);
+        ids.push(res.json["id"].as_i64().unwrap());
+    }
+    // A delivery is in flight, stuck in the black hole.
+    tokio::time::timeout(Duration::from_secs(10), accepted_rx.recv())
+        .await
+        .expect("the outbox connects to the notification service");
+
+    let began = tokio::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(12), order.stop())
+        .await
+        .expect("the order service stops well within its grace")
+        .unwrap();
+    let took = began.elapsed();
+    assert!(took < Duration::from_secs(3), "shutdown took {took:?}");
+    assert_eq!(
+        orders.store.pending().await.unwrap(),
+        4,
+        "the abandoned delivery and the rest stay pending"
+    );
+    black_hole.abort();
+
+    // After a restart against a notification service that answers, every
+    // notification is delivered, once.
+    let (notification, _) = start_notification(data.path(), &keys, None).await;
+    let settings = Settings {
+        notification_url: notification.url(),
+        resilience: fast_resilience(),
+        ..settings
+    };
+    let (order, orders) = start_order(data.path(), &keys, &settings, None).await;
+    let mut pending = orders.outbox.watch_pending();
+    tokio::time::timeout(Duration::from_secs(10), pending.wait_for(|n| *n == 0))
+        .await
+        .expect("delivered after the restart")
+        .unwrap();
+    let reader = keys
+        .token(
+            API_GATEWAY,
+            NOTIFICATION_SERVICE,
+            None,
+            Duration::from_secs(60),
+        )
+        .unwrap();
+    for id in &ids {
+        let list = http
+            .get(
+                &format!("{}/notifications?orderId={id}", notification.url()),
+                &reader,
+            )
+            .await;
+        assert_eq!(
+            list.json["notifications"].as_array().unwrap().len(),
+            1,
+            "order {id}"
+        );
+    }
+    order.stop().await.unwrap();
 }

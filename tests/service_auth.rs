@@ -70,6 +70,56 @@ async fn a_caller_without_the_permission_is_forbidden() {
     assert_eq!(c.orders.outbox.pending(), 0);
 }
 
+/// A token notification-service signs with its own, real key, claiming
+/// `permissions` it was never given.
+fn self_granted(c: &Cluster, audience: &str, permissions: &[&str]) -> String {
+    c.keys
+        .token(
+            NOTIFICATION_SERVICE,
+            audience,
+            Some(permissions.iter().map(|p| p.to_string()).collect()),
+            std::time::Duration::from_secs(300),
+        )
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_cannot_grant_itself_the_right_to_place_orders() {
+    let c = Cluster::start().await;
+    let token = self_granted(&c, ORDER_SERVICE, &["write:orders", "read:orders"]);
+    let res = Http::default()
+        .post(&format!("{}/orders", c.order.url()), &token, &order_body(1))
+        .await;
+    assert_eq!(res.status, StatusCode::FORBIDDEN, "{:?}", res.json);
+    assert_eq!(res.error(), "insufficient_scope");
+    assert_eq!(c.orders.outbox.pending(), 0, "no order was placed");
+    let stats = c.orders.ops.verify.stats();
+    assert_eq!(stats.permissions_trimmed, 1, "the receiver counted it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_cannot_grant_itself_the_right_to_change_users() {
+    let c = Cluster::start().await;
+    let http = Http::default();
+    let token = self_granted(&c, USER_SERVICE, &["read:users", "write:users"]);
+    let res = http
+        .send(
+            Method::PUT,
+            &format!("{}/users/1", c.user.url()),
+            Some(&token),
+            &[("content-type", "application/json")],
+            serde_json::json!({ "name": "Mallory", "email": "m@example.com" }).to_string(),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::FORBIDDEN, "{:?}", res.json);
+    assert_eq!(res.error(), "insufficient_scope");
+    // What notification-service is granted still works with the same token.
+    let user = http.get(&format!("{}/users/1", c.user.url()), &token).await;
+    assert_eq!(user.status, StatusCode::OK);
+    assert_eq!(user.json["name"], "Ada Lovelace", "unchanged");
+    assert_eq!(c.users.ops.verify.stats().permissions_trimmed, 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_order_service_may_not_read_notifications() {
     let c = Cluster::start().await;

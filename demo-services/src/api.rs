@@ -23,6 +23,9 @@ pub struct ApiError {
     pub message: String,
     /// For 503s with a known recovery time: whole seconds for `Retry-After`.
     pub retry_after: Option<u64>,
+    /// A 504 because the caller's budget ran out: marked with
+    /// `x-request-budget-ms: 0`, so the caller's breaker does not count it.
+    pub budget_spent: bool,
 }
 
 impl ApiError {
@@ -33,6 +36,15 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            budget_spent: false,
+        }
+    }
+
+    /// 504 `deadline_exceeded`: the caller's budget ran out here.
+    pub fn budget_spent(message: impl Into<String>) -> Self {
+        ApiError {
+            budget_spent: true,
+            ..ApiError::new(StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded", message)
         }
     }
 
@@ -49,7 +61,7 @@ impl ApiError {
     /// 500 `internal`, for failures of this service (its database); the
     /// details go to the log, not to the caller.
     pub fn internal(context: &str, error: impl std::fmt::Display) -> Self {
-        tracing::error!(%error, "{context}");
+        tracing::error!(error = %crate::telemetry::Escaped(&error), "{context}");
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
@@ -77,6 +89,12 @@ impl IntoResponse for ApiError {
         if let Some(secs) = self.retry_after {
             res.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if self.budget_spent {
+            res.headers_mut().insert(
+                tower_circuit::timeout::BUDGET_HEADER,
+                HeaderValue::from_static("0"),
+            );
         }
         res
     }
@@ -184,4 +202,132 @@ pub async fn method_not_allowed() -> ApiError {
         "method_not_allowed",
         "this route does not serve that method",
     )
+}
+
+/// The page size of list endpoints when the caller gives no `limit`.
+pub const DEFAULT_LIMIT: u32 = 50;
+
+/// The largest `limit` a list endpoint takes; more is a 400 (not clamped,
+/// so a caller who asked for 1,000 is not led to think it got all).
+pub const MAX_LIMIT: u32 = 100;
+
+/// Where a list page starts and how long it is, from the `limit` and
+/// `cursor` query parameters.
+///
+/// Lists are in id order; a page holds the first `limit` items after the
+/// cursor, and its `nextCursor` is the cursor of the next page (`null` on
+/// the last). The cursor is opaque to callers: today it is the last id of
+/// the page, written in decimal, and anything else is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    /// How many items, 1 to [`MAX_LIMIT`].
+    pub limit: u32,
+    /// Items with ids above this one (0 from the start).
+    pub after: i64,
+}
+
+impl Default for Page {
+    fn default() -> Self {
+        Page {
+            limit: DEFAULT_LIMIT,
+            after: 0,
+        }
+    }
+}
+
+impl Page {
+    /// Reads the `limit` (default [`DEFAULT_LIMIT`]) and `cursor` (default
+    /// the start) query parameters: a 400 for a limit that is not a whole
+    /// number from 1 to [`MAX_LIMIT`], or a cursor this service did not
+    /// give.
+    pub fn parse(limit: Option<&str>, cursor: Option<&str>) -> Result<Page, ApiError> {
+        let limit = match limit {
+            None => DEFAULT_LIMIT,
+            Some(text) => digits(text, 3)
+                .filter(|n| (1..=i64::from(MAX_LIMIT)).contains(n))
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "limit must be a whole number from 1 to {MAX_LIMIT}"
+                    ))
+                })?,
+        };
+        let after = match cursor {
+            None => 0,
+            Some(text) => digits(text, 19).filter(|n| *n > 0).ok_or_else(|| {
+                ApiError::bad_request(
+                    "cursor is not valid: pass the nextCursor of the previous page as is",
+                )
+            })?,
+        };
+        Ok(Page { limit, after })
+    }
+
+    /// How many rows to read: one more than the page, to know whether
+    /// another page follows.
+    pub fn fetch(&self) -> i64 {
+        i64::from(self.limit) + 1
+    }
+
+    /// Cuts the rows read with [`Page::fetch`] to the page, and gives the
+    /// next page's cursor when more rows follow.
+    pub fn finish<T>(&self, mut rows: Vec<T>, id: impl Fn(&T) -> i64) -> Paged<T> {
+        let more = rows.len() > self.limit as usize;
+        rows.truncate(self.limit as usize);
+        let next_cursor = if more {
+            rows.last().map(|last| id(last).to_string())
+        } else {
+            None
+        };
+        Paged {
+            items: rows,
+            next_cursor,
+        }
+    }
+}
+
+/// A decimal number of 1 to `max_digits` ASCII digits (no sign, no space).
+fn digits(text: &str, max_digits: usize) -> Option<i64> {
+    if text.is_empty() || text.len() > max_digits || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+/// One page of a list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Paged<T> {
+    /// The items, in id order.
+    pub items: Vec<T>,
+    /// The cursor of the next page, or `None` on the last.
+    pub next_cursor: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_and_cursors() {
+        assert_eq!(Page::parse(None, None).unwrap(), Page::default());
+        assert_eq!(
+            Page::parse(Some("100"), Some("42")).unwrap(),
+            Page {
+                limit: 100,
+                after: 42
+            }
+        );
+        for bad in ["0", "101", "-1", "+5", "abc", "", " 5", "1e2", "0100"] {
+            assert!(Page::parse(Some(bad), None).is_err(), "limit {bad:?}");
+        }
+        for bad in ["0", "-3", "abc", "", "+7", "99999999999999999999", "1.5"] {
+            assert!(Page::parse(None, Some(bad)).is_err(), "cursor {bad:?}");
+        }
+        let page = Page { limit: 2, after: 0 };
+        assert_eq!(
+            page.finish(vec![1, 2, 3], |n| *n).next_cursor.as_deref(),
+            Some("2")
+        );
+        assert_eq!(page.finish(vec![1, 2], |n| *n).next_cursor, None);
+    }
 }

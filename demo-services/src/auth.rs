@@ -6,7 +6,9 @@
 //!    `jwks.json` with every service's public key). A service holds only
 //!    its own private key, so it cannot mint tokens as another.
 //! 2. `SERVICE_JWT_SECRET`: one HS256 secret shared by every service, as
-//!    the seed does. Simple; any holder can mint tokens as anyone.
+//!    the seed does. Simple; any holder can mint tokens as anyone, so as
+//!    the gateway, with all of the gateway's permissions. For development
+//!    only.
 //! 3. Ephemeral Ed25519 keys, generated at start, in `all` mode only: the
 //!    three services share the process, so they share the keys too, and
 //!    tokens die with it.
@@ -41,8 +43,9 @@ pub const SERVICES: [&str; 4] = [
 /// The environment variable holding the shared HS256 secret.
 pub const SECRET_ENV: &str = "SERVICE_JWT_SECRET";
 
-/// The permissions each caller's tokens grant (the seed's table plus the
-/// gateway).
+/// The permissions each caller may hold (the seed's table plus the
+/// gateway): what its tokens claim, and, on the receiving side, the most a
+/// verifier grants it (see [`Keys::verifier`]).
 pub fn permissions_of(service: &str) -> Option<&'static [&'static str]> {
     Some(match service {
         USER_SERVICE => &["read:orders", "read:products"],
@@ -220,9 +223,21 @@ impl Keys {
         Ok(Signer::new(service, key.clone()).permissions(permissions.iter().copied()))
     }
 
-    /// The verifier of the service `audience`: trusts every known caller.
+    /// The verifier of the service `audience`: trusts every known caller,
+    /// and grants each one its row of [`permissions_of`] and no more. The
+    /// receiver decides: a caller holding its own private key can write any
+    /// permission into its token, and what it claims beyond its row is
+    /// taken out (and counted as `permissions_trimmed`).
     pub fn verifier(&self, audience: &str) -> Verifier {
-        Verifier::new(audience, self.verifying.clone()).trust_issuers(SERVICES)
+        SERVICES.iter().fold(
+            Verifier::new(audience, self.verifying.clone()).trust_issuers(SERVICES),
+            |verifier, caller| {
+                verifier.grant(
+                    *caller,
+                    permissions_of(caller).unwrap_or_default().iter().copied(),
+                )
+            },
+        )
     }
 
     /// The server layer of the service `audience`, with a cache of verified

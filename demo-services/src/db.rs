@@ -51,10 +51,16 @@ pub struct Db {
 
 /// Opens (creating it when missing) `<dir>/<name>.db` and applies `schema`,
 /// a script of `CREATE ... IF NOT EXISTS` statements.
+///
+/// The databases hold e-mail addresses: a directory this creates is 0700
+/// and a database file 0600 (on Unix), whatever the umask. SQLite gives
+/// the `-wal` and `-shm` files it makes beside a database the database
+/// file's own mode, so they are 0600 too. Existing files keep their mode.
 pub async fn open(dir: &Path, name: &str, schema: &str) -> Result<Db, sqlx::Error> {
-    std::fs::create_dir_all(dir).map_err(sqlx::Error::Io)?;
+    let file = dir.join(format!("{name}.db"));
+    create_private(dir, &file).map_err(sqlx::Error::Io)?;
     let options = SqliteConnectOptions::from_str("sqlite:")?
-        .filename(dir.join(format!("{name}.db")))
+        .filename(&file)
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(if RELAXED.load(Ordering::Relaxed) {
@@ -74,6 +80,26 @@ pub async fn open(dir: &Path, name: &str, schema: &str) -> Result<Db, sqlx::Erro
         .connect_with(options)
         .await?;
     Ok(Db { reads, writes })
+}
+
+/// Creates `dir` (0700, parents included) and an empty `file` in it
+/// (0600) when they do not exist yet, before SQLite would create them with
+/// the umask's (usually world-readable) mode.
+fn create_private(dir: &Path, file: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(file) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Now, as an RFC 3339 timestamp in UTC with milliseconds, e.g.

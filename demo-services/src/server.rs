@@ -31,8 +31,8 @@ use tracing::{Level, Span};
 use crate::api::{self, ApiError};
 use crate::auth::Keys;
 use crate::fault::Faults;
-use crate::telemetry::Metrics;
 use crate::telemetry::request_id::{self, MakeId};
+use crate::telemetry::{Escaped, Metrics};
 
 pub mod serve;
 
@@ -42,6 +42,13 @@ pub const MAX_BODY: usize = 1024 * 1024;
 /// The longest any request may take on a server unless the caller's budget
 /// is shorter; longer than the order flow's own client deadline.
 pub const SERVER_DEADLINE: Duration = Duration::from_secs(20);
+
+/// The least budget a caller may send (`x-request-budget-ms`): with less,
+/// a request is answered 504 at once, without calling anyone, and the
+/// order service's clients do not send a call with less time left either.
+/// A commit and a call to another service do not fit in fewer
+/// milliseconds on loopback, let alone across a network.
+pub const MIN_BUDGET: Duration = Duration::from_millis(10);
 
 /// How long graceful shutdown waits for in-flight requests.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -106,7 +113,7 @@ pub fn stack(protected: Router, public: Router, ops: &Ops) -> Router {
         .merge(public)
         .fallback(api::no_route)
         .method_not_allowed_fallback(api::method_not_allowed)
-        .layer(ServerDeadlineLayer::new(SERVER_DEADLINE))
+        .layer(ServerDeadlineLayer::new(SERVER_DEADLINE).min_budget(MIN_BUDGET))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(ops.metrics.http_layer())
         .layer(request_id::ScopeLayer)
@@ -147,9 +154,12 @@ fn span(service: &'static str, req: &axum::http::Request<Body>) -> Span {
     tracing::info_span!(
         "request",
         service,
+        // The method is a token (no spaces or controls, checked by hyper);
+        // the path and the id are the client's text: escaped (`?`), so a
+        // percent-decoded or odd byte cannot forge a log line.
         method = %req.method(),
-        path = %req.uri().path(),
-        request_id = id,
+        path = ?req.uri().path(),
+        request_id = ?id,
     )
 }
 
@@ -159,7 +169,7 @@ fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response<Body> {
         .map(|s| s.to_string())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_default();
-    tracing::error!(panic = %what, "a handler panicked");
+    tracing::error!(panic = %Escaped(&what), "a handler panicked");
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
         "internal",

@@ -50,7 +50,8 @@
 //!    fails fast;
 //! 4. [`RequestTimeoutLayer`](timeout::RequestTimeoutLayer): each attempt
 //!    has its own limit, and a timeout is an error the breaker counts and
-//!    retry retries;
+//!    retry retries; when the attempt is cut short by the call's deadline
+//!    instead (the caller's budget ran out), the breaker ignores it;
 //! 5. [`PropagateDeadlineLayer`](timeout::PropagateDeadlineLayer) (and, from
 //!    the auth crate, the token): what goes on the wire;
 //! 6. the HTTP client.
@@ -116,6 +117,7 @@ pub mod fallback;
 pub mod keyed;
 pub mod registry;
 pub mod retry;
+mod saturating;
 pub mod timeout;
 
 #[cfg(feature = "serde")]

@@ -89,3 +89,27 @@ async fn metrics_serialize_for_health_endpoints() {
     assert_eq!(json["calls"], 0);
     assert!(json["retry_after"].is_null());
 }
+
+#[test]
+fn windows_too_large_for_memory_are_rejected_not_allocated() {
+    use tower_circuit::breaker::{ConfigError, MAX_BUCKETS, MAX_WINDOW_SIZE};
+    // Before: passed validation and aborted allocating 26 GB.
+    let json = r#"{"window":{"kind":"time","duration":"10s","buckets":2222222210}}"#;
+    let config: Config = serde_json::from_str(json).unwrap();
+    assert_eq!(
+        Breaker::new("users", config).unwrap_err(),
+        ConfigError::TooManyBuckets {
+            buckets: 2_222_222_210,
+            max: MAX_BUCKETS
+        }
+    );
+    let json = r#"{"minimum_calls":5,"window":{"kind":"count","size":4294967295}}"#;
+    let config: Config = serde_json::from_str(json).unwrap();
+    assert_eq!(
+        Breaker::new("users", config).unwrap_err(),
+        ConfigError::WindowTooLarge {
+            size: u32::MAX,
+            max: MAX_WINDOW_SIZE
+        }
+    );
+}

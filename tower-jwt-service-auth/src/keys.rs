@@ -6,7 +6,8 @@
 //!   Each public key is bound to its owner: a token signed with it must name
 //!   that owner as its issuer. The default.
 //! - **HS256**: one shared secret (`SERVICE_JWT_SECRET`, as the seed does);
-//!   simpler, but every holder can mint tokens as any service.
+//!   simpler, but every holder can mint tokens as any service, with any
+//!   permission: for development, not production.
 //!
 //! Keys load from PEM (files or strings), environment variables, and a
 //! JWKS-style JSON document.
@@ -19,6 +20,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{DecodingKey, EncodingKey};
 use serde::Deserialize;
+
+use crate::escape::Escaped;
 
 /// The algorithms a service token may use. Anything else is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -59,6 +62,9 @@ impl Algorithm {
 /// (RFC 7518 §3.2 requires at least that).
 pub const MIN_SECRET_LEN: usize = 32;
 
+/// The length of an Ed25519 public key, in bytes (RFC 8032).
+pub const ED25519_KEY_LEN: usize = 32;
+
 /// A key that could not be loaded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -73,6 +79,21 @@ pub enum KeyError {
     Io(String),
     /// A `kid` that is empty.
     EmptyKid,
+    /// An Ed25519 public key that is not exactly 32 bytes. Such a key would
+    /// otherwise be cut or fail only inside the first signature check.
+    Ed25519KeyLength {
+        /// The key's id.
+        kid: String,
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// An Ed25519 public key that is not a canonically encoded point of the
+    /// curve, or a small-order ("weak") point: a weak key accepts
+    /// signatures nobody made, such as `01` followed by 63 zero bytes.
+    WeakEd25519Key {
+        /// The key's id.
+        kid: String,
+    },
 }
 
 impl fmt::Display for KeyError {
@@ -86,6 +107,17 @@ impl fmt::Display for KeyError {
             KeyError::MissingEnv(var) => write!(f, "environment variable {var} is not set"),
             KeyError::Io(why) => write!(f, "cannot read key file: {why}"),
             KeyError::EmptyKid => f.write_str("a key id (kid) must not be empty"),
+            KeyError::Ed25519KeyLength { kid, len } => write!(
+                f,
+                "key {}: an Ed25519 public key is {ED25519_KEY_LEN} bytes, got {len}",
+                Escaped(kid)
+            ),
+            KeyError::WeakEd25519Key { kid } => write!(
+                f,
+                "key {}: not a valid Ed25519 public key (a weak, small-order or \
+                 non-canonical point)",
+                Escaped(kid)
+            ),
         }
     }
 }
@@ -188,9 +220,69 @@ impl SigningKey {
 pub struct VerifyingKey {
     pub(crate) kid: String,
     pub(crate) alg: Algorithm,
-    pub(crate) key: DecodingKey,
+    pub(crate) key: Material,
     /// For per-service key pairs: the only issuer this key may sign for.
     pub(crate) owner: Option<String>,
+}
+
+/// What a signature is checked with. Ed25519 signatures are checked here
+/// with ed25519-dalek's `verify_strict` (jsonwebtoken's check is the lenient
+/// one, and slices the key without checking its length); HS256 ones by
+/// jsonwebtoken.
+#[derive(Clone)]
+pub(crate) enum Material {
+    /// A point checked at load: 32 bytes, canonical, not of small order.
+    Ed25519(ed25519_dalek::VerifyingKey),
+    Hs256(DecodingKey),
+}
+
+impl VerifyingKey {
+    /// Whether `signature` (decoded from `signature_b64`) signs `message`.
+    pub(crate) fn verifies(&self, message: &[u8], signature_b64: &str, signature: &[u8]) -> bool {
+        match &self.key {
+            Material::Ed25519(key) => ed25519_verifies(key, message, signature),
+            Material::Hs256(key) => {
+                jsonwebtoken::crypto::verify(signature_b64, message, key, self.alg.jwt())
+                    .unwrap_or(false)
+            }
+        }
+    }
+}
+
+/// The strict Ed25519 check: a signature of any length is just refused,
+/// and one with a small-order `R` or non-canonical `S` too, so a signature
+/// made without the private key cannot pass even against a weak key.
+pub(crate) fn ed25519_verifies(
+    key: &ed25519_dalek::VerifyingKey,
+    message: &[u8],
+    signature: &[u8],
+) -> bool {
+    match ed25519_dalek::Signature::from_slice(signature) {
+        Ok(signature) => key.verify_strict(message, &signature).is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// An Ed25519 public key from its raw bytes, refused unless it is exactly
+/// 32 bytes encoding a point canonically, and that point is not of small
+/// order (such a "weak" key verifies signatures nobody made).
+fn ed25519_point(kid: &str, bytes: &[u8]) -> Result<ed25519_dalek::VerifyingKey, KeyError> {
+    let Ok(bytes) = <[u8; ED25519_KEY_LEN]>::try_from(bytes) else {
+        return Err(KeyError::Ed25519KeyLength {
+            kid: kid.to_owned(),
+            len: bytes.len(),
+        });
+    };
+    let weak = || KeyError::WeakEd25519Key {
+        kid: kid.to_owned(),
+    };
+    let key = ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|_| weak())?;
+    // Decompression reduces `y` modulo p, so a non-canonical spelling of a
+    // point loads too; compressing it back tells.
+    if key.is_weak() || key.to_edwards().compress().to_bytes() != bytes {
+        return Err(weak());
+    }
+    Ok(key)
 }
 
 impl fmt::Debug for VerifyingKey {
@@ -213,11 +305,31 @@ impl VerifyingKey {
     ) -> Result<Self, KeyError> {
         let kid = kid.into();
         check_kid(&kid)?;
-        let key = DecodingKey::from_ed_pem(pem).map_err(|e| KeyError::InvalidKey(e.to_string()))?;
+        let der = pem_der(pem, "PUBLIC KEY")?;
+        // RFC 8410 gives an Ed25519 SPKI one form: SEQUENCE { the
+        // id-Ed25519 AlgorithmIdentifier, BIT STRING { no unused bits, the
+        // key } }. The key's length is read from the encoding rather than
+        // assumed, so a key of the wrong length is reported as such.
+        const ALGORITHM: [u8; 7] = [0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70];
+        let raw = match der.as_slice() {
+            [0x30, len, rest @ ..] if usize::from(*len) == rest.len() => rest
+                .strip_prefix(&ALGORITHM[..])
+                .and_then(|bits| match bits {
+                    [0x03, len, 0x00, key @ ..] if usize::from(*len) == key.len() + 1 => Some(key),
+                    _ => None,
+                }),
+            _ => None,
+        };
+        let Some(raw) = raw else {
+            return Err(KeyError::InvalidKey(
+                "not an Ed25519 public key in SPKI (RFC 8410)".to_owned(),
+            ));
+        };
+        let point = ed25519_point(&kid, raw)?;
         Ok(VerifyingKey {
             kid,
             alg: Algorithm::EdDsa,
-            key,
+            key: Material::Ed25519(point),
             owner: Some(owner.into()),
         })
     }
@@ -240,7 +352,7 @@ impl VerifyingKey {
         Ok(VerifyingKey {
             kid,
             alg: Algorithm::Hs256,
-            key: DecodingKey::from_secret(secret),
+            key: Material::Hs256(DecodingKey::from_secret(secret)),
             owner: None,
         })
     }
@@ -318,6 +430,10 @@ impl KeySet {
             k: Option<String>,
             owner: Option<String>,
         }
+        // The kid in an error is escaped: a JWKS may come from elsewhere.
+        fn invalid(kid: &str, why: &dyn fmt::Display) -> KeyError {
+            KeyError::InvalidKey(format!("{}: {why}", Escaped(kid)))
+        }
         let doc: Doc =
             serde_json::from_str(json).map_err(|e| KeyError::InvalidKey(format!("JWKS: {e}")))?;
         let mut set = KeySet::new();
@@ -325,36 +441,32 @@ impl KeySet {
             check_kid(&jwk.kid)?;
             let key = match (jwk.kty.as_str(), jwk.crv.as_deref()) {
                 ("OKP", Some("Ed25519")) => {
-                    let x = jwk
-                        .x
-                        .ok_or_else(|| KeyError::InvalidKey(format!("{}: no `x`", jwk.kid)))?;
-                    let owner = jwk
-                        .owner
-                        .ok_or_else(|| KeyError::InvalidKey(format!("{}: no `owner`", jwk.kid)))?;
-                    let key = DecodingKey::from_ed_components(&x)
-                        .map_err(|e| KeyError::InvalidKey(format!("{}: {e}", jwk.kid)))?;
+                    let x = jwk.x.ok_or_else(|| invalid(&jwk.kid, &"no `x`"))?;
+                    let owner = jwk.owner.ok_or_else(|| invalid(&jwk.kid, &"no `owner`"))?;
+                    let raw = URL_SAFE_NO_PAD
+                        .decode(x.trim_end_matches('='))
+                        .map_err(|e| invalid(&jwk.kid, &e))?;
+                    let point = ed25519_point(&jwk.kid, &raw)?;
                     VerifyingKey {
                         kid: jwk.kid,
                         alg: Algorithm::EdDsa,
-                        key,
+                        key: Material::Ed25519(point),
                         owner: Some(owner),
                     }
                 }
                 ("oct", _) => {
-                    let k = jwk
-                        .k
-                        .ok_or_else(|| KeyError::InvalidKey(format!("{}: no `k`", jwk.kid)))?;
+                    let k = jwk.k.ok_or_else(|| invalid(&jwk.kid, &"no `k`"))?;
                     let secret = URL_SAFE_NO_PAD
                         .decode(k.trim_end_matches('='))
-                        .map_err(|e| KeyError::InvalidKey(format!("{}: {e}", jwk.kid)))?;
+                        .map_err(|e| invalid(&jwk.kid, &e))?;
                     VerifyingKey::hs256(jwk.kid, &secret)?
                 }
                 (kty, crv) => {
-                    return Err(KeyError::InvalidKey(format!(
-                        "{}: unsupported key type {kty}{}",
-                        jwk.kid,
-                        crv.map(|c| format!("/{c}")).unwrap_or_default()
-                    )));
+                    let kind = format!("{kty}{}", crv.map(|c| format!("/{c}")).unwrap_or_default());
+                    return Err(invalid(
+                        &jwk.kid,
+                        &format_args!("unsupported key type {}", Escaped(&kind)),
+                    ));
                 }
             };
             set.insert(key);
@@ -497,6 +609,24 @@ impl Ed25519KeyPair {
     }
 }
 
+/// The DER inside a PEM with this `label` (RFC 7468), whitespace ignored.
+fn pem_der(pem: &[u8], label: &str) -> Result<Vec<u8>, KeyError> {
+    use base64::engine::general_purpose::STANDARD;
+    let text = std::str::from_utf8(pem)
+        .map_err(|_| KeyError::InvalidKey("a PEM is ASCII text".to_owned()))?;
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let body = text
+        .split_once(&begin)
+        .and_then(|(_, rest)| rest.split_once(&end))
+        .map(|(body, _)| body)
+        .ok_or_else(|| KeyError::InvalidKey(format!("not a PEM `{label}`")))?;
+    let body: String = body.split_ascii_whitespace().collect();
+    STANDARD
+        .decode(body)
+        .map_err(|e| KeyError::InvalidKey(format!("PEM: {e}")))
+}
+
 fn pem(label: &str, der: &[u8]) -> String {
     use base64::engine::general_purpose::STANDARD;
     let body = STANDARD.encode(der);
@@ -508,4 +638,54 @@ fn pem(label: &str, der: &[u8]) -> String {
     }
     out.push_str(&format!("-----END {label}-----\n"));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Even if a weak key got past loading, the strict check refuses the
+    /// signature anyone can make for it: `R` = the identity, `S` = 0.
+    #[test]
+    fn the_strict_check_refuses_a_forgery_a_weak_key_would_accept() {
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        // `from_bytes` alone does not refuse a weak point; the loaders do.
+        let weak = ed25519_dalek::VerifyingKey::from_bytes(&identity).unwrap();
+        assert!(weak.is_weak());
+        let mut forged = [0u8; 64];
+        forged[0] = 1;
+        let message = b"eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJtYWxsb3J5In0";
+        let signature = ed25519_dalek::Signature::from_bytes(&forged);
+        // The lenient check is fooled: this is the forgery, not a typo.
+        assert!(
+            ed25519_dalek::Verifier::verify(&weak, message, &signature).is_ok(),
+            "the lenient check accepts the forged signature"
+        );
+        assert!(!ed25519_verifies(&weak, message, &forged));
+
+        // Through a `VerifyingKey` holding the weak point, too.
+        let key = VerifyingKey {
+            kid: "weak".to_owned(),
+            alg: Algorithm::EdDsa,
+            key: Material::Ed25519(weak),
+            owner: Some("mallory".to_owned()),
+        };
+        let b64 = URL_SAFE_NO_PAD.encode(forged);
+        assert!(!key.verifies(message, &b64, &forged));
+    }
+
+    #[test]
+    fn the_strict_check_accepts_a_real_signature_and_refuses_other_lengths() {
+        let pair = Ed25519KeyPair::from_seed([3; 32]);
+        let signing = ed25519_dalek::SigningKey::from_bytes(&pair.seed);
+        let key = ed25519_point("k", &pair.public).unwrap();
+        let message = b"header.claims";
+        let signature = ed25519_dalek::Signer::sign(&signing, message).to_bytes();
+        assert!(ed25519_verifies(&key, message, &signature));
+        assert!(!ed25519_verifies(&key, b"header.claimz", &signature));
+        for len in [0, 1, 32, 63, 65, 128] {
+            assert!(!ed25519_verifies(&key, message, &vec![0; len]));
+        }
+    }
 }

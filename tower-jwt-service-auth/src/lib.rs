@@ -24,4 +24,5 @@ pub mod server;
 pub mod sign;
 pub mod verify;
 
+mod escape;
 mod response;

@@ -3,12 +3,15 @@
 //! jsonwebtoken used alone accepts tokens without `aud` or `iss`, any
 //! `typ`, an unknown `crit`, a one-year lifetime and a 2.6 MB token. The
 //! [`Verifier`] refuses all of them: every header field and registered
-//! claim is checked here, and jsonwebtoken is used only for the signature.
+//! claim is checked here, and jsonwebtoken is used only for HS256
+//! signatures (Ed25519 ones are checked with ed25519-dalek's
+//! `verify_strict`).
 //! Each way a token can be wrong is a [`Rejection`] with its HTTP status
 //! and RFC 6750 error code.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -17,6 +20,7 @@ use http::StatusCode;
 use serde_json::{Map, Value};
 
 use crate::claims::{TOKEN_TYPE, unix_seconds};
+use crate::escape::Escaped;
 use crate::keys::{Algorithm, KeySet};
 
 /// Why a token was refused.
@@ -30,6 +34,10 @@ pub enum Rejection {
     /// The header is not `Bearer <token>`, or the token is not three
     /// base64url parts of JSON.
     Malformed(&'static str),
+    /// The header or the claims (named) hold a member twice, at any depth.
+    /// JSON leaves it to each parser which one wins, so this verifier and
+    /// another reader could see different values: such a token is refused.
+    DuplicateMember(&'static str),
     /// The token is longer than the cap, checked before decoding anything.
     TooLarge,
     /// `alg` is not one this verifier allows (`none` in any casing, an
@@ -66,6 +74,10 @@ pub enum Rejection {
     NotAService,
     /// A valid service token without the permission the route needs.
     MissingPermission(String),
+    /// A valid service token from an issuer this service's permission
+    /// policy ([`Verifier::grant`]) grants nothing: the caller is known, but
+    /// may not call here.
+    IssuerNotGranted,
 }
 
 impl Rejection {
@@ -73,7 +85,9 @@ impl Rejection {
     /// a caller that is known but may not do this.
     pub fn status(&self) -> StatusCode {
         match self {
-            Rejection::NotAService | Rejection::MissingPermission(_) => StatusCode::FORBIDDEN,
+            Rejection::NotAService
+            | Rejection::MissingPermission(_)
+            | Rejection::IssuerNotGranted => StatusCode::FORBIDDEN,
             _ => StatusCode::UNAUTHORIZED,
         }
     }
@@ -83,7 +97,9 @@ impl Rejection {
     pub fn error_code(&self) -> Option<&'static str> {
         match self {
             Rejection::Missing => None,
-            Rejection::NotAService | Rejection::MissingPermission(_) => Some("insufficient_scope"),
+            Rejection::NotAService
+            | Rejection::MissingPermission(_)
+            | Rejection::IssuerNotGranted => Some("insufficient_scope"),
             _ => Some("invalid_token"),
         }
     }
@@ -107,6 +123,7 @@ impl Rejection {
             Rejection::Missing => "missing",
             Rejection::SeveralHeaders => "several_headers",
             Rejection::Malformed(_) => "malformed",
+            Rejection::DuplicateMember(_) => "duplicate_member",
             Rejection::TooLarge => "too_large",
             Rejection::DisallowedAlgorithm(_) => "disallowed_alg",
             Rejection::UnknownKey => "unknown_kid",
@@ -123,18 +140,26 @@ impl Rejection {
             Rejection::WrongAudience => "wrong_audience",
             Rejection::NotAService => "not_a_service",
             Rejection::MissingPermission(_) => "missing_permission",
+            Rejection::IssuerNotGranted => "issuer_not_granted",
         }
     }
 }
 
+/// The text a token carries (its `alg`, say) is escaped and cut short:
+/// this message is logged, and a newline in it would forge a log line.
 impl fmt::Display for Rejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Rejection::Missing => f.write_str("a bearer token is required"),
             Rejection::SeveralHeaders => f.write_str("send exactly one Authorization header"),
             Rejection::Malformed(what) => write!(f, "malformed token: {what}"),
+            Rejection::DuplicateMember(part) => {
+                write!(f, "malformed token: a member appears twice in the {part}")
+            }
             Rejection::TooLarge => f.write_str("the token is larger than allowed"),
-            Rejection::DisallowedAlgorithm(alg) => write!(f, "algorithm `{alg}` is not allowed"),
+            Rejection::DisallowedAlgorithm(alg) => {
+                write!(f, "algorithm `{}` is not allowed", Escaped(alg))
+            }
             Rejection::UnknownKey => f.write_str("the token's key id is unknown"),
             Rejection::WrongType => write!(f, "the token's typ must be `{TOKEN_TYPE}`"),
             Rejection::UnknownCritical => {
@@ -154,7 +179,12 @@ impl fmt::Display for Rejection {
             Rejection::SubjectNotIssuer => f.write_str("the token's subject must be its issuer"),
             Rejection::WrongAudience => f.write_str("the token is not meant for this service"),
             Rejection::NotAService => f.write_str("the token is not a service token"),
-            Rejection::MissingPermission(p) => write!(f, "the caller lacks the permission `{p}`"),
+            Rejection::MissingPermission(p) => {
+                write!(f, "the caller lacks the permission `{}`", Escaped(p))
+            }
+            Rejection::IssuerNotGranted => {
+                f.write_str("the caller is granted no permissions by this service")
+            }
         }
     }
 }
@@ -197,6 +227,55 @@ impl ServiceIdentity {
 /// The default cap on a token's size, checked before decoding: 8 KiB.
 pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;
 
+/// Where a [`Verifier`] (and the token cache of a
+/// [`VerifyLayer`](crate::server::VerifyLayer) built from it) reads the
+/// time, so that tests can set it: [`SystemClock`] by default, or any
+/// `Fn() -> SystemTime`.
+///
+/// Token times (`exp`, `iat`, `nbf`) are wall-clock seconds, so this is a
+/// wall clock, unlike the tokio clock the client layer schedules with.
+pub trait Clock: Send + Sync + 'static {
+    /// The current time.
+    fn now(&self) -> SystemTime;
+}
+
+/// The system's wall clock: [`SystemTime::now`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+impl<F> Clock for F
+where
+    F: Fn() -> SystemTime + Send + Sync + 'static,
+{
+    fn now(&self) -> SystemTime {
+        self()
+    }
+}
+
+/// A shared [`Clock`], printable.
+#[derive(Clone)]
+struct SharedClock(Arc<dyn Clock>);
+
+impl fmt::Debug for SharedClock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Clock")
+    }
+}
+
+/// A verified token's identity, and the permissions its issuer claimed
+/// but is not granted (already taken out of the identity).
+#[derive(Debug)]
+pub(crate) struct Verified {
+    pub(crate) identity: ServiceIdentity,
+    pub(crate) trimmed: Vec<String>,
+}
+
 /// Verifies service tokens addressed to one service.
 ///
 /// ```
@@ -218,14 +297,66 @@ pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;
 /// assert_eq!(caller.service, "order-service");
 /// assert!(caller.has("read:users"));
 /// ```
+///
+/// # Who may do what: the receiver decides
+///
+/// A token's `permissions` are written by its issuer. With per-service
+/// Ed25519 keys no service can mint a token *as another*, but each can
+/// write any permission into its own: believed as is, a service grants
+/// itself whatever it likes. [`grant`](Verifier::grant) gives the verifier
+/// a per-issuer policy, and then a caller holds only the permissions it
+/// both claims and is granted here:
+///
+/// ```
+/// # use tower_jwt_service_auth::keys::{Ed25519KeyPair};
+/// # use tower_jwt_service_auth::sign::Signer;
+/// # use tower_jwt_service_auth::verify::{Rejection, Verifier};
+/// # use tower_jwt_service_auth::keys::KeySet;
+/// let pair = Ed25519KeyPair::generate();
+/// let verifier = Verifier::new(
+///     "order-service",
+///     KeySet::new().with(pair.verifying_key("n1", "notification-service").unwrap()),
+/// )
+/// .grant("notification-service", ["read:orders"]);
+///
+/// // notification-service claims more than it is granted...
+/// let token = Signer::new("notification-service", pair.signing_key("n1").unwrap())
+///     .permissions(["read:orders", "write:orders"])
+///     .sign("order-service")
+///     .unwrap();
+/// // ...and holds only the intersection.
+/// let caller = verifier.verify(&token.token).unwrap();
+/// assert_eq!(caller.permissions, ["read:orders"]);
+/// assert_eq!(caller.require("write:orders"), Err(Rejection::MissingPermission("write:orders".into())));
+/// ```
+///
+/// A permission claimed beyond the grant is *trimmed*, not a reason to
+/// refuse the whole token: caller and receiver are deployed apart, and a
+/// caller asking for a permission the receiver has not granted yet (or has
+/// just revoked) should lose that permission's routes only, not every
+/// call. Each trim is logged and counted
+/// ([`AuthStats::permissions_trimmed`](crate::server::AuthStats)), so a
+/// caller that asks for too much shows up. An issuer the policy does not
+/// name at all is refused ([`Rejection::IssuerNotGranted`], 403): a policy
+/// lists every caller the service serves, and a missing row is more likely
+/// a mistake than a caller meant to hold nothing (grant it an empty list
+/// for that).
+///
+/// The policy is opt-in, so a verifier whose issuers are all trusted with
+/// every permission (a single token authority) needs none; with one key
+/// pair per service it is what makes a compromised service unable to do
+/// more than it already could. A [`VerifyLayer`](crate::server::VerifyLayer)
+/// built without a policy says so in a warning.
 #[derive(Debug, Clone)]
 pub struct Verifier {
     audience: String,
     keys: KeySet,
     issuers: Option<HashSet<String>>,
+    grants: Option<HashMap<String, HashSet<String>>>,
     leeway: Duration,
     max_lifetime: Duration,
     max_token_bytes: usize,
+    clock: SharedClock,
 }
 
 impl Verifier {
@@ -239,10 +370,46 @@ impl Verifier {
             audience: audience.into(),
             keys,
             issuers: None,
+            grants: None,
             leeway: Duration::from_secs(30),
             max_lifetime: Duration::from_secs(3600),
             max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
+            clock: SharedClock(Arc::new(SystemClock)),
         }
+    }
+
+    /// Grants `issuer` these permissions (added to any granted before).
+    /// Once anything is granted, a token holds only the permissions it
+    /// claims *and* its issuer is granted, and an issuer granted nothing is
+    /// refused; see [the type's docs](Verifier#who-may-do-what-the-receiver-decides).
+    pub fn grant<I, S>(mut self, issuer: impl Into<String>, permissions: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.grants
+            .get_or_insert_with(HashMap::new)
+            .entry(issuer.into())
+            .or_default()
+            .extend(permissions.into_iter().map(Into::into));
+        self
+    }
+
+    /// Whether a permission policy is set ([`grant`](Verifier::grant)).
+    pub fn has_permission_policy(&self) -> bool {
+        self.grants.is_some()
+    }
+
+    /// Reads the time from `clock` instead of the system clock, for `exp`,
+    /// `nbf`, `iat` and the layer's token cache alike.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = SharedClock(Arc::new(clock));
+        self
+    }
+
+    /// The time now, by this verifier's [`Clock`].
+    pub fn now(&self) -> SystemTime {
+        self.clock.0.now()
     }
 
     /// Accepts only tokens issued by these services.
@@ -288,13 +455,23 @@ impl Verifier {
         &mut self.keys
     }
 
-    /// Verifies `token` against the current time.
+    /// Verifies `token` against the current time (by its [`Clock`]).
     pub fn verify(&self, token: &str) -> Result<ServiceIdentity, Rejection> {
-        self.verify_at(token, SystemTime::now())
+        self.verify_at(token, self.now())
     }
 
     /// Verifies `token` as if at `now`.
     pub fn verify_at(&self, token: &str, now: SystemTime) -> Result<ServiceIdentity, Rejection> {
+        self.verify_trimming(token, now).map(|v| v.identity)
+    }
+
+    /// Verifies `token` as if at `now`, saying which claimed permissions
+    /// the policy took out.
+    pub(crate) fn verify_trimming(
+        &self,
+        token: &str,
+        now: SystemTime,
+    ) -> Result<Verified, Rejection> {
         if token.len() > self.max_token_bytes {
             return Err(Rejection::TooLarge);
         }
@@ -306,7 +483,7 @@ impl Verifier {
                 "a token has three dot-separated parts",
             ));
         };
-        let header = json_object(header_b64, "the header is not base64url JSON")?;
+        let header = json_object(header_b64, "header", "the header is not base64url JSON")?;
 
         // The header, before any cryptography.
         let alg = match header.get("alg") {
@@ -337,22 +514,20 @@ impl Verifier {
         // Canonical base64url only: a lenient decoder ignores the unused
         // bits of the last character, so one signature would have several
         // spellings (and the verified-token cache several entries).
-        if URL_SAFE_NO_PAD.decode(signature).is_err() {
+        let Ok(signature_bytes) = URL_SAFE_NO_PAD.decode(signature) else {
             return Err(Rejection::Malformed(
                 "the signature is not canonical base64url",
             ));
-        }
+        };
         // The signature over the two first parts, exactly as received.
         let message_len = header_b64.len() + 1 + claims_b64.len();
         let message = &token.as_bytes()[..message_len];
-        match jsonwebtoken::crypto::verify(signature, message, &key.key, alg.jwt()) {
-            Ok(true) => {}
-            Ok(false) => return Err(Rejection::BadSignature),
-            Err(_) => return Err(Rejection::Malformed("the signature is not base64url")),
+        if !key.verifies(message, signature, &signature_bytes) {
+            return Err(Rejection::BadSignature);
         }
 
         // The claims, each of the type the JWT spec gives it.
-        let claims = json_object(claims_b64, "the claims are not base64url JSON")?;
+        let claims = json_object(claims_b64, "claims", "the claims are not base64url JSON")?;
         let exp = seconds(&claims, "exp")?.ok_or(Rejection::ClaimType("exp"))?;
         let iat = seconds(&claims, "iat")?.ok_or(Rejection::ClaimType("iat"))?;
         let nbf = seconds(&claims, "nbf")?;
@@ -401,7 +576,7 @@ impl Verifier {
         if claims.get("service") != Some(&Value::Bool(true)) {
             return Err(Rejection::NotAService);
         }
-        let permissions = match claims.get("permissions") {
+        let mut permissions: Vec<String> = match claims.get("permissions") {
             None => Vec::new(),
             Some(Value::Array(list)) => list
                 .iter()
@@ -413,22 +588,124 @@ impl Verifier {
                 .collect::<Result<_, _>>()?,
             Some(_) => return Err(Rejection::ClaimType("permissions")),
         };
-        Ok(ServiceIdentity {
-            service: sub.to_owned(),
-            permissions,
-            token_id: jti.map(str::to_owned),
-            expires_at: UNIX_EPOCH + Duration::from_secs(exp),
+        // The receiver decides what a caller may do: the claims are only
+        // what the caller asks for.
+        let mut trimmed = Vec::new();
+        if let Some(grants) = &self.grants {
+            let granted = grants.get(iss).ok_or(Rejection::IssuerNotGranted)?;
+            let (kept, dropped) = permissions.into_iter().partition(|p| granted.contains(p));
+            permissions = kept;
+            trimmed = dropped;
+        }
+        Ok(Verified {
+            identity: ServiceIdentity {
+                service: sub.to_owned(),
+                permissions,
+                token_id: jti.map(str::to_owned),
+                expires_at: UNIX_EPOCH + Duration::from_secs(exp),
+            },
+            trimmed,
         })
     }
 }
 
-fn json_object(part: &str, what: &'static str) -> Result<Map<String, Value>, Rejection> {
+/// A base64url JSON object, refused if any object in it (at any depth)
+/// holds a member twice.
+fn json_object(
+    part: &str,
+    name: &'static str,
+    what: &'static str,
+) -> Result<Map<String, Value>, Rejection> {
+    use serde::de::DeserializeSeed;
+
     let bytes = URL_SAFE_NO_PAD
         .decode(part)
         .map_err(|_| Rejection::Malformed(what))?;
-    match serde_json::from_slice(&bytes) {
+    let duplicate = std::cell::Cell::new(false);
+    let mut de = serde_json::Deserializer::from_slice(&bytes);
+    let value = UniqueMembers {
+        duplicate: &duplicate,
+    }
+    .deserialize(&mut de)
+    .and_then(|value| de.end().map(|()| value));
+    match value {
         Ok(Value::Object(map)) => Ok(map),
+        _ if duplicate.get() => Err(Rejection::DuplicateMember(name)),
         _ => Err(Rejection::Malformed(what)),
+    }
+}
+
+/// Reads any JSON value as serde_json's `Value` does, except that an
+/// object holding a member twice is an error (and `duplicate` is set, to
+/// tell it from malformed JSON).
+#[derive(Clone, Copy)]
+struct UniqueMembers<'a> {
+    duplicate: &'a std::cell::Cell<bool>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for UniqueMembers<'_> {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<Value, D::Error> {
+        de.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for UniqueMembers<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        // JSON has no NaN or infinity, so `from(f64)` is never null here.
+        Ok(Value::from(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(self)? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut members = Map::new();
+        while let Some(name) = map.next_key::<String>()? {
+            if members.contains_key(&name) {
+                self.duplicate.set(true);
+                return Err(serde::de::Error::custom("a member appears twice"));
+            }
+            let value = map.next_value_seed(self)?;
+            members.insert(name, value);
+        }
+        Ok(Value::Object(members))
     }
 }
 

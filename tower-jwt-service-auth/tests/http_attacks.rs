@@ -917,3 +917,101 @@ async fn missing_permission_is_forbidden() {
     .await;
     assert_eq!((stats.verified, stats.rejected), (1, vec![]));
 }
+
+// === duplicate members ===
+//
+// JSON leaves it to the parser which of two equal member names wins; this
+// verifier and another reader of the same token could then disagree on its
+// `alg` or `sub`. Each token below puts a bad value first and a good one
+// last, so a last-wins parser would accept it.
+
+/// `object` with `"name": first` added before its own member `name`, so
+/// the object's value comes last.
+fn duplicated(object: &Value, name: &str, first: Value) -> String {
+    let text = object.to_string();
+    let inner = text.strip_prefix('{').unwrap();
+    format!("{{{}:{first},{inner}", json!(name))
+}
+
+fn forge_raw(header: &str, claims: &str) -> String {
+    sign_parts(
+        &URL_SAFE_NO_PAD.encode(header),
+        &URL_SAFE_NO_PAD.encode(claims),
+        &order_key(),
+        Algorithm::EdDSA,
+    )
+}
+
+async fn assert_duplicate(token: String, part: &str) {
+    assert_invalid_token(
+        bearer(&token),
+        "duplicate_member",
+        &format!("malformed token: a member appears twice in the {part}"),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_duplication_helper_keeps_a_token_valid_without_duplicates() {
+    // Control: the same construction with a member added once is accepted.
+    let header = duplicated(&without(header(), "alg"), "alg", json!("EdDSA"));
+    let users = UserService::new();
+    let res = users
+        .send(bearer(&forge_raw(&header, &claims().to_string())))
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn duplicate_alg_is_refused() {
+    let header = duplicated(&header(), "alg", json!("none"));
+    assert_duplicate(forge_raw(&header, &claims().to_string()), "header").await;
+}
+
+#[tokio::test]
+async fn duplicate_kid_is_refused() {
+    let header = duplicated(&header(), "kid", json!("user-1"));
+    assert_duplicate(forge_raw(&header, &claims().to_string()), "header").await;
+}
+
+#[tokio::test]
+async fn duplicate_sub_is_refused() {
+    let claims = duplicated(&claims(), "sub", json!("billing-service"));
+    assert_duplicate(forge_raw(&header().to_string(), &claims), "claims").await;
+}
+
+#[tokio::test]
+async fn duplicate_aud_is_refused() {
+    let claims = duplicated(&claims(), "aud", json!("notification-service"));
+    assert_duplicate(forge_raw(&header().to_string(), &claims), "claims").await;
+}
+
+#[tokio::test]
+async fn duplicate_exp_is_refused() {
+    let claims = duplicated(&claims(), "exp", json!(now() - 3600));
+    assert_duplicate(forge_raw(&header().to_string(), &claims), "claims").await;
+}
+
+#[tokio::test]
+async fn duplicate_permissions_is_refused() {
+    let claims = duplicated(&claims(), "permissions", json!(["write:users"]));
+    assert_duplicate(forge_raw(&header().to_string(), &claims), "claims").await;
+}
+
+#[tokio::test]
+async fn a_duplicate_member_nested_in_a_claim_is_refused() {
+    let claims = with(claims(), "ext", json!({ "tenant": "a" }))
+        .to_string()
+        .replace(r#""tenant":"a""#, r#""tenant":"b","tenant":"a""#);
+    assert!(claims.contains(r#""tenant":"b","tenant":"a""#));
+    assert_duplicate(forge_raw(&header().to_string(), &claims), "claims").await;
+}
+
+#[tokio::test]
+async fn an_escaped_spelling_of_a_member_name_is_a_duplicate_too() {
+    // `"\u0073ub"` is `"sub"` once unescaped.
+    let claims = claims()
+        .to_string()
+        .replacen('{', r#"{"\u0073ub":"billing-service","#, 1);
+    assert_duplicate(forge_raw(&header().to_string(), &claims), "claims").await;
+}

@@ -3,9 +3,12 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
+use tower_jwt_service_auth::verify::ServiceIdentity;
 
 use super::State as AppState;
-use crate::api::{ApiError, Json, Query};
+use super::store::Accepted;
+use crate::api::{ApiError, Json, Page, Query};
+use crate::auth::ORDER_SERVICE;
 
 /// The body of `POST /notifications`.
 #[derive(Debug, Deserialize)]
@@ -19,15 +22,32 @@ pub(super) struct NotificationInput {
 
 pub(super) async fn create(
     State(state): State<AppState>,
+    caller: ServiceIdentity,
     Json(input): Json<NotificationInput>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    // Order ids are the order service's: only it may say what an order's
+    // notification is, so no other holder of `write:notifications` can
+    // store one first for an order to come (and have the real one dropped
+    // as a duplicate). Without the stack every caller is the gateway.
+    if state.ops.layered && caller.service != ORDER_SERVICE {
+        tracing::warn!(
+            caller = ?caller.service,
+            order = input.order_id,
+            "order notification refused: not from the order service"
+        );
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "not_order_service",
+            "order notifications are accepted from the order service only",
+        ));
+    }
     if !matches!(input.channel.as_str(), "email" | "sms" | "push") {
         return Err(ApiError::bad_request("channel must be email, sms or push"));
     }
     if input.message.trim().is_empty() || input.message.len() > 4096 {
         return Err(ApiError::bad_request("message must have 1 to 4096 bytes"));
     }
-    let (notification, new) = state
+    let accepted = state
         .store
         .accept(
             input.user_id,
@@ -36,16 +56,40 @@ pub(super) async fn create(
             &input.message,
         )
         .await?;
-    if new {
-        tracing::info!(
-            notification = notification.id,
-            order = input.order_id,
-            user = input.user_id,
-            "notification sent"
-        );
-    } else {
-        tracing::info!(order = input.order_id, "duplicate notification ignored");
-    }
+    let notification = match accepted {
+        Accepted::New(notification) => {
+            tracing::info!(
+                notification = notification.id,
+                order = input.order_id,
+                user = input.user_id,
+                "notification sent"
+            );
+            notification
+        }
+        Accepted::Duplicate(notification) => {
+            tracing::info!(order = input.order_id, "duplicate notification ignored");
+            notification
+        }
+        Accepted::Conflict(stored) => {
+            // The texts are the caller's: `?` escapes them for the log.
+            tracing::warn!(
+                order = input.order_id,
+                user = input.user_id,
+                stored_user = stored.user_id,
+                channel = ?input.channel,
+                message = ?input.message,
+                "notification refused: the order has a different one"
+            );
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "notification_conflict",
+                format!(
+                    "order {} already has a different notification",
+                    input.order_id
+                ),
+            ));
+        }
+    };
     Ok((
         StatusCode::ACCEPTED,
         Json(serde_json::json!({ "id": notification.id, "status": notification.status })),
@@ -57,20 +101,26 @@ pub(super) async fn create(
 pub(super) struct Filter {
     user_id: Option<i64>,
     order_id: Option<i64>,
+    limit: Option<String>,
+    cursor: Option<String>,
 }
 
 pub(super) async fn list(
     State(state): State<AppState>,
     Query(filter): Query<Filter>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let page = Page::parse(filter.limit.as_deref(), filter.cursor.as_deref())?;
     let notifications = match (filter.user_id, filter.order_id) {
-        (Some(user), None) => state.store.by_user(user).await?,
-        (None, Some(order)) => state.store.by_order(order).await?,
+        (Some(user), None) => state.store.by_user(user, page).await?,
+        (None, Some(order)) => state.store.by_order(order, page).await?,
         _ => {
             return Err(ApiError::bad_request(
                 "give exactly one of userId or orderId",
             ));
         }
     };
-    Ok(Json(serde_json::json!({ "notifications": notifications })))
+    Ok(Json(serde_json::json!({
+        "notifications": notifications.items,
+        "nextCursor": notifications.next_cursor,
+    })))
 }

@@ -2,10 +2,16 @@
 //! deduplicated by order, so the order service's at-least-once delivery
 //! never shows one order's notification twice.
 //!
+//! Order ids belong to the order service, so only it may post order
+//! notifications (403 `not_order_service` for any other caller). The same
+//! notification again is accepted as a redelivery; a different one for an
+//! order that has one (another user, channel or message) is a 409
+//! `notification_conflict`, logged, and changes nothing.
+//!
 //! | Route | Permission |
 //! |---|---|
-//! | `POST /notifications` | `write:notifications` |
-//! | `GET /notifications?userId=` or `?orderId=` | `read:notifications` |
+//! | `POST /notifications` | `write:notifications`, and the order service |
+//! | `GET /notifications?userId=` or `?orderId=` (`&limit=&cursor=`) | `read:notifications` |
 //! | `GET /health` | none |
 
 mod handlers;
@@ -24,7 +30,7 @@ use crate::auth::{Keys, NOTIFICATION_SERVICE};
 use crate::fault::Faults;
 use crate::server::{self, Ops};
 
-pub use self::store::{Notification, NotificationStore};
+pub use self::store::{Accepted, Notification, NotificationStore};
 
 /// What the notification service's handlers share.
 #[derive(Debug, Clone)]

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::api::{Page, Paged};
 use crate::db::{self, Db};
 
 const SCHEMA: &str = "
@@ -39,6 +40,19 @@ pub struct Notification {
     pub created_at: String,
 }
 
+/// What [`NotificationStore::accept`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Accepted {
+    /// Stored: the first notification for its order.
+    New(Notification),
+    /// The order's notification was already stored with the same user,
+    /// channel and message: a redelivery, nothing changed.
+    Duplicate(Notification),
+    /// The order's stored notification differs (another user, channel or
+    /// message): nothing changed; this is the stored one.
+    Conflict(Notification),
+}
+
 type Row = (i64, i64, i64, String, String, String, String);
 
 fn from_row((id, user_id, order_id, channel, message, status, created_at): Row) -> Notification {
@@ -69,15 +83,16 @@ impl NotificationStore {
         })
     }
 
-    /// Stores a notification unless one for `order_id` exists; either way
-    /// returns the order's notification and whether it is new.
+    /// Stores a notification unless one for `order_id` exists, and tells
+    /// which of the three it was: new, the same one again (a redelivery),
+    /// or a different one for the same order (a conflict, not stored).
     pub async fn accept(
         &self,
         user_id: i64,
         order_id: i64,
         channel: &str,
         message: &str,
-    ) -> Result<(Notification, bool), sqlx::Error> {
+    ) -> Result<Accepted, sqlx::Error> {
         let inserted = sqlx::query(
             "INSERT INTO notifications (user_id, order_id, channel, message, status, created_at)
              VALUES (?, ?, ?, ?, 'sent', ?) ON CONFLICT (order_id) DO NOTHING",
@@ -97,17 +112,35 @@ impl NotificationStore {
         .bind(order_id)
         .fetch_one(&self.db.reads)
         .await?;
-        Ok((from_row(row), inserted))
+        let stored = from_row(row);
+        Ok(if inserted {
+            Accepted::New(stored)
+        } else if stored.user_id == user_id
+            && stored.channel == channel
+            && stored.message == message
+        {
+            Accepted::Duplicate(stored)
+        } else {
+            Accepted::Conflict(stored)
+        })
     }
 
-    /// The notifications of a user, oldest first.
-    pub async fn by_user(&self, user_id: i64) -> Result<Vec<Notification>, sqlx::Error> {
-        self.select("user_id", user_id).await
+    /// One page of the notifications of a user, oldest first.
+    pub async fn by_user(
+        &self,
+        user_id: i64,
+        page: Page,
+    ) -> Result<Paged<Notification>, sqlx::Error> {
+        self.select("user_id", user_id, page).await
     }
 
-    /// The notifications of an order (at most one).
-    pub async fn by_order(&self, order_id: i64) -> Result<Vec<Notification>, sqlx::Error> {
-        self.select("order_id", order_id).await
+    /// The notifications of an order (at most one), paged like the rest.
+    pub async fn by_order(
+        &self,
+        order_id: i64,
+        page: Page,
+    ) -> Result<Paged<Notification>, sqlx::Error> {
+        self.select("order_id", order_id, page).await
     }
 
     /// How many notifications there are in all.
@@ -117,13 +150,20 @@ impl NotificationStore {
             .await
     }
 
-    async fn select(&self, column: &str, value: i64) -> Result<Vec<Notification>, sqlx::Error> {
+    async fn select(
+        &self,
+        column: &str,
+        value: i64,
+        page: Page,
+    ) -> Result<Paged<Notification>, sqlx::Error> {
         let rows: Vec<Row> = sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM notifications WHERE {column} = ? ORDER BY id"
+            "SELECT {COLUMNS} FROM notifications WHERE {column} = ? AND id > ? ORDER BY id LIMIT ?"
         ))
         .bind(value)
+        .bind(page.after)
+        .bind(page.fetch())
         .fetch_all(&self.db.reads)
         .await?;
-        Ok(rows.into_iter().map(from_row).collect())
+        Ok(page.finish(rows.into_iter().map(from_row).collect(), |n| n.id))
     }
 }

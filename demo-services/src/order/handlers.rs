@@ -9,7 +9,7 @@ use tower_jwt_service_auth::verify::ServiceIdentity;
 
 use super::State as AppState;
 use super::store::{InsertError, Item, NewOrder, Order};
-use crate::api::{ApiError, Json, Path, Query};
+use crate::api::{ApiError, Json, Page, Path, Query};
 
 /// The body of `POST /orders`.
 #[derive(Debug, Deserialize, Serialize)]
@@ -173,6 +173,8 @@ pub(super) async fn get(
 #[serde(rename_all = "camelCase")]
 pub(super) struct Filter {
     user_id: Option<i64>,
+    limit: Option<String>,
+    cursor: Option<String>,
 }
 
 pub(super) async fn list(
@@ -182,6 +184,10 @@ pub(super) async fn list(
     let user_id = filter
         .user_id
         .ok_or_else(|| ApiError::bad_request("give userId"))?;
-    let orders = state.store.by_user(user_id).await?;
-    Ok(Json(serde_json::json!({ "orders": orders })))
+    let page = Page::parse(filter.limit.as_deref(), filter.cursor.as_deref())?;
+    let orders = state.store.by_user(user_id, page).await?;
+    Ok(Json(serde_json::json!({
+        "orders": orders.items,
+        "nextCursor": orders.next_cursor,
+    })))
 }

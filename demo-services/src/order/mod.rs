@@ -10,7 +10,7 @@
 //! |---|---|
 //! | `POST /orders` (optional `Idempotency-Key`) | `write:orders` |
 //! | `GET /orders/{id}` | `read:orders` |
-//! | `GET /orders?userId=` | `read:orders` |
+//! | `GET /orders?userId=` (`&limit=&cursor=`) | `read:orders` |
 //! | `GET /health` | none |
 
 mod handlers;
@@ -36,6 +36,10 @@ pub use self::outbox::Outbox;
 pub use self::resilience::Resilience;
 pub use self::store::{Order, OrderStore};
 pub use self::upstream::Upstream;
+
+/// How long the order service waits for its outbox task after the server
+/// has stopped.
+pub const OUTBOX_STOP: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What the order service's handlers share.
 #[derive(Debug, Clone)]
@@ -206,6 +210,16 @@ pub async fn run(
     // The server may also end on an error: stop the sender either way.
     let _ = stop_tx.send(true);
     watcher.abort();
-    let _ = outbox.await;
+    // The outbox stops at once on the signal (it abandons a delivery in
+    // flight); its last database write is bounded by SQLite's busy
+    // timeout. Bounded here too, so shutdown never hangs on it.
+    let mut outbox = outbox;
+    if tokio::time::timeout(OUTBOX_STOP, &mut outbox)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the outbox did not stop within {OUTBOX_STOP:?}; abandoning it");
+        outbox.abort();
+    }
     result
 }

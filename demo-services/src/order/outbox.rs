@@ -8,8 +8,17 @@
 //! to let a probe through. Delivery is at least once; the notification
 //! service deduplicates by order, and each attempt carries the
 //! `Idempotency-Key` `order-<id>`.
+//!
+//! Shutdown is prompt whatever the notification service does: the task
+//! checks for it between records and abandons a delivery in flight (a
+//! notification service that accepts and never answers would otherwise
+//! hold each record for the client's whole deadline). An abandoned record
+//! stays pending in the database, with no attempt counted, and is sent
+//! again after a restart; the notification service stores one notification
+//! per order, so a delivery that did arrive is not shown twice.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,8 +29,8 @@ use tower_circuit::retry::Backoff;
 
 use super::store::{OrderStore, PendingNotification};
 use crate::db;
-use crate::telemetry::Metrics;
 use crate::telemetry::request_id;
+use crate::telemetry::{Escaped, Metrics};
 
 /// How many records one pass reads.
 const BATCH: u32 = 64;
@@ -38,6 +47,14 @@ pub struct Outbox {
     wake: Arc<Notify>,
     pending: Arc<watch::Sender<u64>>,
     metrics: Metrics,
+}
+
+/// How a pass ended.
+enum Pass {
+    /// Nothing more to send now: wait this long (or for a wake-up).
+    Wait(Duration),
+    /// Shutdown began.
+    Stopped,
 }
 
 #[derive(Serialize)]
@@ -84,14 +101,17 @@ impl Outbox {
         self.pending.subscribe()
     }
 
-    /// Delivers until `shutdown` completes.
+    /// Delivers until `shutdown` completes, which stops it at once: between
+    /// records, or during a delivery, which is abandoned (the record stays
+    /// pending).
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
-            let wait = match self.pass().await {
-                Ok(wait) => wait,
+            let wait = match self.pass(shutdown.as_mut()).await {
+                Ok(Pass::Wait(wait)) => wait,
+                Ok(Pass::Stopped) => break,
                 Err(e) => {
-                    tracing::error!(error = %e, "outbox: database error; trying again shortly");
+                    tracing::error!(error = %Escaped(&e), "outbox: database error; trying again shortly");
                     Duration::from_secs(1)
                 }
             };
@@ -104,8 +124,12 @@ impl Outbox {
         tracing::info!(pending = self.pending(), "outbox stopped");
     }
 
-    /// Sends what is due; returns how long to wait before the next pass.
-    async fn pass(&self) -> Result<Duration, sqlx::Error> {
+    /// Sends what is due; returns how long to wait before the next pass,
+    /// or that `shutdown` completed (it must not be polled again then).
+    async fn pass<S: Future<Output = ()>>(
+        &self,
+        mut shutdown: Pin<&mut S>,
+    ) -> Result<Pass, sqlx::Error> {
         loop {
             let due = self.store.due(db::unix_millis(), BATCH).await?;
             if due.is_empty() {
@@ -113,10 +137,31 @@ impl Outbox {
             }
             let full = due.len() == BATCH as usize;
             for record in due {
-                if let Some(wait) = self.deliver(record).await? {
-                    // The breaker is open: the rest would be refused too.
-                    self.sync_pending().await?;
-                    return Ok(wait);
+                let order = record.order_id;
+                let delivery = self.deliver(record);
+                // Checked before each record (biased) and during its
+                // delivery. Dropping the delivery drops its HTTP call; the
+                // database writes after the call are single statements,
+                // done or not, never half done.
+                let outcome = tokio::select! {
+                    biased;
+                    () = shutdown.as_mut() => None,
+                    outcome = delivery => Some(outcome?),
+                };
+                match outcome {
+                    None => {
+                        tracing::info!(
+                            order,
+                            "outbox: shutting down; the delivery in flight stays pending"
+                        );
+                        return Ok(Pass::Stopped);
+                    }
+                    Some(Some(wait)) => {
+                        // The breaker is open: the rest would be refused too.
+                        self.sync_pending().await?;
+                        return Ok(Pass::Wait(wait));
+                    }
+                    Some(None) => {}
                 }
             }
             if !full {
@@ -124,11 +169,15 @@ impl Outbox {
             }
         }
         self.sync_pending().await?;
-        Ok(match self.store.next_due().await? {
-            Some(at) => Duration::from_millis(u64::try_from(at - db::unix_millis()).unwrap_or(0)),
-            None => IDLE,
-        }
-        .min(IDLE))
+        Ok(Pass::Wait(
+            match self.store.next_due().await? {
+                Some(at) => {
+                    Duration::from_millis(u64::try_from(at - db::unix_millis()).unwrap_or(0))
+                }
+                None => IDLE,
+            }
+            .min(IDLE),
+        ))
     }
 
     /// One attempt; `Some(wait)` when the circuit is open for that long.
@@ -173,7 +222,7 @@ impl Outbox {
                     order = record.order_id,
                     attempts = record.attempts + 1,
                     next_in = ?delay,
-                    error = %e,
+                    error = %Escaped(&e),
                     "notification not delivered; will try again"
                 );
                 Ok(e.is_circuit_open()

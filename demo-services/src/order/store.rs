@@ -9,6 +9,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::api::{Page, Paged};
 use crate::db::{self, Db};
 
 const SCHEMA: &str = "
@@ -297,14 +298,21 @@ impl OrderStore {
         row.map(order_from_row).transpose()
     }
 
-    /// The orders of a user, oldest first.
-    pub async fn by_user(&self, user_id: i64) -> Result<Vec<Order>, sqlx::Error> {
-        let rows: Vec<OrderRow> =
-            sqlx::query_as(&format!("{ORDER_SELECT} WHERE o.user_id = ? ORDER BY o.id"))
-                .bind(user_id)
-                .fetch_all(&self.db.reads)
-                .await?;
-        rows.into_iter().map(order_from_row).collect()
+    /// One page of the orders of a user, oldest first.
+    pub async fn by_user(&self, user_id: i64, page: Page) -> Result<Paged<Order>, sqlx::Error> {
+        let rows: Vec<OrderRow> = sqlx::query_as(&format!(
+            "{ORDER_SELECT} WHERE o.user_id = ? AND o.id > ? ORDER BY o.id LIMIT ?"
+        ))
+        .bind(user_id)
+        .bind(page.after)
+        .bind(page.fetch())
+        .fetch_all(&self.db.reads)
+        .await?;
+        let orders = rows
+            .into_iter()
+            .map(order_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(page.finish(orders, |o| o.id))
     }
 
     /// Remembers the latest copy of a user.

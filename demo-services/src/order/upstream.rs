@@ -11,8 +11,8 @@ use super::resilience::Resilience;
 use super::store::{CachedUser, OrderStore, OrderUser};
 use crate::api::ApiError;
 use crate::auth::{KeyMaterialError, Keys, NOTIFICATION_SERVICE, ORDER_SERVICE, USER_SERVICE};
-use crate::telemetry::Metrics;
 use crate::telemetry::request_id;
+use crate::telemetry::{Escaped, Metrics};
 use tower_circuit::breaker::Breaker;
 
 /// The clients of the user and notification services.
@@ -66,7 +66,8 @@ impl Upstream {
                 .breaker_builder(breaker)
                 .retry(retry)
                 .timeouts(resilience.timeouts())
-                .deadline(resilience.call_deadline);
+                .deadline(resilience.call_deadline)
+                .min_budget(crate::server::MIN_BUDGET);
             let builder = if resilience.bypass_layers {
                 builder.bypass_layers()
             } else {
@@ -106,7 +107,7 @@ impl Upstream {
                 };
                 if let Err(e) = store.cache_user(&copy).await {
                     // The order can go on; only the fallback copy is stale.
-                    tracing::warn!(error = %e, user = id, "could not keep a copy of the user");
+                    tracing::warn!(error = %Escaped(&e), user = id, "could not keep a copy of the user");
                 }
                 return Ok(OrderUser {
                     name: copy.name,
@@ -126,7 +127,7 @@ impl Upstream {
         if let Some(copy) = store.cached_user(id).await? {
             tracing::warn!(
                 user = id,
-                error = %error,
+                error = %Escaped(&error),
                 "user service unavailable; using the last copy of the user"
             );
             return Ok(OrderUser {
@@ -135,7 +136,15 @@ impl Upstream {
                 source: "cache".to_owned(),
             });
         }
-        tracing::warn!(user = id, error = %error, "user service unavailable and no copy of the user");
+        tracing::warn!(user = id, error = %Escaped(&error), "user service unavailable and no copy of the user");
+        if error.is_deadline() {
+            // The caller's budget ran out, not the user service: say so in
+            // a way the caller's own breaker will not count (504 with
+            // `x-request-budget-ms: 0`).
+            return Err(ApiError::budget_spent(
+                "the request's budget ran out before the user service answered",
+            ));
+        }
         let mut answer = match &error {
             ClientError::Status { status, .. } if status.is_client_error() => ApiError::new(
                 StatusCode::BAD_GATEWAY,

@@ -24,6 +24,14 @@
 //! | `retry_budget_exhausted_total` | counter | `target` |
 //! | `outbox_pending_notifications` | gauge | |
 //! | `outbox_deliveries_total` | counter | `result` |
+//!
+//! Every label value comes from a bounded set, whatever clients send: a
+//! `method` is one of the nine standard methods or `other`, a `route` is a
+//! route template of the service or `unmatched`, a `status` is a three-digit
+//! code; auth `reason`s are the verifier's fixed codes; `breaker` and
+//! `target` are the configured client names; `reason`, `state`, `from`,
+//! `to` and `result` are fixed words. So `/metrics` cannot be grown by
+//! requests.
 
 use std::fmt;
 use std::future::Future;
@@ -281,7 +289,7 @@ struct Handles {
 const MAX_SEEN: usize = 64;
 
 struct Seen {
-    method: Method,
+    method: &'static str,
     route: Option<MatchedPath>,
     status: u16,
     requests: Counter,
@@ -295,7 +303,7 @@ impl fmt::Debug for Handles {
 }
 
 impl Handles {
-    fn record(&self, method: &Method, route: Option<&MatchedPath>, status: u16, seconds: f64) {
+    fn record(&self, method: &'static str, route: Option<&MatchedPath>, status: u16, seconds: f64) {
         let same = |s: &Seen| {
             s.status == status
                 && s.method == method
@@ -310,7 +318,7 @@ impl Handles {
             }
         }
         let labels = [
-            ("method", method.as_str().to_owned()),
+            ("method", method.to_owned()),
             (
                 "route",
                 route.map_or("unmatched", MatchedPath::as_str).to_owned(),
@@ -328,7 +336,7 @@ impl Handles {
         let mut seen = self.seen.write().unwrap_or_else(|p| p.into_inner());
         if seen.len() < MAX_SEEN && !seen.iter().any(same) {
             seen.push(Seen {
-                method: method.clone(),
+                method,
                 route: route.cloned(),
                 status,
                 requests,
@@ -354,7 +362,7 @@ where
         // The route template, not the path (`/users/{id}`), so ids do not
         // explode the label set.
         let route = req.extensions().get::<MatchedPath>().cloned();
-        let method = req.method().clone();
+        let method = method_label(req.method());
         MetricsFuture {
             inner: self.inner.call(req),
             labels: Some(Labels {
@@ -367,8 +375,25 @@ where
     }
 }
 
+/// The `method` label: a standard method's name, or `other` for any
+/// extension method, which a client may make up freely (and make long).
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
 struct Labels {
-    method: Method,
+    method: &'static str,
     route: Option<MatchedPath>,
     handles: Arc<Handles>,
 }
@@ -405,7 +430,7 @@ where
             let seconds = this.start.elapsed().as_secs_f64();
             labels
                 .handles
-                .record(&labels.method, labels.route.as_ref(), status, seconds);
+                .record(labels.method, labels.route.as_ref(), status, seconds);
         }
         Poll::Ready(result)
     }

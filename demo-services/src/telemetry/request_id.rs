@@ -46,21 +46,25 @@ pub fn new_id() -> HeaderValue {
     HeaderValue::try_from(format!("{bits:032x}")).unwrap_or(HeaderValue::from_static("0"))
 }
 
-/// Drops a caller's id that is empty or too long, so the next layer makes
-/// one afresh.
+/// Drops a caller's id that is empty, longer than [`MAX_LEN`] or not made
+/// of visible ASCII only (no spaces, tabs or other bytes), so the next
+/// layer makes one afresh. The id goes into every log line of the request
+/// and onto every call it causes: it must be plain text.
 pub fn sanitize_layer() -> MapRequestLayer<fn(Request) -> Request> {
     MapRequestLayer::new(sanitize)
 }
 
 fn sanitize(mut req: Request) -> Request {
-    let bad = req
-        .headers()
-        .get(&HEADER)
-        .is_some_and(|v| v.is_empty() || v.len() > MAX_LEN);
+    let bad = req.headers().get(&HEADER).is_some_and(|v| !acceptable(v));
     if bad {
         req.headers_mut().remove(&HEADER);
     }
     req
+}
+
+/// Whether a caller's id is kept: 1 to [`MAX_LEN`] visible ASCII bytes.
+fn acceptable(id: &HeaderValue) -> bool {
+    (1..=MAX_LEN).contains(&id.len()) && id.as_bytes().iter().all(u8::is_ascii_graphic)
 }
 
 /// Makes the request's id current while it is handled, for

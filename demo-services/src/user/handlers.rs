@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use super::store::WriteError;
 use super::{State as AppState, User};
-use crate::api::{ApiError, Json, Path, Query};
+use crate::api::{ApiError, Json, Page, Path, Query};
 
 /// The body of `POST /users` and `PUT /users/{id}`.
 #[derive(Debug, Deserialize)]
@@ -66,16 +66,33 @@ pub(super) async fn get(
         .ok_or_else(|| no_user(id))
 }
 
+/// `?limit=&cursor=`, or the older `?page=&page_size=` (kept for
+/// existing callers; the two cannot be mixed).
 #[derive(Debug, Deserialize)]
-pub(super) struct Page {
+pub(super) struct ListQuery {
+    limit: Option<String>,
+    cursor: Option<String>,
     page: Option<u32>,
     page_size: Option<u32>,
 }
 
 pub(super) async fn list(
     State(state): State<AppState>,
-    Query(q): Query<Page>,
+    Query(q): Query<ListQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    if q.page.is_none() && q.page_size.is_none() {
+        let page = Page::parse(q.limit.as_deref(), q.cursor.as_deref())?;
+        let users = state.store.page(page).await?;
+        return Ok(Json(serde_json::json!({
+            "users": users.items,
+            "nextCursor": users.next_cursor,
+        })));
+    }
+    if q.limit.is_some() || q.cursor.is_some() {
+        return Err(ApiError::bad_request(
+            "give limit and cursor, or the older page and page_size, not both",
+        ));
+    }
     let page = q.page.unwrap_or(1);
     let page_size = q.page_size.unwrap_or(20);
     if page == 0 {

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::api::{Page, Paged};
 use crate::db::{self, Db};
 
 const SCHEMA: &str = "
@@ -85,7 +86,20 @@ impl UserStore {
         Ok(row.map(from_row))
     }
 
-    /// One page of users by id; pages count from 1.
+    /// One page of users by id, after the page's cursor.
+    pub async fn page(&self, page: Page) -> Result<Paged<User>, sqlx::Error> {
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT id, name, email, created_at FROM users WHERE id > ? ORDER BY id LIMIT ?",
+        )
+        .bind(page.after)
+        .bind(page.fetch())
+        .fetch_all(&self.db.reads)
+        .await?;
+        Ok(page.finish(rows.into_iter().map(from_row).collect(), |u| u.id))
+    }
+
+    /// One page of users by id; pages count from 1 (the older paging of
+    /// `?page=&page_size=`).
     pub async fn list(&self, page: u32, page_size: u32) -> Result<Vec<User>, sqlx::Error> {
         let offset = i64::from(page - 1) * i64::from(page_size);
         let rows: Vec<Row> = sqlx::query_as(

@@ -3,6 +3,16 @@
 use std::fmt;
 use std::time::Duration;
 
+/// The largest count window, in calls: a byte per call, so at most about
+/// 100 KB per breaker (a keyed breaker holds one per key).
+pub const MAX_WINDOW_SIZE: u32 = 100_000;
+
+/// The most buckets a time window may have: each bucket is 12 bytes per
+/// shard and a breaker has up to 64 shards, so at most about 768 KB per
+/// breaker. A thousand slices already slide more smoothly than any rate
+/// needs.
+pub const MAX_BUCKETS: u32 = 1_000;
+
 /// The settings of one circuit breaker.
 ///
 /// Every field has the default the documentation of its setter names; build a
@@ -129,6 +139,12 @@ impl Config {
                 if size == 0 {
                     return Err(ConfigError::WindowSize);
                 }
+                if size > MAX_WINDOW_SIZE {
+                    return Err(ConfigError::WindowTooLarge {
+                        size,
+                        max: MAX_WINDOW_SIZE,
+                    });
+                }
                 if self.minimum_calls > size {
                     return Err(ConfigError::MinimumCallsExceedWindow {
                         minimum_calls: self.minimum_calls,
@@ -139,6 +155,12 @@ impl Config {
             Window::Time { duration, buckets } => {
                 if buckets == 0 {
                     return Err(ConfigError::Buckets);
+                }
+                if buckets > MAX_BUCKETS {
+                    return Err(ConfigError::TooManyBuckets {
+                        buckets,
+                        max: MAX_BUCKETS,
+                    });
                 }
                 if duration.is_zero() {
                     return Err(ConfigError::ZeroDuration("window duration"));
@@ -179,7 +201,7 @@ pub enum Window {
     /// The outcomes of the last `size` calls, a ring: each new call pushes
     /// out the oldest.
     Count {
-        /// How many calls the window holds.
+        /// How many calls the window holds, 1 to [`MAX_WINDOW_SIZE`].
         size: u32,
     },
     /// The outcomes of the last `duration`, kept in `buckets` equal slices:
@@ -188,8 +210,8 @@ pub enum Window {
         /// How far back the window reaches.
         #[cfg_attr(feature = "serde", serde(with = "crate::duration_serde"))]
         duration: Duration,
-        /// How many slices the duration is cut into; more slices slide more
-        /// smoothly.
+        /// How many slices the duration is cut into, 1 to [`MAX_BUCKETS`];
+        /// more slices slide more smoothly.
         buckets: u32,
     },
 }
@@ -250,11 +272,7 @@ impl OpenBackoff {
     pub(crate) fn duration(&self, base: Duration, trips: u32) -> Duration {
         let exp = i32::try_from(trips.saturating_sub(1)).unwrap_or(i32::MAX);
         let scaled = base.as_secs_f64() * self.multiplier.powi(exp);
-        if scaled.is_finite() && scaled < self.max.as_secs_f64() {
-            Duration::from_secs_f64(scaled)
-        } else {
-            self.max
-        }
+        crate::saturating::secs_f64(scaled).min(self.max)
     }
 }
 
@@ -281,6 +299,27 @@ pub enum ConfigError {
     WindowSize,
     /// A time window with zero buckets.
     Buckets,
+    /// A count window larger than [`MAX_WINDOW_SIZE`].
+    WindowTooLarge {
+        /// The configured size.
+        size: u32,
+        /// The limit.
+        max: u32,
+    },
+    /// A time window with more buckets than [`MAX_BUCKETS`].
+    TooManyBuckets {
+        /// The configured number.
+        buckets: u32,
+        /// The limit.
+        max: u32,
+    },
+    /// Keyed breakers: `max_keys` above [`MAX_KEYS`](crate::keyed::MAX_KEYS).
+    TooManyKeys {
+        /// The configured bound.
+        max_keys: usize,
+        /// The limit.
+        max: usize,
+    },
     /// A time window whose buckets would be shorter than a nanosecond.
     BucketTooShort,
     /// A duration that must be positive is zero; names the setting.
@@ -314,6 +353,18 @@ impl fmt::Display for ConfigError {
             ConfigError::HalfOpenMaxCalls => f.write_str("half_open_max_calls must be at least 1"),
             ConfigError::WindowSize => f.write_str("a count window's size must be at least 1"),
             ConfigError::Buckets => f.write_str("a time window needs at least 1 bucket"),
+            ConfigError::WindowTooLarge { size, max } => {
+                write!(f, "a count window holds at most {max} calls, got {size}")
+            }
+            ConfigError::TooManyBuckets { buckets, max } => {
+                write!(f, "a time window has at most {max} buckets, got {buckets}")
+            }
+            ConfigError::TooManyKeys { max_keys, max } => {
+                write!(
+                    f,
+                    "keyed breakers: max_keys is at most {max}, got {max_keys}"
+                )
+            }
             ConfigError::BucketTooShort => {
                 f.write_str("a time window's buckets must be at least 1 ns long")
             }

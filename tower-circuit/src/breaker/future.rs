@@ -1,5 +1,6 @@
 //! Response future of [`CircuitBreaker`](super::CircuitBreaker).
 
+use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -9,7 +10,8 @@ use pin_project_lite::pin_project;
 use super::error::CircuitOpen;
 use super::handle::CallGuard;
 use crate::BoxError;
-use crate::classify::Classifier;
+use crate::classify::{Classifier, Outcome};
+use crate::timeout::Elapsed;
 
 pin_project! {
     /// The response future of [`CircuitBreaker`](super::CircuitBreaker):
@@ -63,7 +65,7 @@ impl<F, C> ResponseFuture<F, C> {
 impl<F, C, T, E> Future for ResponseFuture<F, C>
 where
     F: Future<Output = Result<T, E>>,
-    E: Into<BoxError>,
+    E: Into<BoxError> + 'static,
     C: Classifier<T, E>,
 {
     type Output = Result<T, BoxError>;
@@ -74,7 +76,11 @@ where
             KindProj::Called { future, call } => {
                 let result = ready!(future.poll(cx));
                 if let Some((guard, classifier)) = call.take() {
-                    guard.finish(classifier.classify(result.as_ref()));
+                    let outcome = match &result {
+                        Err(e) if cut_by_deadline(e) => Outcome::Ignored,
+                        _ => classifier.classify(result.as_ref()),
+                    };
+                    guard.finish(outcome);
                 }
                 Poll::Ready(result.map_err(Into::into))
             }
@@ -84,4 +90,18 @@ where
             }
         }
     }
+}
+
+/// Whether the call failed because the caller's deadline ran out, which
+/// says nothing about the dependency's health (see the module docs). The
+/// error is an [`Elapsed`] itself or, as the layers return it, boxed.
+fn cut_by_deadline<E: 'static>(error: &E) -> bool {
+    let error: &dyn Any = error;
+    if let Some(elapsed) = error.downcast_ref::<Elapsed>() {
+        return elapsed.is_deadline();
+    }
+    error
+        .downcast_ref::<BoxError>()
+        .and_then(|boxed| boxed.downcast_ref::<Elapsed>())
+        .is_some_and(Elapsed::is_deadline)
 }

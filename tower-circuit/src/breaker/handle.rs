@@ -1,5 +1,6 @@
 //! The shared breaker: its state machine, window and counters.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -70,7 +71,32 @@ pub(crate) struct Shared {
     times_opened: AtomicU64,
     fallbacks: AtomicU64,
     hooks: Hooks,
+    /// State changes waiting to be reported, in the order they happened.
+    events: Mutex<Events>,
 }
+
+/// The queue that makes hooks and log lines follow the transitions' order.
+///
+/// A transition is queued under the control lock, so the queue's order is
+/// the transitions' order. One thread at a time (`dispatching`) drains it
+/// with no lock held while a hook runs: a hook may read or control the
+/// breaker, and a transition it causes is queued and reported after it.
+///
+/// The queue is bounded by [`MAX_QUEUED_CHANGES`]: it only grows while a
+/// hook is slower than the transitions (a hook that blocks, say), and then
+/// the oldest unreported changes are dropped, counted and logged. The newest
+/// are kept, so a gauge set from the hook still ends on the real state, and
+/// the gap shows in [`StateChange::sequence`].
+#[derive(Debug, Default)]
+struct Events {
+    queue: VecDeque<StateChange>,
+    dispatching: bool,
+    /// Changes dropped unreported since the last report of a drop.
+    dropped: u64,
+}
+
+/// The most state changes waiting for their hook at once.
+const MAX_QUEUED_CHANGES: usize = 1024;
 
 /// State changed only under the control lock: transitions are rare, and
 /// one lock keeps them and the half-open bookkeeping simple to reason about.
@@ -80,6 +106,8 @@ struct Control {
     probe_successes: u32,
     consecutive_trips: u32,
     last_transition: Instant,
+    /// State changes reported so far: the last one's sequence number.
+    reported: u64,
 }
 
 /// Builds a [`Breaker`] with hooks.
@@ -109,6 +137,22 @@ impl BreakerBuilder {
     }
 
     /// Calls `hook` on every state change, after it happened.
+    ///
+    /// Hooks (and the breaker's log lines) run one at a time, in the order
+    /// the transitions happened, even when threads race to make them:
+    /// [`StateChange::sequence`] counts 1, 2, 3, ... so a gauge set from
+    /// the hook always ends on the breaker's real state. No breaker lock is
+    /// held while a hook runs, so a hook may call [`Breaker::state`],
+    /// [`Breaker::metrics`] or even [`Breaker::force_open`]; a change a
+    /// hook makes is reported after that hook returns. The price of the
+    /// order: a change may be reported by whichever thread is already
+    /// reporting an earlier one, just after the call that made it returned.
+    /// Keep hooks short and non-blocking, and do not take a lock in a hook
+    /// that a caller may hold while it calls into the breaker
+    /// ([`force_open`](Breaker::force_open), [`reset`](Breaker::reset),
+    /// [`disable`](Breaker::disable) or a call through its layer): reads
+    /// ([`state`](Breaker::state), [`metrics`](Breaker::metrics)) never run
+    /// hooks.
     pub fn on_state_change<F>(mut self, hook: F) -> Self
     where
         F: Fn(&StateChange) + Send + Sync + 'static,
@@ -207,11 +251,13 @@ impl Breaker {
                 probe_successes: 0,
                 consecutive_trips: 0,
                 last_transition: origin,
+                reported: 0,
             }),
             rejected: AtomicU64::new(0),
             times_opened: AtomicU64::new(0),
             fallbacks: AtomicU64::new(0),
             hooks,
+            events: Mutex::new(Events::default()),
         });
         let lanes = (0..lane_count)
             .map(|shard| {
@@ -249,15 +295,12 @@ impl Breaker {
     }
 
     /// The current state. An open circuit whose open duration has passed
-    /// moves to half-open here, as it would on the next call.
+    /// is reported [`HalfOpen`](CircuitState::HalfOpen), which is what the
+    /// next call will find; the move itself (with its hook and log line)
+    /// happens on that call. Reading has no side effects: it runs no hook
+    /// and takes no lock a hook could wait on.
     pub fn state(&self) -> CircuitState {
-        let shared = &self.inner.shared;
-        let word = shared.word();
-        if word.state() == CircuitState::Open && shared.open_elapsed(Instant::now()).is_none() {
-            shared.to_half_open(word);
-            return shared.word().state();
-        }
-        word.state()
+        self.inner.shared.observed_state(Instant::now())
     }
 
     /// While open: the time left until half-open. `None` in any other state,
@@ -270,11 +313,12 @@ impl Breaker {
         }
     }
 
-    /// A snapshot of the state, the window's counts and the counters.
+    /// A snapshot of the state (as [`state`](Breaker::state) reports it),
+    /// the window's counts and the counters. Side-effect free, like `state`.
     pub fn metrics(&self) -> Metrics {
-        let state = self.state();
         let shared = &self.inner.shared;
         let now = Instant::now();
+        let state = shared.observed_state(now);
         let totals = shared.totals(now);
         let last_transition = lock(&shared.control).last_transition;
         let retry_after = if state == CircuitState::Open {
@@ -335,6 +379,34 @@ impl Breaker {
             kind,
             start,
         })
+    }
+
+    /// Whether a call now would surely be rejected: forced open, or open
+    /// with time left. Reads only; `poll_ready` uses it to fail fast.
+    #[inline]
+    pub(crate) fn would_reject(&self) -> bool {
+        let shared = &self.inner.shared;
+        match shared.word().state() {
+            CircuitState::ForcedOpen => true,
+            CircuitState::Open => shared.open_elapsed(Instant::now()).is_some(),
+            _ => false,
+        }
+    }
+
+    /// Rejects a call that `poll_ready` let through without the inner
+    /// service being ready, because the circuit was open then. If the
+    /// circuit has since let calls through (the open duration ended), the
+    /// call is still rejected: its readiness was decided while open, and
+    /// the inner service may not be called unready.
+    pub(crate) fn reject_unready(&self) -> CircuitOpen {
+        match self.admit() {
+            Err(open) => open,
+            // Dropping the guard records nothing and gives back a probe slot.
+            Ok(_guard) => self
+                .inner
+                .shared
+                .reject(CircuitState::Open, Some(Duration::ZERO)),
+        }
     }
 
     /// Counts a fallback answer and reports it to the hook.
@@ -432,6 +504,14 @@ impl Shared {
     #[inline]
     fn since_origin(&self, t: Instant) -> u64 {
         nanos(t.saturating_duration_since(self.origin))
+    }
+
+    /// The state as a caller would find it at `now`, without moving it.
+    fn observed_state(&self, now: Instant) -> CircuitState {
+        match self.word().state() {
+            CircuitState::Open if self.open_elapsed(now).is_none() => CircuitState::HalfOpen,
+            state => state,
+        }
     }
 
     /// While open: the time left until half-open, or `None` once it passed.
@@ -589,11 +669,13 @@ impl Shared {
         if totals.calls < u64::from(self.config.minimum_calls) {
             return false;
         }
-        let calls = totals.calls as f64;
-        let failing = totals.failures > 0
-            && totals.failures as f64 >= self.config.failure_rate_threshold * calls;
+        // The very rates `metrics()` and `StateChange` report, compared
+        // with the threshold: `failures >= threshold * calls` rounded the
+        // other way (55 of 100 at 0.55 stayed closed while reporting 0.55).
+        let failing =
+            totals.failures > 0 && totals.failure_rate() >= self.config.failure_rate_threshold;
         let slow = match &self.config.slow_call {
-            Some(rule) => totals.slow > 0 && totals.slow as f64 >= rule.rate_threshold * calls,
+            Some(rule) => totals.slow > 0 && totals.slow_call_rate() >= rule.rate_threshold,
             None => false,
         };
         failing || slow
@@ -621,12 +703,13 @@ impl Shared {
             slow: 0,
         };
         let mut change = self.apply(&mut control, half_open, next);
-        drop(control);
         // Leaving half-open, the probes decided, not the window.
         change.calls = probes.calls;
         change.failure_rate = probes.failure_rate();
         change.slow_call_rate = 0.0;
-        self.announce(change);
+        self.enqueue(&mut control, change);
+        drop(control);
+        self.dispatch();
     }
 
     fn release_probe(&self, epoch: u64) {
@@ -659,9 +742,69 @@ impl Shared {
             return;
         }
         let change = self.apply(&mut control, current, to);
-        drop(control);
         if !same {
-            self.announce(change);
+            self.enqueue(&mut control, change);
+        }
+        drop(control);
+        self.dispatch();
+    }
+
+    /// Queues a change for its hook and log line, numbering it. Called
+    /// under the control lock, so the queue's order is the transitions'.
+    fn enqueue(&self, control: &mut Control, mut change: StateChange) {
+        control.reported += 1;
+        change.sequence = control.reported;
+        let mut events = lock(&self.events);
+        if events.queue.len() >= MAX_QUEUED_CHANGES {
+            events.queue.pop_front();
+            events.dropped += 1;
+        }
+        events.queue.push_back(change);
+    }
+
+    /// Reports queued changes in order, unless another thread (or a hook
+    /// further up this thread's stack) is already doing so: it will report
+    /// them. No lock is held while a hook runs.
+    fn dispatch(&self) {
+        {
+            let mut events = lock(&self.events);
+            if events.dispatching || events.queue.is_empty() {
+                return;
+            }
+            events.dispatching = true;
+        }
+        // A panicking hook must not leave the queue without a dispatcher.
+        struct Dispatching<'a>(&'a Mutex<Events>);
+        impl Drop for Dispatching<'_> {
+            fn drop(&mut self) {
+                lock(self.0).dispatching = false;
+            }
+        }
+        let guard = Dispatching(&self.events);
+        loop {
+            let (next, dropped) = {
+                let mut events = lock(&self.events);
+                let dropped = std::mem::take(&mut events.dropped);
+                match events.queue.pop_front() {
+                    Some(change) => (change, dropped),
+                    None => {
+                        // Released under the same lock that saw the queue
+                        // empty, so nothing queued meanwhile is left behind.
+                        events.dispatching = false;
+                        drop(events);
+                        std::mem::forget(guard);
+                        return;
+                    }
+                }
+            };
+            if dropped > 0 {
+                tracing::warn!(
+                    breaker = %self.name,
+                    dropped,
+                    "state-change hooks fell behind; the oldest unreported changes were dropped"
+                );
+            }
+            self.announce(next);
         }
     }
 
@@ -690,13 +833,22 @@ impl Shared {
                 control.probes_in_flight = 0;
                 control.probe_successes = 0;
             }
-            CircuitState::Closed | CircuitState::Disabled => {
-                control.consecutive_trips = 0;
+            CircuitState::Closed | CircuitState::Disabled => control.consecutive_trips = 0,
+        }
+        match to {
+            // The window keeps its counts for metrics, but moves to the new
+            // epoch: calls admitted before the change (still in flight)
+            // are dropped when they finish, in the figures too.
+            CircuitState::Open | CircuitState::ForcedOpen | CircuitState::HalfOpen => {
                 match &self.window {
-                    SlidingWindow::Count(w) => w.reset(epoch),
-                    SlidingWindow::Time(w) => w.reset(epoch, self.since_origin(now)),
+                    SlidingWindow::Count(w) => w.retag(epoch),
+                    SlidingWindow::Time(w) => w.retag(epoch),
                 }
             }
+            CircuitState::Closed | CircuitState::Disabled => match &self.window {
+                SlidingWindow::Count(w) => w.reset(epoch),
+                SlidingWindow::Time(w) => w.reset(epoch, self.since_origin(now)),
+            },
         }
         control.last_transition = now;
         // Published last, with release ordering: whoever sees the new state
@@ -710,6 +862,7 @@ impl Shared {
             failure_rate: totals.failure_rate(),
             slow_call_rate: totals.slow_call_rate(),
             open_for,
+            sequence: 0,
         }
     }
 
@@ -723,7 +876,7 @@ impl Shared {
                     return full;
                 }
                 let cut = backoff.jitter * rand::rng().random::<f64>();
-                full.mul_f64(1.0 - cut)
+                crate::saturating::scale(full, 1.0 - cut)
             }
         }
     }

@@ -60,8 +60,9 @@
 //!   successful probes close the circuit with an empty window; one failure
 //!   reopens it. A probe whose future is dropped gives its slot back.
 //!
-//! The move from open to half-open happens on the first call (or
-//! [`Breaker::state`] query) after the open duration, not on a timer.
+//! The move from open to half-open happens on the first call after the
+//! open duration, not on a timer; [`Breaker::state`] reports it as
+//! half-open from that moment without moving it.
 //!
 //! Every state change bumps an epoch; a call remembers the epoch it was
 //! admitted in, and its outcome is dropped if the state has changed since,
@@ -72,6 +73,22 @@
 //! [`Breaker::layer`] counts `Err`, [`Breaker::http_layer`] counts 5xx and
 //! errors. Put timeouts *inside* the breaker so that they count: a call
 //! whose future is dropped by an outer timeout records nothing.
+//!
+//! One outcome is decided before any classifier sees it: a call cut short
+//! by the *caller's* deadline (an [`Elapsed`](crate::timeout::Elapsed) with
+//! `is_deadline()`, from a deadline already passed, a per-attempt timeout
+//! clamped to the deadline, or deadline propagation) is ignored, neither
+//! success nor failure. It says how much time the caller had, not how the
+//! dependency is doing: counting it let callers with tiny budgets open a
+//! healthy dependency's circuit for everyone. A per-attempt timeout that
+//! fired on its own limit still counts. This is done in the breaker rather
+//! than in each classifier so that a custom classifier cannot get it wrong.
+//!
+//! Reading the breaker ([`Breaker::state`], [`Breaker::metrics`]) has no
+//! side effects: an open circuit whose open duration has passed reads as
+//! half-open, and moves there (running its hook) on the next call.
+//! State-change hooks run in the order of the transitions, with no breaker
+//! lock held; see [`BreakerBuilder::on_state_change`] for what a hook may do.
 
 pub mod error;
 pub mod events;
@@ -88,7 +105,9 @@ use std::task::{Context, Poll};
 
 use tower_service::Service;
 
-pub use self::config::{Config, ConfigError, OpenBackoff, SlowCall, Window};
+pub use self::config::{
+    Config, ConfigError, MAX_BUCKETS, MAX_WINDOW_SIZE, OpenBackoff, SlowCall, Window,
+};
 pub use self::error::CircuitOpen;
 pub use self::handle::{Breaker, BreakerBuilder};
 pub use self::layer::CircuitBreakerLayer;
@@ -102,11 +121,31 @@ use crate::classify::{Classifier, ErrorsAsFailures, MakeClassifier};
 /// Guards an inner service with a [`Breaker`].
 ///
 /// Built by [`CircuitBreakerLayer`]; every clone shares the breaker.
-#[derive(Debug, Clone)]
+///
+/// While the circuit is open (or forced open), `poll_ready` is ready at
+/// once without asking the inner service, and the call that follows fails
+/// with [`CircuitOpen`]: a caller never waits on a saturated dependency
+/// only to be rejected. Otherwise readiness is the inner service's.
+#[derive(Debug)]
 pub struct CircuitBreaker<S, C = ErrorsAsFailures> {
     inner: S,
     breaker: Breaker,
     classifier: C,
+    /// `poll_ready` found the circuit open and did not poll the inner
+    /// service, so the next call must not reach it.
+    reject_next: bool,
+}
+
+impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {
+    fn clone(&self) -> Self {
+        // A clone has not been polled ready.
+        CircuitBreaker {
+            inner: self.inner.clone(),
+            breaker: self.breaker.clone(),
+            classifier: self.classifier.clone(),
+            reject_next: false,
+        }
+    }
 }
 
 impl<S> CircuitBreaker<S> {
@@ -123,6 +162,7 @@ impl<S, C> CircuitBreaker<S, C> {
             inner,
             breaker,
             classifier,
+            reject_next: false,
         }
     }
 
@@ -150,7 +190,7 @@ impl<S, C> CircuitBreaker<S, C> {
 impl<S, C, Req> Service<Req> for CircuitBreaker<S, C>
 where
     S: Service<Req>,
-    S::Error: Into<BoxError>,
+    S::Error: Into<BoxError> + 'static,
     C: MakeClassifier<Req>,
     C::Classifier: Classifier<S::Response, S::Error>,
 {
@@ -159,12 +199,21 @@ where
     type Future = ResponseFuture<S::Future, C::Classifier>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        // Readiness is the inner service's alone: an open circuit rejects in
-        // the response future, so the service itself never fails.
+        // Fail fast: an open circuit is ready at once, without waiting on
+        // the inner service, and the call is rejected in its response
+        // future, so the service itself never fails.
+        if self.breaker.would_reject() {
+            self.reject_next = true;
+            return Poll::Ready(Ok(()));
+        }
+        self.reject_next = false;
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
+        if std::mem::take(&mut self.reject_next) {
+            return ResponseFuture::rejected(self.breaker.reject_unready());
+        }
         guarded_call(&self.breaker, &self.classifier, &mut self.inner, req)
     }
 }

@@ -44,6 +44,15 @@ impl ClientError {
         matches!(self, ClientError::Unavailable(e) if e.is::<Elapsed>())
     }
 
+    /// Whether the deadline of the whole call (possibly the caller's,
+    /// carried in from upstream) ended it, here or, as the next server
+    /// said, there: the caller's budget ran out, which says nothing about
+    /// the service's health (the breaker did not count it).
+    pub fn is_deadline(&self) -> bool {
+        matches!(self, ClientError::Unavailable(e)
+            if e.downcast_ref::<Elapsed>().is_some_and(Elapsed::is_deadline))
+    }
+
     /// For an open circuit: the time until it lets a probe through.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
@@ -57,8 +66,10 @@ impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ClientError::Status { status, body } => {
+                // The service's own text, cut and escaped: it ends up in log
+                // lines, where a newline in it would forge another line.
                 let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
-                write!(f, "the service answered {status}: {text}")
+                write!(f, "the service answered {status}: {}", text.escape_debug())
             }
             ClientError::Unavailable(e) => write!(f, "the service is unavailable: {e}"),
             ClientError::Decode(e) => write!(f, "the answer is not the JSON expected: {e}"),

@@ -69,6 +69,7 @@ pub struct ServiceClientBuilder {
     retry: RetryBuilder,
     timeouts: ByMethod,
     deadline: Duration,
+    min_budget: Duration,
     max_body: usize,
     http: Option<HttpClient>,
     wire: Vec<WireLayer>,
@@ -84,6 +85,7 @@ impl fmt::Debug for ServiceClientBuilder {
             .field("retry", &self.retry)
             .field("timeouts", &self.timeouts)
             .field("deadline", &self.deadline)
+            .field("min_budget", &self.min_budget)
             .field("max_body", &self.max_body)
             .finish_non_exhaustive()
     }
@@ -119,6 +121,15 @@ impl ServiceClientBuilder {
     /// The budget of one logical call, retries included (default 30 s).
     pub fn deadline(mut self, deadline: Duration) -> Self {
         self.deadline = deadline;
+        self
+    }
+
+    /// The least budget worth sending (default 1 ms): with less time left,
+    /// a call fails at once with a deadline [`Elapsed`](crate::timeout::Elapsed),
+    /// which the breaker does not count, instead of reaching the server.
+    /// See [`PropagateDeadlineLayer::min_budget`].
+    pub fn min_budget(mut self, floor: Duration) -> Self {
+        self.min_budget = floor;
         self
     }
 
@@ -198,7 +209,7 @@ impl ServiceClientBuilder {
                     .layer(retry.clone())
                     .layer(breaker.http_layer())
                     .layer(RequestTimeoutLayer::new(self.timeouts))
-                    .layer(PropagateDeadlineLayer::new())
+                    .layer(PropagateDeadlineLayer::new().min_budget(self.min_budget))
                     .service(wire),
             )
         };
@@ -245,6 +256,7 @@ impl ServiceClient {
             base_url: base_url.into(),
             timeouts: ByMethod::default(),
             deadline: Duration::from_secs(30),
+            min_budget: Duration::from_millis(1),
             max_body: 4 * 1024 * 1024,
             http: None,
             wire: Vec::new(),

@@ -51,6 +51,10 @@ use crate::classify::{Classifier, ErrorsAsFailures, MakeClassifier};
 
 /// The default bound on the number of keys.
 pub const DEFAULT_MAX_KEYS: usize = 1024;
+/// The largest `max_keys` accepted: every key holds a breaker (up to a
+/// few hundred KB with the largest windows), so the bound must be one
+/// memory can honour.
+pub const MAX_KEYS: usize = 100_000;
 /// The default time after which an unused breaker may be evicted.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -104,13 +108,20 @@ where
     }
 
     /// Like [`new`](KeyedBreakers::new) with explicit bounds; `max_keys` is
-    /// at least 1.
+    /// at least 1 and at most [`MAX_KEYS`] (else
+    /// [`ConfigError::TooManyKeys`]).
     pub fn with_limits(
         template: BreakerBuilder,
         max_keys: usize,
         idle_timeout: Duration,
     ) -> Result<Self, ConfigError> {
         template.validate()?;
+        if max_keys > MAX_KEYS {
+            return Err(ConfigError::TooManyKeys {
+                max_keys,
+                max: MAX_KEYS,
+            });
+        }
         Ok(KeyedBreakers {
             inner: Arc::new(Inner {
                 template,
@@ -271,7 +282,7 @@ impl<S, K, F, C> KeyedCircuitBreaker<S, K, F, C> {
 impl<S, K, F, C, Req> Service<Req> for KeyedCircuitBreaker<S, K, F, C>
 where
     S: Service<Req>,
-    S::Error: Into<BoxError>,
+    S::Error: Into<BoxError> + 'static,
     K: Hash + Eq + Clone + fmt::Display,
     F: Fn(&Req) -> K,
     C: MakeClassifier<Req>,

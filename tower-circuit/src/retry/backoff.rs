@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use rand::RngExt;
 
+use crate::saturating::{scale, secs_f64};
+
 /// How the delay before each retry is drawn.
 ///
 /// With `exp = min(cap, base · multiplier^n)` for the `n`th retry (from 0):
@@ -120,11 +122,7 @@ impl Backoff {
     pub fn exponential(&self, n: u32) -> Duration {
         let exp = i32::try_from(n).unwrap_or(i32::MAX);
         let secs = self.base.as_secs_f64() * self.multiplier.powi(exp);
-        if secs.is_finite() && secs < self.cap.as_secs_f64() {
-            Duration::from_secs_f64(secs)
-        } else {
-            self.cap
-        }
+        secs_f64(secs).min(self.cap)
     }
 
     /// The delay before retry `n` (from 0); `previous` is the last delay
@@ -133,14 +131,18 @@ impl Backoff {
         let exp = self.exponential(n);
         let u = self.random.unit().clamp(0.0, 1.0);
         match self.jitter {
-            Jitter::Full => exp.mul_f64(u),
-            Jitter::Equal => exp / 2 + (exp / 2).mul_f64(u),
+            // Saturating throughout: a cap or base of `Duration::MAX` is a
+            // valid (if odd) configuration, not a reason to panic.
+            Jitter::Full => scale(exp, u),
+            Jitter::Equal => (exp / 2).saturating_add(scale(exp / 2, u)),
             Jitter::Decorrelated => {
                 let prev = previous.unwrap_or(self.base).max(self.base);
-                let high = prev * 3;
-                (self.base + (high - self.base).mul_f64(u)).min(self.cap)
+                let high = prev.saturating_mul(3);
+                self.base
+                    .saturating_add(scale(high.saturating_sub(self.base), u))
+                    .min(self.cap)
             }
-            Jitter::Additive(max) => exp + max.mul_f64(u),
+            Jitter::Additive(max) => exp.saturating_add(scale(max, u)),
             Jitter::None => exp,
         }
     }

@@ -62,9 +62,17 @@ where
     }
 }
 
-/// The default: retry transport errors, timeouts, 500, 502, 503 and 504,
-/// and 429 and 503 after their `Retry-After`; never other statuses, and
-/// never an open circuit (it fails fast on purpose).
+/// The default: retry transport errors, timeouts, 500, 502, 503 and 504
+/// (503 not before its `Retry-After`), and 429 only with a `Retry-After`
+/// and not before it; never other statuses, never an open circuit (it
+/// fails fast on purpose), and never a deadline [`Elapsed`] (the whole
+/// call's budget is spent, so no further attempt can finish in time).
+///
+/// A 429 without `Retry-After` is returned, not retried: it is a 4xx (the
+/// caller's request rate is the problem, not the dependency's health), the
+/// server named no time at which a retry is safe, and retrying blind into
+/// a server that is shedding load is the amplification budgets exist to
+/// prevent.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DefaultRetryClassifier;
 
@@ -90,12 +98,23 @@ impl<B> RetryClassifier<B> for DefaultRetryClassifier {
                     }
                     _ => None,
                 };
+                if status == StatusCode::TOO_MANY_REQUESTS && not_before.is_none() {
+                    return Decision::Done;
+                }
                 Decision::Retry {
                     reason: RetryReason::Status(status),
                     not_before,
                 }
             }
             Err(e) if e.is::<CircuitOpen>() => Decision::Done,
+            // The whole call's deadline ran out (here or, as a downstream
+            // server said, there): no attempt can still finish in time.
+            Err(e)
+                if e.downcast_ref::<Elapsed>()
+                    .is_some_and(Elapsed::is_deadline) =>
+            {
+                Decision::Done
+            }
             Err(e) if e.is::<Elapsed>() => Decision::Retry {
                 reason: RetryReason::Timeout,
                 not_before: None,
@@ -108,16 +127,36 @@ impl<B> RetryClassifier<B> for DefaultRetryClassifier {
     }
 }
 
+/// The largest delay-seconds value kept as is; larger ones are clamped to
+/// it, as RFC 9111 §1.2.2 tells caches to do with delta-seconds: a server
+/// asking for "very long" gets very long, never "not at all".
+pub const MAX_RETRY_AFTER_SECS: u64 = 2_147_483_648;
+
 /// The delay a `Retry-After` header asks for, in either of its forms:
-/// delta-seconds (`120`) or an HTTP-date (`Wed, 21 Oct 2026 07:28:00 GMT`),
-/// the latter measured from `now`. A date in the past means "now".
+/// delay-seconds (`120`, RFC 9110 §10.2.3: `1*DIGIT`, nothing else) or an
+/// HTTP-date (`Wed, 21 Oct 2026 07:28:00 GMT`), the latter measured from
+/// `now`. A date in the past means "now". A number too large for any clock
+/// is clamped to [`MAX_RETRY_AFTER_SECS`], so it is never read as absent
+/// and retried early. Anything else (`+5`, `-1`, `5.0`, ` 5`) is not a
+/// `Retry-After` at all and gives `None`.
 pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    let value = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
+    let value = headers.get(header::RETRY_AFTER)?.to_str().ok()?;
+    if let Some(secs) = digits(value) {
+        return Some(Duration::from_secs(secs.min(MAX_RETRY_AFTER_SECS)));
     }
     let at = httpdate::parse_http_date(value).ok()?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// `1*DIGIT` as a number, saturating at `u64::MAX`; `None` for anything
+/// else, including a sign or spaces (`str::parse` accepts a leading `+`).
+pub(crate) fn digits(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(text.bytes().fold(0u64, |n, b| {
+        n.saturating_mul(10).saturating_add(u64::from(b - b'0'))
+    }))
 }
 
 /// Whether a request may be sent twice: idempotent methods (GET, HEAD,

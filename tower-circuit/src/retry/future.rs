@@ -10,12 +10,12 @@ use std::time::Duration;
 use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep};
-use tower::retry::budget::Budget;
 use tower_service::Service;
 
 use super::classify::{Decision, RetryClassifier};
 use super::{RetryEvent, Shared, clone_request};
 use crate::BoxError;
+use crate::saturating::{MAX_WAIT, instant_after, scale};
 use crate::timeout::Deadline;
 
 pin_project! {
@@ -128,7 +128,7 @@ where
                         return Poll::Ready(result);
                     };
                     if let Some(deadline) = this.deadline
-                        && Instant::now() + delay >= deadline.instant()
+                        && instant_after(Instant::now(), delay) >= deadline.instant()
                     {
                         tracing::info!(
                             target: "tower_circuit::retry",
@@ -188,9 +188,13 @@ fn next_delay(
 ) -> Option<Duration> {
     match not_before {
         None => Some(shared.backoff.delay(n, previous)),
-        Some(asked) if asked > shared.max_retry_after => None,
+        // Beyond the cap, or beyond what a timer can wait (tokio clamps a
+        // sleep to about 30 years): waiting less than asked is not allowed.
+        Some(asked) if asked > shared.max_retry_after || asked > MAX_WAIT => None,
         // Never sooner than asked; a little jitter above it, so that the
         // clients the server turned away do not all come back at once.
-        Some(asked) => Some(asked + shared.backoff.base.mul_f64(shared.backoff.random.unit())),
+        Some(asked) => {
+            Some(asked.saturating_add(scale(shared.backoff.base, shared.backoff.random.unit())))
+        }
     }
 }

@@ -9,16 +9,28 @@
 //! - **jitter**: each retry session draws its own delays, so calls that
 //!   failed together do not come back together (tower 0.5's
 //!   `ExponentialBackoffMaker` hands every session the same sequence);
-//! - **a budget** (tower's [`TpsBudget`]): retries are at most a share of
-//!   recent requests (20 % by default) plus a small floor, so a dead
-//!   dependency sees about 1.2× the load instead of 4×;
+//! - **a budget**: retries are at most a share of recent requests (20 % by
+//!   default) plus a small floor, so a dead dependency sees about 1.2× the
+//!   load instead of 4×. The share is enforced as configured (to 1 ppm):
+//!   0.3 allows 30 % and 0.7 allows 70 %; tower's `TpsBudget`, used
+//!   before, truncates `1 / share` and allowed 33 % and 100 %;
 //! - **idempotency**: only requests that may safely run twice are retried:
 //!   GET, HEAD, OPTIONS, PUT, DELETE and TRACE, and POST or PATCH only with
 //!   an `Idempotency-Key` header.
 //!
 //! Transport errors, attempt timeouts ([`Elapsed`]), 500, 502, 503 and 504
-//! are retried; 429 and 503 not before their `Retry-After`; other statuses
-//! never; an open circuit never (it fails fast on purpose). A retry that
+//! are retried; 503 not before its `Retry-After`; 429 only when it carries
+//! a `Retry-After`, and not before it; other statuses never; an open
+//! circuit never (it fails fast on purpose).
+//!
+//! A 429 *without* `Retry-After` is not retried: it is a 4xx, the caller's
+//! rate is the problem rather than the dependency's health, the server gave
+//! no time at which trying again is safe, and blind retries into a server
+//! that is shedding load amplify the overload. `Retry-After` must be
+//! delay-seconds (`1*DIGIT`, RFC 9110 §10.2.3) or an HTTP-date; anything
+//! else is treated as absent, and a number too large is clamped (see
+//! [`MAX_RETRY_AFTER_SECS`]), so the call is never retried sooner than the
+//! server asked. A retry that
 //! would start after the call's [`Deadline`] is not made: the last outcome
 //! is returned instead. Every retry is logged (`warn`, target
 //! `tower_circuit::retry`) with the attempt, the delay and the reason, and
@@ -64,11 +76,11 @@
 //! # }
 //! ```
 //!
-//! [`TpsBudget`]: tower::retry::budget::TpsBudget
 //! [`Elapsed`]: crate::timeout::Elapsed
 //! [`Deadline`]: crate::timeout::Deadline
 
 mod backoff;
+mod budget;
 mod classify;
 pub mod future;
 
@@ -79,15 +91,17 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response};
-use tower::retry::budget::{Budget, TpsBudget};
 use tower_layer::Layer;
 use tower_service::Service;
 
 pub use self::backoff::{Backoff, Jitter, Random, ThreadRandom};
 pub use self::classify::{
-    Decision, DefaultRetryClassifier, RetryClassifier, RetryReason, is_idempotent, retry_after,
+    Decision, DefaultRetryClassifier, MAX_RETRY_AFTER_SECS, RetryClassifier, RetryReason,
+    is_idempotent, retry_after,
 };
 
+use self::budget::RetryBudgetState;
+pub(crate) use self::classify::digits;
 use self::future::ResponseFuture;
 use crate::BoxError;
 use crate::timeout::Deadline;
@@ -170,7 +184,8 @@ pub struct RetryBudget {
     pub window: Duration,
     /// Retries always allowed per second, whatever the traffic.
     pub floor_per_sec: u32,
-    /// Retries allowed per request, e.g. `0.2` for 20 %.
+    /// Retries allowed per request, e.g. `0.2` for 20 %: enforced exactly
+    /// (to one part in a million), for any share from 0 to 10.
     pub share: f32,
 }
 
@@ -194,7 +209,7 @@ pub(crate) struct Shared {
     backoff: Backoff,
     max_retry_after: Duration,
     retry_non_idempotent: bool,
-    budget: Option<TpsBudget>,
+    budget: Option<RetryBudgetState>,
     on_retry: Option<OnRetry>,
     retries: AtomicU64,
     budget_exhausted: AtomicU64,
@@ -306,8 +321,7 @@ impl RetryBuilder {
                 if !(0.0..=10.0).contains(&b.share) {
                     return Err(RetryConfigError::BudgetShare(b.share));
                 }
-                let floor = b.floor_per_sec.min(i32::MAX as u32 - 1);
-                Some(TpsBudget::new(b.window, floor, b.share))
+                Some(RetryBudgetState::new(b.window, b.floor_per_sec, b.share))
             }
         };
         Ok(RetryLayer {

@@ -14,6 +14,7 @@ use tower_service::Service;
 use super::error::Elapsed;
 use super::future::ResponseFuture;
 use crate::BoxError;
+use crate::saturating::instant_after;
 
 thread_local! {
     /// The deadline of whatever the thread is polling now. A const-initialised
@@ -79,7 +80,7 @@ impl Deadline {
 
     /// A deadline `budget` from now.
     pub fn after(budget: Duration) -> Self {
-        Deadline(Instant::now() + budget)
+        Deadline(instant_after(Instant::now(), budget))
     }
 
     /// The instant itself.
@@ -197,7 +198,7 @@ where
         // One clock read per call: `Instant::now` is the most expensive
         // step of this layer.
         let now = Instant::now();
-        let own = Deadline(now + self.budget);
+        let own = Deadline(instant_after(now, self.budget));
         let deadline = Deadline::of(&req).map_or(own, |earlier| earlier.min(own));
         let left = deadline.instant().saturating_duration_since(now);
         if left.is_zero() {

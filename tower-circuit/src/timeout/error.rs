@@ -6,8 +6,11 @@ use std::time::Duration;
 /// A call ran out of time: its own timeout fired, or the deadline of the
 /// logical call it belongs to passed.
 ///
-/// Returned boxed; ask with `err.is::<Elapsed>()`. Every classifier in
-/// [`crate::classify`] counts it as a failure, as any error.
+/// Returned boxed; ask with `err.is::<Elapsed>()`. A circuit breaker
+/// counts the call's own timeout (`is_deadline() == false`) as a failure,
+/// whatever its classifier, and ignores a deadline cut
+/// (`is_deadline() == true`): the caller ran out of time, which says
+/// nothing about the dependency.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Elapsed {
     limit: Duration,

@@ -71,6 +71,7 @@ pub use self::propagate::{
 
 use self::future::ResponseFuture;
 use crate::BoxError;
+use crate::saturating::instant_after;
 
 /// Limits each request to the time its policy gives it, and never beyond
 /// its [`Deadline`]. Built by [`RequestTimeoutLayer`].
@@ -125,9 +126,17 @@ where
             Some(left) if left.is_zero() => {
                 return ResponseFuture::expired(Elapsed::deadline(left));
             }
+            // Clamped to the deadline: when it fires, the caller's budget
+            // ran out, not this attempt's limit, and a breaker ignores it.
             Some(left) if left < own => (left, Elapsed::deadline(left)),
+            // A tie is the attempt's own limit: it ran out as well, so the
+            // dependency really took that long, and a breaker counts it.
             _ => (own, Elapsed::timeout(own)),
         };
-        ResponseFuture::running(self.inner.call(req), sleep_until(now + limit), error)
+        ResponseFuture::running(
+            self.inner.call(req),
+            sleep_until(instant_after(now, limit)),
+            error,
+        )
     }
 }

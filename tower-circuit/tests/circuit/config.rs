@@ -151,3 +151,53 @@ fn errors_explain_themselves() {
         "failure_rate_threshold must be in (0, 1], got 2"
     );
 }
+
+#[test]
+fn every_size_allocated_from_configuration_is_bounded() {
+    use tower_circuit::breaker::{MAX_BUCKETS, MAX_WINDOW_SIZE};
+    use tower_circuit::keyed::{KeyedBreakers, MAX_KEYS};
+    let time = |buckets| {
+        Config::default().window(Window::Time {
+            duration: Duration::from_secs(10),
+            buckets,
+        })
+    };
+    assert!(Breaker::new("ok", time(MAX_BUCKETS)).is_ok());
+    for buckets in [MAX_BUCKETS + 1, 2_222_222_210, u32::MAX] {
+        assert_eq!(
+            build(time(buckets)),
+            ConfigError::TooManyBuckets {
+                buckets,
+                max: MAX_BUCKETS
+            }
+        );
+    }
+    let count = |size| Config::default().window(Window::Count { size });
+    assert!(Breaker::new("ok", count(MAX_WINDOW_SIZE)).is_ok());
+    for size in [MAX_WINDOW_SIZE + 1, u32::MAX] {
+        let err = build(count(size));
+        assert_eq!(
+            err,
+            ConfigError::WindowTooLarge {
+                size,
+                max: MAX_WINDOW_SIZE
+            }
+        );
+        assert!(err.to_string().contains("at most 100000"), "{err}");
+    }
+    let keyed = |max_keys| {
+        KeyedBreakers::<String>::with_limits(
+            Breaker::builder("k"),
+            max_keys,
+            Duration::from_secs(60),
+        )
+    };
+    assert!(keyed(MAX_KEYS).is_ok());
+    assert_eq!(
+        keyed(usize::MAX).unwrap_err(),
+        ConfigError::TooManyKeys {
+            max_keys: usize::MAX,
+            max: MAX_KEYS
+        }
+    );
+}

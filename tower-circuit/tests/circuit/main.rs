@@ -14,6 +14,7 @@ mod config;
 mod events;
 mod fallback;
 mod handle;
+mod hardening;
 mod keyed;
 mod slow_calls;
 mod states;

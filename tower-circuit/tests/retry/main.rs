@@ -525,3 +525,238 @@ async fn the_classifier_is_pluggable() {
     assert_eq!(res.status(), StatusCode::CONFLICT);
     assert_eq!(log.lock().unwrap().len(), 3);
 }
+
+// === Retry-After edge cases, 429 and the budget's share (issue 11) ===
+
+#[test]
+fn retry_after_accepts_only_digits_and_clamps_huge_values() {
+    use tower_circuit::retry::{MAX_RETRY_AFTER_SECS, retry_after};
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let parse = |value: &str| {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(header::RETRY_AFTER, value.parse().unwrap());
+        retry_after(&headers, now)
+    };
+    let clamped = Some(Duration::from_secs(MAX_RETRY_AFTER_SECS));
+    assert_eq!(MAX_RETRY_AFTER_SECS, 2_147_483_648, "RFC 9111 §1.2.2");
+    assert_eq!(parse("99999999999999999999"), clamped);
+    assert_eq!(parse("2147483649"), clamped);
+    assert_eq!(parse("2147483648"), clamped);
+    assert_eq!(parse("007"), Some(Duration::from_secs(7)));
+    for bad in ["+5", "-5", "5.0", "5 ", " 5", "5\t", "0x10", "1 2", "1_000"] {
+        assert_eq!(parse(bad), None, "{bad:?} is not delay-seconds");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_huge_retry_after_is_not_retried_early() {
+    // Before: the value did not fit a u64, was read as absent, and the
+    // call was retried after the normal 1 s backoff.
+    let layer = plain().build().unwrap();
+    let (result, attempts) = run(
+        &layer,
+        vec![Answer::StatusRetryAfter(503, "99999999999999999999")],
+        get(),
+    )
+    .await;
+    assert_eq!(attempts.len(), 1, "{attempts:?}");
+    assert_eq!(result.unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_huge_retry_after_waits_as_asked_under_a_huge_cap() {
+    let layer = plain()
+        .max_retries(1)
+        .max_retry_after(Duration::MAX)
+        .backoff(Backoff::default().random(|| 0.0))
+        .build()
+        .unwrap();
+    let (_, attempts) = run(
+        &layer,
+        vec![Answer::StatusRetryAfter(503, "900000000")],
+        get(),
+    )
+    .await;
+    assert_eq!(
+        attempts,
+        secs(&[0.0, 900_000_000.0]),
+        "never sooner than asked"
+    );
+    // Beyond what a timer can wait (~30 years): returned, not cut short.
+    let (_, attempts) = run(
+        &layer,
+        vec![Answer::StatusRetryAfter(503, "99999999999999999999")],
+        get(),
+    )
+    .await;
+    assert_eq!(attempts.len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn duration_max_everywhere_never_panics() {
+    for jitter in [
+        Jitter::Full,
+        Jitter::Equal,
+        Jitter::Decorrelated,
+        Jitter::Additive(Duration::MAX),
+        Jitter::None,
+    ] {
+        for u in [0.0, 0.5, 0.999_999_9] {
+            let backoff = Backoff::default()
+                .base(Duration::MAX)
+                .cap(Duration::MAX)
+                .multiplier(1e300)
+                .jitter(jitter)
+                .random(move || u);
+            for n in [0, 1, 50, u32::MAX] {
+                let _ = backoff.delay(n, Some(Duration::MAX));
+                let _ = backoff.delay(n, None);
+            }
+        }
+    }
+    for after in ["5", "99999999999999999999", "900000000"] {
+        let layer = RetryLayer::builder("users")
+            .max_retries(2)
+            .max_retry_after(Duration::MAX)
+            .backoff(
+                Backoff::default()
+                    .base(Duration::MAX)
+                    .cap(Duration::MAX)
+                    .jitter(Jitter::Decorrelated)
+                    .random(|| 0.999),
+            )
+            .build()
+            .unwrap();
+        let log = Log::default();
+        let svc = tower::ServiceBuilder::new()
+            .layer(DeadlineLayer::new(Duration::MAX))
+            .layer(layer)
+            .layer(RequestTimeoutLayer::new(Fixed(Duration::MAX)))
+            .service(server(
+                vec![Answer::StatusRetryAfter(503, after)],
+                log.clone(),
+            ));
+        let res = svc.oneshot(get()).await.unwrap();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+    let _ = Deadline::after(Duration::MAX);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_429_without_retry_after_is_not_retried() {
+    let layer = plain()
+        .backoff(Backoff::default().random(|| 0.0))
+        .build()
+        .unwrap();
+    let (result, attempts) = run(&layer, vec![Answer::Status(429)], get()).await;
+    assert_eq!(attempts.len(), 1, "a 4xx with no safe time to come back");
+    assert_eq!(result.unwrap().status(), StatusCode::TOO_MANY_REQUESTS);
+    // With one, it waits as asked (see honours_retry_after_in_seconds_and_never_sooner).
+    let (_, attempts) = run(&layer, vec![Answer::StatusRetryAfter(429, "2")], get()).await;
+    assert_eq!(attempts, secs(&[0.0, 2.0, 4.0, 6.0]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_budget_allows_exactly_its_share() {
+    for (share, expected) in [(0.1, 10), (0.3, 30), (0.5, 50), (0.7, 70), (1.0, 100)] {
+        let layer = RetryLayer::builder("users")
+            .max_retries(1)
+            .backoff(
+                Backoff::default()
+                    .base(Duration::from_millis(1))
+                    .jitter(Jitter::None),
+            )
+            .budget(RetryBudget {
+                window: Duration::from_secs(10),
+                floor_per_sec: 0,
+                share,
+            })
+            .build()
+            .unwrap();
+        for _ in 0..100 {
+            let _ = run(&layer, vec![Answer::Status(503)], get()).await;
+        }
+        assert_eq!(
+            layer.stats().retries,
+            expected,
+            "share {share}: 100 calls, each wanting one retry"
+        );
+        assert_eq!(layer.stats().budget_exhausted, 100 - expected);
+    }
+}
+
+// === The caller's deadline does not poison the breaker (issue 11) ===
+
+/// A healthy dependency that takes 10 ms per call.
+fn healthy()
+-> impl tower::Service<Request<String>, Response = Response<()>, Error = BoxError, Future: Send> + Clone
+{
+    service_fn(|_req: Request<String>| async {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        Ok::<_, BoxError>(Response::new(()))
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn calls_cut_short_by_the_callers_deadline_do_not_open_the_breaker() {
+    let breaker = Breaker::new("users", Config::default().minimum_calls(5)).unwrap();
+    // Ten calls with 1 ms of budget, as `x-request-budget-ms: 1` gives a
+    // handler's outbound calls: every one ends in a deadline Elapsed.
+    for _ in 0..10 {
+        let svc = tower::ServiceBuilder::new()
+            .layer(DeadlineLayer::new(Duration::from_millis(1)))
+            .layer(plain().build().unwrap())
+            .layer(breaker.http_layer())
+            .layer(RequestTimeoutLayer::by_method())
+            .service(healthy());
+        let err = svc.oneshot(get()).await.unwrap_err();
+        let elapsed = err
+            .downcast_ref::<tower_circuit::timeout::Elapsed>()
+            .unwrap();
+        assert!(elapsed.is_deadline(), "{err}");
+    }
+    // An already passed deadline (the attempt is not even made) likewise.
+    let mut req = get();
+    req.extensions_mut().insert(Deadline::after(Duration::ZERO));
+    let svc = tower::ServiceBuilder::new()
+        .layer(breaker.layer())
+        .layer(RequestTimeoutLayer::by_method())
+        .service(healthy());
+    assert!(svc.oneshot(req).await.is_err());
+    let m = breaker.metrics();
+    assert_eq!(m.state, tower_circuit::breaker::CircuitState::Closed);
+    assert_eq!(
+        (m.calls, m.failures),
+        (0, 0),
+        "ignored: neither success nor failure"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_per_attempt_timeout_still_counts_as_a_failure() {
+    let breaker = Breaker::new(
+        "users",
+        Config::default()
+            .window(tower_circuit::breaker::Window::Count { size: 4 })
+            .minimum_calls(4),
+    )
+    .unwrap();
+    let svc = tower::ServiceBuilder::new()
+        .layer(DeadlineLayer::new(Duration::from_secs(10)))
+        .layer(plain().build().unwrap())
+        .layer(breaker.http_layer())
+        .layer(RequestTimeoutLayer::new(Fixed(Duration::from_millis(5))))
+        .service(healthy());
+    let err = svc.oneshot(get()).await.unwrap_err();
+    assert!(
+        !err.downcast_ref::<tower_circuit::timeout::Elapsed>()
+            .unwrap()
+            .is_deadline()
+    );
+    let m = breaker.metrics();
+    assert_eq!(
+        m.failures, 4,
+        "four attempts, each timed out on its own limit"
+    );
+    assert_eq!(m.state, tower_circuit::breaker::CircuitState::Open);
+}

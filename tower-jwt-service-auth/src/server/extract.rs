@@ -23,7 +23,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ServiceIdentity {
                 tracing::error!(
                     target: "tower_jwt_service_auth::server",
                     method = %parts.method,
-                    path = parts.uri.path(),
+                    path = %crate::escape::Escaped(parts.uri.path()),
                     "{}",
                     MissingVerifyLayer::MESSAGE
                 );

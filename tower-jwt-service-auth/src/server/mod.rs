@@ -55,7 +55,6 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::SystemTime;
 
 use http::header::AUTHORIZATION;
 use http::{Request, Response};
@@ -66,8 +65,9 @@ use tower_service::Service;
 pub use self::extract::MissingVerifyLayer;
 pub use self::permission::{RequirePermission, RequirePermissionLayer};
 
-use self::cache::TokenCache;
+use self::cache::{Entry, TokenCache};
 use self::future::ResponseFuture;
+use crate::escape::Escaped;
 use crate::verify::{Rejection, ServiceIdentity, Verifier};
 
 /// How many verified tokens are remembered by default.
@@ -81,6 +81,10 @@ pub struct AuthStats {
     pub verified: u64,
     /// Of those, how many were served from the verified-token cache.
     pub cache_hits: u64,
+    /// Of those, how many claimed permissions the issuer is not granted
+    /// (and were let through without them): see
+    /// [`Verifier::grant`](crate::verify::Verifier::grant).
+    pub permissions_trimmed: u64,
     /// Refusals by [`Rejection::reason`], sorted by reason.
     pub rejected: Vec<(&'static str, u64)>,
 }
@@ -90,6 +94,7 @@ struct Shared {
     cache: TokenCache,
     verified: AtomicU64,
     cache_hits: AtomicU64,
+    permissions_trimmed: AtomicU64,
     rejected: Mutex<HashMap<&'static str, u64>>,
 }
 
@@ -114,15 +119,35 @@ impl Shared {
         if token.is_empty() {
             return Err(Rejection::Malformed("the bearer token is empty"));
         }
-        let now = SystemTime::now();
+        // One clock for the cache and the verifier, so both agree on when
+        // a token stops being accepted.
+        let now = self.verifier.now();
         let leeway = self.verifier.leeway_duration();
-        if let Some(identity) = self.cache.get(token, now, leeway) {
+        if let Some(entry) = self.cache.get(token, now, leeway) {
             self.cache_hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(identity);
+            if entry.trimmed {
+                self.permissions_trimmed.fetch_add(1, Ordering::Relaxed);
+            }
+            return Ok(entry.identity);
         }
-        let identity = self.verifier.verify_at(token, now)?;
-        self.cache.insert(token, &identity, now, leeway);
-        Ok(identity)
+        let verified = self.verifier.verify_trimming(token, now)?;
+        let entry = Entry {
+            identity: verified.identity,
+            trimmed: !verified.trimmed.is_empty(),
+        };
+        if entry.trimmed {
+            self.permissions_trimmed.fetch_add(1, Ordering::Relaxed);
+            // Once per token, not per request: the cache serves the rest.
+            tracing::warn!(
+                target: "tower_jwt_service_auth::server",
+                audience = self.verifier.audience(),
+                caller = %Escaped(&entry.identity.service),
+                trimmed = %Escaped(&verified.trimmed.join(",")),
+                "service token claims permissions its caller is not granted; they were taken out"
+            );
+        }
+        self.cache.insert(token, &entry, now, leeway);
+        Ok(entry.identity)
     }
 
     fn refused(&self, rejection: &Rejection) {
@@ -136,6 +161,7 @@ impl Shared {
             target: "tower_jwt_service_auth::server",
             audience = self.verifier.audience(),
             reason = rejection.reason(),
+            // `Rejection`'s Display escapes the token's text.
             "service token refused: {rejection}"
         );
     }
@@ -164,13 +190,26 @@ impl VerifyLayer {
 
     /// Verifies with `verifier`, remembering up to `capacity` verified
     /// tokens (`0` turns the cache off).
+    ///
+    /// Cached tokens expire by the verifier's [`Clock`](crate::verify::Clock)
+    /// at `exp` plus its leeway, exactly when a fresh check would refuse
+    /// them.
     pub fn with_cache(verifier: Verifier, capacity: usize) -> Self {
+        if !verifier.has_permission_policy() {
+            tracing::warn!(
+                target: "tower_jwt_service_auth::server",
+                audience = verifier.audience(),
+                "no permission policy: callers hold whatever permissions their own tokens claim \
+                 (grant each issuer its permissions with Verifier::grant)"
+            );
+        }
         VerifyLayer {
             shared: Arc::new(Shared {
                 verifier,
                 cache: TokenCache::new(capacity),
                 verified: AtomicU64::new(0),
                 cache_hits: AtomicU64::new(0),
+                permissions_trimmed: AtomicU64::new(0),
                 rejected: Mutex::new(HashMap::new()),
             }),
         }
@@ -190,6 +229,7 @@ impl VerifyLayer {
         AuthStats {
             verified: self.shared.verified.load(Ordering::Relaxed),
             cache_hits: self.shared.cache_hits.load(Ordering::Relaxed),
+            permissions_trimmed: self.shared.permissions_trimmed.load(Ordering::Relaxed),
             rejected,
         }
     }

@@ -65,7 +65,7 @@ where
             Some(caller) => caller.require(&self.permission).inspect_err(|_| {
                 tracing::warn!(
                     target: "tower_jwt_service_auth::server",
-                    caller = %caller.service,
+                    caller = %crate::escape::Escaped(&caller.service),
                     permission = &*self.permission,
                     "permission denied"
                 );

@@ -69,6 +69,12 @@ impl CountWindow {
         lock(&self.ring).totals
     }
 
+    /// Moves the window to `epoch`, keeping its counts: records of calls
+    /// admitted earlier are dropped from now on.
+    pub(crate) fn retag(&self, epoch: u64) {
+        lock(&self.ring).epoch = epoch;
+    }
+
     /// Empties the window and moves it to `epoch`.
     pub(crate) fn reset(&self, epoch: u64) {
         let mut ring = lock(&self.ring);

@@ -143,6 +143,14 @@ impl TimeWindow {
         sum
     }
 
+    /// Moves every shard to `epoch`, keeping the counts: records of calls
+    /// admitted earlier are dropped from now on.
+    pub(crate) fn retag(&self, epoch: u64) {
+        for shard in self.shards.iter() {
+            lock(shard).epoch = epoch;
+        }
+    }
+
     /// Empties the window, which now starts at `now`, and moves it to `epoch`.
     pub(crate) fn reset(&self, epoch: u64, now: u64) {
         for shard in self.shards.iter() {
