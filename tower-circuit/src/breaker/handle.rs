@@ -96,7 +96,7 @@ struct Events {
 }
 
 /// The most state changes waiting for their hook at once.
-const MAX_QUEUED_CHANGES: usize = 1024;
+const MAX_QUEUED_CHANGES: usize = 4096;
 
 /// State changed only under the control lock: transitions are rare, and
 /// one lock keeps them and the half-open bookkeeping simple to reason about.
