@@ -181,14 +181,18 @@ fn hooks_run_in_transition_order_across_threads() {
         }
         let seen = seen.lock().unwrap();
         assert!(!seen.is_empty());
+        // Four threads racing 2,000 changes can leave the hook more than
+        // 1,024 behind on a loaded machine: the oldest are then dropped and
+        // the numbers show the gap. Between gaps, each change starts where
+        // the previous one ended.
         let mut state = CircuitState::Closed;
+        let mut last = 0;
         for (i, change) in seen.iter().enumerate() {
-            assert_eq!(
-                change.sequence,
-                i as u64 + 1,
-                "round {round}: numbered in order"
-            );
-            assert_eq!(change.from, state, "round {round}: change {i} out of order");
+            assert!(change.sequence > last, "round {round}: numbered in order");
+            if change.sequence == last + 1 {
+                assert_eq!(change.from, state, "round {round}: change {i} out of order");
+            }
+            last = change.sequence;
             state = change.to;
         }
         assert_eq!(state, b.state());
