@@ -94,9 +94,12 @@ pub mod error;
 pub mod events;
 pub mod future;
 
+mod announce;
 mod config;
+mod guard;
 mod handle;
 mod layer;
+mod machine;
 mod metrics;
 mod state;
 pub(crate) mod window;
