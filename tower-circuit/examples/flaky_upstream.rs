@@ -129,9 +129,7 @@ async fn main() -> Result<(), BoxError> {
         Client::builder(TokioExecutor::new()).build_http();
     // `http_layer` counts 5xx answers as failures: a plain `layer()` would
     // only count transport errors, and a 503 is an `Ok` response to hyper.
-    let mut service = ServiceBuilder::new()
-        .layer(breaker.http_layer())
-        .service(client);
+    let mut service = ServiceBuilder::new().layer(breaker.layer()).service(client);
 
     let mut n = 0;
     let mut call = async |label: &str| -> Result<(), BoxError> {

@@ -11,7 +11,7 @@
 //! # async fn main() -> Result<(), tower_circuit::BoxError> {
 //! let breaker = Breaker::new("inventory", Config::default())?;
 //! let service = ServiceBuilder::new()
-//!     .layer(breaker.layer())
+//!     .layer(breaker.errors_layer())
 //!     .service(service_fn(|n: u64| async move { Ok::<_, tower_circuit::BoxError>(n * 2) }));
 //!
 //! assert_eq!(service.oneshot(21).await?, 42);
@@ -87,7 +87,7 @@
 //! let client = ServiceBuilder::new()
 //!     .layer(DeadlineLayer::new(Duration::from_secs(10)))
 //!     .layer(retry.clone())
-//!     .layer(breaker.http_layer())
+//!     .layer(breaker.layer())
 //!     .layer(RequestTimeoutLayer::by_method())
 //!     .layer(PropagateDeadlineLayer::new())
 //!     .service(failing_dependency);

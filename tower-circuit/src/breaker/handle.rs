@@ -182,16 +182,56 @@ impl Breaker {
         }
     }
 
-    /// A layer whose services all use this breaker and count every `Err` as
-    /// a failure. See [`CircuitBreakerLayer`] to choose another classifier.
-    pub fn layer(&self) -> CircuitBreakerLayer<ErrorsAsFailures> {
+    /// A layer for HTTP clients whose services all use this breaker: 5xx
+    /// responses, transport errors and timeouts are failures, other
+    /// responses successes (see [`HttpClassifier`]).
+    ///
+    /// It guards `Service<http::Request<B>, Response = http::Response<B2>>`
+    /// only. Over any other service it does not compile, and the error
+    /// names [`errors_layer`](Breaker::errors_layer): a `503` must never
+    /// pass for a success because the obvious method was the wrong one.
+    ///
+    /// ```compile_fail
+    /// use tower::{Layer, service_fn};
+    /// use tower::util::BoxService;
+    /// use tower_circuit::breaker::{Breaker, Config};
+    ///
+    /// let breaker = Breaker::new("numbers", Config::default()).unwrap();
+    /// let svc = breaker.layer().layer(service_fn(|n: u32| async move {
+    ///     Ok::<_, std::io::Error>(n)
+    /// }));
+    /// // error[E0277]: the breaker's classifier `HttpClassifier` cannot
+    /// //               classify calls taking `u32`
+    /// // note: for a service that is not HTTP use `Breaker::errors_layer()` ...
+    /// let _ = BoxService::new(svc);
+    /// ```
+    ///
+    /// (Where the service is used through a method, `svc.oneshot(7)`,
+    /// rustc reports only that `Service<u32>` is not implemented.)
+    pub fn layer(&self) -> CircuitBreakerLayer<HttpClassifier> {
         CircuitBreakerLayer::new(self.clone())
     }
 
-    /// A layer for HTTP clients: 5xx responses and errors are failures, other
-    /// responses successes (see [`HttpClassifier`]).
-    pub fn http_layer(&self) -> CircuitBreakerLayer<HttpClassifier> {
-        CircuitBreakerLayer::new(self.clone()).classifier(HttpClassifier::default())
+    /// A layer for services that are not HTTP: every `Err` is a failure,
+    /// every `Ok` a success, whatever it holds. Use
+    /// [`layer`](Breaker::layer) for HTTP, where a `503` is an `Ok`, and
+    /// [`CircuitBreakerLayer::classifier`] for any other rule.
+    ///
+    /// ```
+    /// use tower::{Layer, ServiceExt, service_fn};
+    /// use tower_circuit::breaker::{Breaker, Config};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let breaker = Breaker::new("numbers", Config::default()).unwrap();
+    /// let svc = breaker.errors_layer().layer(service_fn(|n: u32| async move {
+    ///     Ok::<_, std::io::Error>(n)
+    /// }));
+    /// assert_eq!(svc.oneshot(7).await.unwrap(), 7);
+    /// # }
+    /// ```
+    pub fn errors_layer(&self) -> CircuitBreakerLayer<ErrorsAsFailures> {
+        CircuitBreakerLayer::new(self.clone()).classifier(ErrorsAsFailures)
     }
 
     /// The breaker's name.

@@ -27,7 +27,7 @@
 //!         FallbackLayer::new(|sku: &u32| *sku, |sku, _err: &BoxError| Some(format!("cached price of {sku}")))
 //!             .counted_in(&breaker),
 //!     )
-//!     .layer(breaker.layer())
+//!     .layer(breaker.errors_layer())
 //!     .service(service_fn(|sku: u32| async move { Ok::<_, BoxError>(format!("live price of {sku}")) }));
 //!
 //! assert_eq!(service.oneshot(7).await?, "cached price of 7");

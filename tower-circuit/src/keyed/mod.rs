@@ -10,6 +10,7 @@
 //! ```
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
 //! use tower_circuit::breaker::Breaker;
+//! use tower_circuit::classify::ErrorsAsFailures;
 //! use tower_circuit::keyed::{KeyedBreakers, KeyedCircuitBreakerLayer};
 //! use tower_circuit::BoxError;
 //!
@@ -17,7 +18,11 @@
 //! # async fn main() -> Result<(), BoxError> {
 //! let breakers = KeyedBreakers::new(Breaker::builder("upstream"))?;
 //! let service = ServiceBuilder::new()
-//!     .layer(KeyedCircuitBreakerLayer::new(breakers.clone(), |host: &&'static str| *host))
+//!     // Not HTTP here, so every `Err` is a failure (HTTP is the default).
+//!     .layer(
+//!         KeyedCircuitBreakerLayer::new(breakers.clone(), |host: &&'static str| *host)
+//!             .classifier(ErrorsAsFailures),
+//!     )
 //!     .service(service_fn(|host: &'static str| async move { Ok::<_, BoxError>(host.len()) }));
 //!
 //! service.clone().oneshot("a.internal").await?;
@@ -47,7 +52,7 @@ use crate::breaker::future::ResponseFuture;
 use crate::breaker::guarded_call;
 use crate::breaker::window::lock;
 use crate::breaker::{Breaker, BreakerBuilder, ConfigError, Metrics};
-use crate::classify::{Classifier, ErrorsAsFailures, MakeClassifier};
+use crate::classify::{Classifier, HttpClassifier, MakeClassifier};
 
 /// The default bound on the number of keys.
 pub const DEFAULT_MAX_KEYS: usize = 1024;
@@ -230,7 +235,7 @@ where
 
 /// Guards an inner service with one breaker per key. Built by
 /// [`KeyedCircuitBreakerLayer`].
-pub struct KeyedCircuitBreaker<S, K, F, C = ErrorsAsFailures> {
+pub struct KeyedCircuitBreaker<S, K, F, C = HttpClassifier> {
     inner: S,
     breakers: KeyedBreakers<K>,
     key: F,

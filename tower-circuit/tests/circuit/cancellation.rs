@@ -3,6 +3,7 @@ use std::time::Duration;
 use tokio::time::advance;
 use tower::{Layer, Service, ServiceExt};
 use tower_circuit::breaker::{Breaker, CircuitState};
+use tower_circuit::classify::ErrorsAsFailures;
 use tower_test::mock;
 
 use crate::support::*;
@@ -11,13 +12,21 @@ type Mock = mock::Mock<u32, u32>;
 type Handle = mock::Handle<u32, u32>;
 
 /// A breaker over a mock whose calls stay pending until the test answers.
-fn mocked(b: &Breaker) -> (tower_circuit::breaker::CircuitBreaker<Mock>, Handle) {
+fn mocked(
+    b: &Breaker,
+) -> (
+    tower_circuit::breaker::CircuitBreaker<Mock, ErrorsAsFailures>,
+    Handle,
+) {
     let (mock, mut handle) = mock::pair::<u32, u32>();
     handle.allow(1_000);
-    (b.layer().layer(mock), handle)
+    (b.errors_layer().layer(mock), handle)
 }
 
-async fn open_it(svc: &mut tower_circuit::breaker::CircuitBreaker<Mock>, handle: &mut Handle) {
+async fn open_it(
+    svc: &mut tower_circuit::breaker::CircuitBreaker<Mock, ErrorsAsFailures>,
+    handle: &mut Handle,
+) {
     for i in 0..10 {
         let fut = svc.ready().await.unwrap().call(i);
         next_request(handle).await.1.send_error("down");

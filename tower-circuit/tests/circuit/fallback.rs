@@ -18,7 +18,7 @@ where
 {
     ServiceBuilder::new()
         .layer(fallback)
-        .layer(breaker.layer())
+        .layer(breaker.errors_layer())
         .service(service_fn(|id: u32| async move {
             if id.is_multiple_of(2) {
                 Ok(format!("live {id}"))

@@ -9,7 +9,7 @@ use crate::support::*;
 #[tokio::test(start_paused = true)]
 async fn services_built_from_one_layer_share_the_breaker() {
     let b = breaker(count_config(10));
-    let layer = b.layer();
+    let layer = b.errors_layer();
     let (mut first, _) = service(layer.breaker());
     let (mut second, _) = service(&b);
     calls(&mut first, Call::Fail, 5).await;

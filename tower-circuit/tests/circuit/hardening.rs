@@ -113,7 +113,7 @@ async fn an_outcome_from_before_the_circuit_opened_is_not_counted() {
         );
         let (mock, mut handle) = mock::pair::<u32, u32>();
         handle.allow(100);
-        let mut svc = b.layer().layer(mock);
+        let mut svc = b.errors_layer().layer(mock);
         let slow = svc.ready().await.unwrap().call(0);
         let (_, reply) = next_request(&mut handle).await;
         for i in 1..=10 {
@@ -324,7 +324,7 @@ async fn poll_ready_fails_fast_while_open() {
     let b = breaker(count_config(10));
     let (mock, mut handle) = mock::pair::<u32, u32>();
     handle.allow(0); // never ready
-    let mut svc = mock::Spawn::new(b.layer().layer(mock));
+    let mut svc = mock::Spawn::new(b.errors_layer().layer(mock));
     assert!(svc.poll_ready().is_pending(), "closed: the inner readiness");
 
     b.force_open();
@@ -359,7 +359,7 @@ async fn a_call_readied_while_open_is_rejected_even_after_the_open_duration() {
     handle.allow(0);
     let (mut failing, _) = service(&b);
     calls(&mut failing, Call::Fail, 10).await;
-    let mut svc = mock::Spawn::new(b.layer().layer(mock));
+    let mut svc = mock::Spawn::new(b.errors_layer().layer(mock));
     assert!(matches!(svc.poll_ready(), Poll::Ready(Ok(()))));
     advance(Duration::from_secs(31)).await;
     let err = svc.call(1).await.unwrap_err();

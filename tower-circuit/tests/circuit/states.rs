@@ -152,7 +152,7 @@ async fn half_open_admits_at_most_max_probes_concurrently() {
     let b = breaker(count_config(10).half_open_max_calls(2));
     let (mock, mut handle) = tower_test::mock::pair::<u32, u32>();
     handle.allow(100);
-    let layer = b.layer();
+    let layer = b.errors_layer();
     use tower::{Layer, Service, ServiceExt};
     let mut svc = layer.layer(mock);
     for i in 0..10 {

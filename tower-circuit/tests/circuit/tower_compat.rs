@@ -11,7 +11,7 @@ use crate::support::*;
 async fn poll_ready_forwards_the_inner_readiness() {
     let b = breaker(count_config(10));
     let (mock, mut handle) = mock::pair::<u32, u32>();
-    let mut svc = tower_test::mock::Spawn::new(b.layer().layer(mock));
+    let mut svc = tower_test::mock::Spawn::new(b.errors_layer().layer(mock));
     handle.allow(0);
     assert!(svc.poll_ready().is_pending());
     handle.allow(1);
@@ -23,7 +23,7 @@ async fn open_circuit_does_not_fail_poll_ready() {
     let b = breaker(count_config(10));
     let (mock, mut handle) = mock::pair::<u32, u32>();
     handle.allow(10);
-    let mut svc = tower_test::mock::Spawn::new(b.layer().layer(mock));
+    let mut svc = tower_test::mock::Spawn::new(b.errors_layer().layer(mock));
     b.force_open();
     assert!(matches!(svc.poll_ready(), Poll::Ready(Ok(()))));
     let err = svc.call(1).await.unwrap_err();
@@ -83,7 +83,7 @@ async fn under_axum_an_open_circuit_answers_503_with_retry_after() {
     let app = Router::new().route("/", get(|| async { "hello" })).layer(
         ServiceBuilder::new()
             .layer(HandleErrorLayer::new(to_response))
-            .layer(b.layer()),
+            .layer(b.errors_layer()),
     );
     let get_root = || Request::get("/").body(Body::empty()).unwrap();
 

@@ -153,7 +153,7 @@ async fn a_downstream_504_for_the_callers_budget_neither_opens_the_breaker_nor_r
     let svc = ServiceBuilder::new()
         .layer(DeadlineLayer::new(Duration::from_micros(50_900)))
         .layer(retry.clone())
-        .layer(breaker.http_layer())
+        .layer(breaker.layer())
         .layer(RequestTimeoutLayer::by_method())
         .layer(PropagateDeadlineLayer::new())
         .service(wire);
