@@ -200,7 +200,7 @@ async fn main() -> Result<(), BoxError> {
     upstream.set_healthy(true);
     // The breaker says how long it stays open; sleeping that long means the
     // next call is let through as a probe.
-    let wait = breaker.metrics().retry_after.unwrap_or(open_duration);
+    let wait = breaker.stats().retry_after.unwrap_or(open_duration);
     println!("sleeping {} ms", wait.as_millis());
     tokio::time::sleep(wait).await;
     // No timer moves the breaker to half-open: this call does, and its
@@ -213,6 +213,6 @@ async fn main() -> Result<(), BoxError> {
     if breaker.state() != CircuitState::Closed {
         return Err("the breaker did not close again".into());
     }
-    println!("\n== final metrics\n{:#?}", breaker.metrics());
+    println!("\n== final metrics\n{:#?}", breaker.stats());
     Ok(())
 }

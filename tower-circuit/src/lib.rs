@@ -15,7 +15,7 @@
 //!     .service(service_fn(|n: u64| async move { Ok::<_, tower_circuit::BoxError>(n * 2) }));
 //!
 //! assert_eq!(service.oneshot(21).await?, 42);
-//! println!("{:?}", breaker.metrics());
+//! println!("{:?}", breaker.stats());
 //! # Ok(())
 //! # }
 //! ```
@@ -96,7 +96,7 @@
 //! // and opened; retry stopped at the open circuit without a fifth try.
 //! let res = client.clone().oneshot(Request::get("/users/7").body(()).unwrap()).await?;
 //! assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
-//! assert_eq!(breaker.metrics().calls, 4);
+//! assert_eq!(breaker.stats().calls, 4);
 //! let err = client.oneshot(Request::get("/users/7").body(()).unwrap()).await.unwrap_err();
 //! assert!(err.is::<CircuitOpen>());
 //! assert_eq!(retry.stats().retries, 3);

@@ -58,7 +58,7 @@ fn run(window: Window, steps: Vec<Step>, check: impl Fn(u64, (u64, u64), &[(u64,
                 }
                 Step::Advance(d) => tokio::time::advance(d).await,
             }
-            let m = breaker.metrics();
+            let m = breaker.stats();
             let now = start.elapsed().as_millis() as u64;
             check(now, (m.calls, m.failures), &history);
         }

@@ -11,21 +11,21 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::config::{Config, ConfigError};
+use super::config::{BreakerConfigError, Config};
 use super::error::CircuitOpen;
 use super::events::{FallbackUsed, Hooks, Rejected, StateChange};
 use super::guard::{CallGuard, Lane};
 use super::layer::CircuitBreakerLayer;
 use super::machine::Shared;
-use super::metrics::Metrics;
 use super::state::CircuitState;
+use super::stats::BreakerStats;
 use super::window::{CachePadded, lock};
 use crate::classify::{ErrorsAsFailures, HttpClassifier};
 
 /// A circuit breaker, shared by every service built from its layers.
 ///
 /// Cloning is cheap and every clone controls the same breaker: keep one to
-/// read [`state`](Breaker::state) and [`metrics`](Breaker::metrics), or to
+/// read [`state`](Breaker::state) and [`stats`](Breaker::stats), or to
 /// [`force_open`](Breaker::force_open), [`reset`](Breaker::reset) or
 /// [`disable`](Breaker::disable) it from an admin endpoint.
 ///
@@ -85,7 +85,7 @@ impl BreakerBuilder {
     /// [`StateChange::sequence`] counts 1, 2, 3, ... so a gauge set from
     /// the hook always ends on the breaker's real state. No breaker lock is
     /// held while a hook runs, so a hook may call [`Breaker::state`],
-    /// [`Breaker::metrics`] or even [`Breaker::force_open`]; a change a
+    /// [`Breaker::stats`] or even [`Breaker::force_open`]; a change a
     /// hook makes is reported after that hook returns. The price of the
     /// order: a change may be reported by whichever thread is already
     /// reporting an earlier one, just after the call that made it returned.
@@ -93,7 +93,7 @@ impl BreakerBuilder {
     /// that a caller may hold while it calls into the breaker
     /// ([`force_open`](Breaker::force_open), [`reset`](Breaker::reset),
     /// [`disable`](Breaker::disable) or a call through its layer): reads
-    /// ([`state`](Breaker::state), [`metrics`](Breaker::metrics)) never run
+    /// ([`state`](Breaker::state), [`stats`](Breaker::stats)) never run
     /// hooks.
     pub fn on_state_change<F>(mut self, hook: F) -> Self
     where
@@ -125,16 +125,16 @@ impl BreakerBuilder {
     ///
     /// Reads tokio's clock, so call it where tests pause time (inside the
     /// runtime) for the breaker to follow the paused clock.
-    pub fn build(&self) -> Result<Breaker, ConfigError> {
+    pub fn build(&self) -> Result<Breaker, BreakerConfigError> {
         self.build_named(self.name.clone())
     }
 
-    pub(crate) fn build_named(&self, name: Arc<str>) -> Result<Breaker, ConfigError> {
+    pub(crate) fn build_named(&self, name: Arc<str>) -> Result<Breaker, BreakerConfigError> {
         self.validate()?;
         Ok(self.build_validated(name))
     }
 
-    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+    pub(crate) fn validate(&self) -> Result<(), BreakerConfigError> {
         self.config.validate()
     }
 
@@ -151,7 +151,7 @@ impl BreakerBuilder {
 impl Breaker {
     /// Builds a breaker named `name` (used in errors, events, logs and
     /// metrics), validating `config`.
-    pub fn new(name: impl Into<Arc<str>>, config: Config) -> Result<Self, ConfigError> {
+    pub fn new(name: impl Into<Arc<str>>, config: Config) -> Result<Self, BreakerConfigError> {
         Breaker::builder(name).config(config).build()
     }
 
@@ -265,7 +265,7 @@ impl Breaker {
 
     /// A snapshot of the state (as [`state`](Breaker::state) reports it),
     /// the window's counts and the counters. Side-effect free, like `state`.
-    pub fn metrics(&self) -> Metrics {
+    pub fn stats(&self) -> BreakerStats {
         let shared = &self.inner.shared;
         let now = Instant::now();
         let state = shared.observed_state(now);
@@ -276,7 +276,7 @@ impl Breaker {
         } else {
             None
         };
-        Metrics {
+        BreakerStats {
             name: shared.name.to_string(),
             state,
             calls: totals.calls,

@@ -287,7 +287,7 @@ impl Shared {
         if totals.calls < u64::from(self.config.minimum_calls) {
             return false;
         }
-        // The very rates `metrics()` and `StateChange` report, compared
+        // The very rates `stats()` and `StateChange` report, compared
         // with the threshold: `failures >= threshold * calls` rounded the
         // other way (55 of 100 at 0.55 stayed closed while reporting 0.55).
         let failing =

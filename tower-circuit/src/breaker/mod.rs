@@ -86,7 +86,7 @@
 //! fired on its own limit still counts. This is done in the breaker rather
 //! than in each classifier so that a custom classifier cannot get it wrong.
 //!
-//! Reading the breaker ([`Breaker::state`], [`Breaker::metrics`]) has no
+//! Reading the breaker ([`Breaker::state`], [`Breaker::stats`]) has no
 //! side effects: an open circuit whose open duration has passed reads as
 //! half-open, and moves there (running its hook) on the next call.
 //! State-change hooks run in the order of the transitions, with no breaker
@@ -102,8 +102,8 @@ mod guard;
 mod handle;
 mod layer;
 mod machine;
-mod metrics;
 mod state;
+mod stats;
 pub(crate) mod window;
 
 use std::task::{Context, Poll};
@@ -111,13 +111,13 @@ use std::task::{Context, Poll};
 use tower_service::Service;
 
 pub use self::config::{
-    Config, ConfigError, MAX_BUCKETS, MAX_WINDOW_SIZE, OpenBackoff, SlowCall, Window,
+    BreakerConfigError, Config, MAX_BUCKETS, MAX_WINDOW_SIZE, OpenBackoff, SlowCall, Window,
 };
 pub use self::error::CircuitOpen;
 pub use self::handle::{Breaker, BreakerBuilder};
 pub use self::layer::CircuitBreakerLayer;
-pub use self::metrics::Metrics;
 pub use self::state::CircuitState;
+pub use self::stats::BreakerStats;
 
 use self::future::ResponseFuture;
 use crate::BoxError;

@@ -8,7 +8,7 @@
 //! error on. By default only [`CircuitOpen`] errors are handled;
 //! [`FallbackLayer::on_any_error`] widens that. Bound to a breaker with
 //! [`FallbackLayer::counted_in`], every answer is counted in its
-//! [`Metrics::fallbacks`](crate::breaker::Metrics::fallbacks) and reported
+//! [`BreakerStats::fallbacks`](crate::breaker::BreakerStats::fallbacks) and reported
 //! to its `on_fallback` hook.
 //!
 //! ```
@@ -31,7 +31,7 @@
 //!     .service(service_fn(|sku: u32| async move { Ok::<_, BoxError>(format!("live price of {sku}")) }));
 //!
 //! assert_eq!(service.oneshot(7).await?, "cached price of 7");
-//! assert_eq!(breaker.metrics().fallbacks, 1);
+//! assert_eq!(breaker.stats().fallbacks, 1);
 //! # Ok(())
 //! # }
 //! ```

@@ -63,7 +63,7 @@ async fn dropped_closed_call_records_nothing() {
     let fut = svc.ready().await.unwrap().call(1);
     let _ = next_request(&mut handle).await;
     drop(fut);
-    assert_eq!(b.metrics().calls, 0);
+    assert_eq!(b.stats().calls, 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -78,7 +78,7 @@ async fn outcome_from_before_a_state_change_is_ignored() {
     old_reply.send_error("failed long ago");
     assert!(old.await.is_err());
     assert_eq!(
-        b.metrics().calls,
+        b.stats().calls,
         0,
         "the stale failure did not enter the new window"
     );

@@ -42,7 +42,7 @@ async fn layer_counts_5xx_as_failures() {
         .layer(b.layer())
         .service(http_service());
     send(&mut svc, "/503", 10).await;
-    assert_eq!(b.metrics().failures, 10);
+    assert_eq!(b.stats().failures, 10);
     assert_eq!(b.state(), CircuitState::Open);
 }
 
@@ -55,17 +55,17 @@ async fn the_obvious_constructors_count_a_503_as_a_failure() {
     let b = breaker(count_config(10));
     let mut svc = b.layer().layer(http_service());
     send(&mut svc, "/503", 1).await;
-    assert_eq!(b.metrics().failures, 1, "Breaker::layer");
+    assert_eq!(b.stats().failures, 1, "Breaker::layer");
 
     let b = breaker(count_config(10));
     let mut svc = CircuitBreakerLayer::new(b.clone()).layer(http_service());
     send(&mut svc, "/503", 1).await;
-    assert_eq!(b.metrics().failures, 1, "CircuitBreakerLayer::new");
+    assert_eq!(b.stats().failures, 1, "CircuitBreakerLayer::new");
 
     let b = breaker(count_config(10));
     let mut svc = CircuitBreaker::new(http_service(), b.clone());
     send(&mut svc, "/503", 1).await;
-    assert_eq!(b.metrics().failures, 1, "CircuitBreaker::new");
+    assert_eq!(b.stats().failures, 1, "CircuitBreaker::new");
 
     let breakers = KeyedBreakers::new(tower_circuit::breaker::Breaker::builder("hosts")).unwrap();
     let host = |req: &Request<()>| req.uri().host().unwrap_or("").to_owned();
@@ -84,7 +84,7 @@ async fn layer_counts_4xx_as_successes() {
         .service(http_service());
     send(&mut svc, "/404", 5).await;
     send(&mut svc, "/429", 5).await;
-    let m = b.metrics();
+    let m = b.stats();
     assert_eq!((m.calls, m.failures), (10, 0));
     assert_eq!(b.state(), CircuitState::Closed);
 }
@@ -107,7 +107,7 @@ async fn errors_layer_counts_only_errors() {
         .service(http_service());
     send(&mut svc, "/503", 10).await;
     assert_eq!(
-        b.metrics().failures,
+        b.stats().failures,
         0,
         "a 503 response is an Ok to the errors-only layer"
     );
@@ -143,7 +143,7 @@ async fn ignored_errors_are_not_counted() {
     for _ in 0..20 {
         let _ = svc.ready().await.unwrap().call(true).await;
     }
-    assert_eq!(b.metrics().calls, 0);
+    assert_eq!(b.stats().calls, 0);
     assert_eq!(b.state(), CircuitState::Closed);
     for _ in 0..10 {
         let _ = svc.ready().await.unwrap().call(false).await;

@@ -168,7 +168,7 @@ async fn a_downstream_504_for_the_callers_budget_neither_opens_the_breaker_nor_r
             "the server's deadline answered first"
         );
     }
-    let m = breaker.metrics();
+    let m = breaker.stats();
     assert_eq!(m.state, CircuitState::Closed);
     assert_eq!((m.calls, m.failures), (0, 0));
     assert_eq!(retry.stats().retries, 0);
