@@ -92,6 +92,16 @@ pub struct ServerDeadline<S> {
 
 impl<S> ServerDeadline<S> {
     /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service.
     pub fn into_inner(self) -> S {
         self.inner
     }
