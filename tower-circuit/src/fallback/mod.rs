@@ -1,5 +1,5 @@
-//! Answers in place of an open circuit, or of any failed call: the seed's
-//! "return cached data".
+//! Answers in place of an open circuit, or of any failed call: cached
+//! data, a default, a degraded but useful response.
 //!
 //! A fallback is two functions: `extract` runs on every request before it
 //! is sent and keeps what the answer needs (a user id to look up in a
