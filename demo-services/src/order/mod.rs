@@ -124,7 +124,7 @@ impl State {
     pub fn health(&self) -> serde_json::Value {
         let mut body = server::health(&self.ops);
         let dependency = |client: &tower_circuit::client::ServiceClient| {
-            let metrics = client.breaker().metrics();
+            let metrics = client.breaker().stats();
             let mut entry = serde_json::to_value(&metrics).unwrap_or_default();
             entry["circuit"] = serde_json::Value::from(metrics.state.as_str());
             entry
