@@ -3,26 +3,22 @@
 //!
 //! # Layout
 //!
-//! - [`claims`]: what a service token says (`sub`, `iss`, `aud`, `exp`,
-//!   `service`, `permissions`, ...).
-//! - [`keys`]: signing and verification keys by `kid`, for rotation, from
-//!   PEM files, environment variables and JWKS-style JSON.
-//! - [`sign`]: minting tokens for a target service.
-//! - [`verify`]: checking them, with one [`Rejection`](verify::Rejection)
-//!   per way a token can be wrong.
-//! - [`client`]: the layer that signs and attaches tokens, cached.
-//! - [`server`]: the layers that verify tokens and check permissions.
-//! - [`api_key`]: the API-key client and server layers.
+//! - [`jwt`]: service tokens: claims, keys, signing, verification, and
+//!   their client ([`SignTokenLayer`](jwt::SignTokenLayer)) and server
+//!   ([`VerifyLayer`](jwt::VerifyLayer)) layers.
+//! - [`api_key`]: API keys: the key store, and their client
+//!   ([`ApiKeyClientLayer`](api_key::ApiKeyClientLayer)) and server
+//!   ([`ApiKeyLayer`](api_key::ApiKeyLayer)) layers.
+//!
+//! Each module has its own [`Rejection`](jwt::Rejection)
+//! ([`api_key::Rejection`]): one enum per credential, named the same in
+//! both, each with the HTTP answer it maps to.
 
 #![forbid(unsafe_code)]
 
 pub mod api_key;
-pub mod claims;
-pub mod client;
-pub mod keys;
-pub mod server;
-pub mod sign;
-pub mod verify;
+pub mod jwt;
 
 mod escape;
+mod future;
 mod response;

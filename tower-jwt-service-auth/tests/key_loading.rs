@@ -11,9 +11,9 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use rand::{Rng, RngExt};
 use serde_json::json;
-use tower_jwt_service_auth::claims::TOKEN_TYPE;
-use tower_jwt_service_auth::keys::{Ed25519KeyPair, KeyError, KeySet, VerifyingKey};
-use tower_jwt_service_auth::verify::{Rejection, Verifier};
+use tower_jwt_service_auth::jwt::claims::TOKEN_TYPE;
+use tower_jwt_service_auth::jwt::keys::{Ed25519KeyPair, KeyError, KeySet, VerifyingKey};
+use tower_jwt_service_auth::jwt::verify::{Rejection, Verifier};
 
 const ORDER_PUB: &[u8] = include_bytes!("keys/order-service.pub.pem");
 

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use crate::verify::ServiceIdentity;
+use crate::jwt::verify::ServiceIdentity;
 
 /// What a cached token proved: the identity, and whether the permission
 /// policy took some of its claimed permissions out (counted on every use).

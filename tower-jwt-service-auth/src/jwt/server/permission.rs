@@ -5,8 +5,8 @@ use http::{Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::future::ResponseFuture;
-use crate::verify::{Rejection, ServiceIdentity};
+use crate::future::ResponseFuture;
+use crate::jwt::verify::{Rejection, ServiceIdentity};
 
 /// Lets through only callers holding one permission; for axum's
 /// `route_layer`, below a [`VerifyLayer`](super::VerifyLayer).
@@ -64,7 +64,7 @@ where
             None => Err(Rejection::Missing),
             Some(caller) => caller.require(&self.permission).inspect_err(|_| {
                 tracing::warn!(
-                    target: "tower_jwt_service_auth::server",
+                    target: "tower_jwt_service_auth::jwt::server",
                     caller = %crate::escape::Escaped(&caller.service),
                     permission = &*self.permission,
                     "permission denied"
@@ -73,7 +73,7 @@ where
         };
         match verdict {
             Ok(()) => ResponseFuture::called(self.inner.call(req)),
-            Err(rejection) => ResponseFuture::answered(crate::response::rejection(&rejection)),
+            Err(rejection) => ResponseFuture::answered(rejection.to_response()),
         }
     }
 }
