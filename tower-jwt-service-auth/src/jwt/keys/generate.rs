@@ -1,9 +1,17 @@
 //! Generating Ed25519 key pairs, and writing them as PEM and JWK.
+//!
+//! The PEM encodings are ed25519-dalek's (its `pkcs8` and `pem` features);
+//! `tests/keygen.rs` checks they match OpenSSL's byte for byte.
 
 use std::fmt;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+use ed25519_dalek::pkcs8::{
+    DecodePrivateKey, EncodePrivateKey, EncodePublicKey, KeypairBytes, PublicKeyBytes,
+};
 
 use super::{KeyError, SigningKey, VerifyingKey};
 
@@ -38,16 +46,6 @@ impl fmt::Debug for Ed25519KeyPair {
     }
 }
 
-/// DER prefixes from RFC 8410: PKCS#8 v1 `PrivateKeyInfo` around a 32-byte
-/// seed, and `SubjectPublicKeyInfo` around a 32-byte public key, both with
-/// the id-Ed25519 OID (1.3.101.112).
-const PKCS8_ED25519_PREFIX: [u8; 16] = [
-    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
-];
-const SPKI_ED25519_PREFIX: [u8; 12] = [
-    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
-];
-
 impl Ed25519KeyPair {
     /// A new key pair from the thread-local CSPRNG (seeded by the OS).
     pub fn generate() -> Self {
@@ -68,36 +66,38 @@ impl Ed25519KeyPair {
     /// [`private_pem`](Ed25519KeyPair::private_pem) or
     /// `openssl genpkey -algorithm ed25519` writes it.
     pub fn from_private_pem(pem: &str) -> Result<Self, KeyError> {
-        use base64::engine::general_purpose::STANDARD;
-        let body: String = pem
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with("-----"))
-            .collect();
-        let der = STANDARD
-            .decode(body)
-            .map_err(|e| KeyError::InvalidKey(format!("PEM: {e}")))?;
-        let seed = der
-            .strip_prefix(&PKCS8_ED25519_PREFIX[..])
-            .and_then(|seed| <[u8; 32]>::try_from(seed).ok())
-            .ok_or_else(|| {
-                KeyError::InvalidKey("not an Ed25519 private key in PKCS#8".to_owned())
-            })?;
-        Ok(Ed25519KeyPair::from_seed(seed))
+        // ed25519-dalek reads the PKCS#8 (v1, or v2 with a public key it
+        // checks against the seed); the seed is all a pair needs.
+        let bytes = KeypairBytes::from_pkcs8_pem(pem).map_err(|e| {
+            KeyError::InvalidKey(format!("not an Ed25519 private key in PKCS#8: {e}"))
+        })?;
+        ed25519_dalek::SigningKey::try_from(&bytes).map_err(|e| {
+            KeyError::InvalidKey(format!("not an Ed25519 private key in PKCS#8: {e}"))
+        })?;
+        Ok(Ed25519KeyPair::from_seed(bytes.secret_key))
     }
 
     /// The private key as a PKCS#8 PEM. Keep it secret.
+    ///
+    /// PKCS#8 v1, the seed alone, as OpenSSL writes it (ed25519-dalek's own
+    /// `SigningKey` encoding adds the public key, as v2).
     pub fn private_pem(&self) -> String {
-        let mut der = PKCS8_ED25519_PREFIX.to_vec();
-        der.extend_from_slice(&self.seed);
-        pem("PRIVATE KEY", &der)
+        let bytes = KeypairBytes {
+            secret_key: self.seed,
+            public_key: None,
+        };
+        bytes
+            .to_pkcs8_pem(LineEnding::LF)
+            .map(|pem| pem.as_str().to_owned())
+            // Encoding 32 fixed bytes into a fixed structure cannot fail.
+            .unwrap_or_default()
     }
 
     /// The public key as an SPKI PEM.
     pub fn public_pem(&self) -> String {
-        let mut der = SPKI_ED25519_PREFIX.to_vec();
-        der.extend_from_slice(&self.public);
-        pem("PUBLIC KEY", &der)
+        PublicKeyBytes(self.public)
+            .to_public_key_pem(LineEnding::LF)
+            .unwrap_or_default()
     }
 
     /// The public key in base64url, a JWK's `x`.
@@ -132,35 +132,4 @@ impl Ed25519KeyPair {
     ) -> Result<VerifyingKey, KeyError> {
         VerifyingKey::ed25519_pem(kid, owner, self.public_pem().as_bytes())
     }
-}
-
-/// The DER inside a PEM with this `label` (RFC 7468), whitespace ignored.
-pub(super) fn pem_der(pem: &[u8], label: &str) -> Result<Vec<u8>, KeyError> {
-    use base64::engine::general_purpose::STANDARD;
-    let text = std::str::from_utf8(pem)
-        .map_err(|_| KeyError::InvalidKey("a PEM is ASCII text".to_owned()))?;
-    let begin = format!("-----BEGIN {label}-----");
-    let end = format!("-----END {label}-----");
-    let body = text
-        .split_once(&begin)
-        .and_then(|(_, rest)| rest.split_once(&end))
-        .map(|(body, _)| body)
-        .ok_or_else(|| KeyError::InvalidKey(format!("not a PEM `{label}`")))?;
-    let body: String = body.split_ascii_whitespace().collect();
-    STANDARD
-        .decode(body)
-        .map_err(|e| KeyError::InvalidKey(format!("PEM: {e}")))
-}
-
-fn pem(label: &str, der: &[u8]) -> String {
-    use base64::engine::general_purpose::STANDARD;
-    let body = STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    // RFC 7468: lines of 64 characters.
-    for line in body.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(line).unwrap_or_default());
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
 }

@@ -27,7 +27,6 @@ use jsonwebtoken::{DecodingKey, EncodingKey};
 pub use self::generate::Ed25519KeyPair;
 pub use self::set::KeySet;
 
-use self::generate::pem_der;
 use crate::escape::Escaped;
 
 /// The algorithms a service token may use. Anything else is refused.
@@ -270,6 +269,39 @@ pub(crate) fn ed25519_verifies(
     }
 }
 
+/// The key bits of an Ed25519 public key in SPKI PEM (RFC 8410), read
+/// with the `spki` and `der` crates ed25519-dalek re-exports. The bits are
+/// taken as they are, whatever their length, so that [`ed25519_point`]
+/// reports a key of the wrong length as such (ed25519-dalek's own
+/// `DecodePublicKey` says only "malformed").
+fn spki_ed25519_bytes(pem: &[u8]) -> Result<Vec<u8>, KeyError> {
+    use ed25519_dalek::pkcs8::spki::SubjectPublicKeyInfoRef;
+    use ed25519_dalek::pkcs8::{ALGORITHM_OID, Document};
+
+    let invalid = |why: &dyn fmt::Display| {
+        KeyError::InvalidKey(format!(
+            "not an Ed25519 public key in SPKI (RFC 8410): {why}"
+        ))
+    };
+    let text = std::str::from_utf8(pem).map_err(|_| invalid(&"a PEM is ASCII text"))?;
+    let (label, der) = Document::from_pem(text).map_err(|e| invalid(&e))?;
+    if label != "PUBLIC KEY" {
+        return Err(invalid(&format_args!("a PEM labelled {}", Escaped(label))));
+    }
+    let spki: SubjectPublicKeyInfoRef<'_> = der.decode_msg().map_err(|e| invalid(&e))?;
+    spki.algorithm
+        .assert_algorithm_oid(ALGORITHM_OID)
+        .map_err(|e| invalid(&e))?;
+    if spki.algorithm.parameters.is_some() {
+        return Err(invalid(&"the algorithm has parameters"));
+    }
+    let bits = spki
+        .subject_public_key
+        .as_bytes()
+        .ok_or_else(|| invalid(&"the key is not whole bytes"))?;
+    Ok(bits.to_vec())
+}
+
 /// An Ed25519 public key from its raw bytes, refused unless it is exactly
 /// 32 bytes encoding a point canonically, and that point is not of small
 /// order (such a "weak" key verifies signatures nobody made).
@@ -312,27 +344,8 @@ impl VerifyingKey {
     ) -> Result<Self, KeyError> {
         let kid = kid.into();
         check_kid(&kid)?;
-        let der = pem_der(pem, "PUBLIC KEY")?;
-        // RFC 8410 gives an Ed25519 SPKI one form: SEQUENCE { the
-        // id-Ed25519 AlgorithmIdentifier, BIT STRING { no unused bits, the
-        // key } }. The key's length is read from the encoding rather than
-        // assumed, so a key of the wrong length is reported as such.
-        const ALGORITHM: [u8; 7] = [0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70];
-        let raw = match der.as_slice() {
-            [0x30, len, rest @ ..] if usize::from(*len) == rest.len() => rest
-                .strip_prefix(&ALGORITHM[..])
-                .and_then(|bits| match bits {
-                    [0x03, len, 0x00, key @ ..] if usize::from(*len) == key.len() + 1 => Some(key),
-                    _ => None,
-                }),
-            _ => None,
-        };
-        let Some(raw) = raw else {
-            return Err(KeyError::InvalidKey(
-                "not an Ed25519 public key in SPKI (RFC 8410)".to_owned(),
-            ));
-        };
-        let point = ed25519_point(&kid, raw)?;
+        let raw = spki_ed25519_bytes(pem)?;
+        let point = ed25519_point(&kid, &raw)?;
         Ok(VerifyingKey {
             kid,
             alg: Algorithm::EdDsa,
