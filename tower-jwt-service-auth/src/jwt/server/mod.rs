@@ -150,7 +150,7 @@ impl Shared {
                 "service token claims permissions its caller is not granted; they were taken out"
             );
         }
-        self.cache.insert(token, &entry, now, leeway);
+        self.cache.insert(token, &entry);
         Ok(entry.identity)
     }
 
