@@ -46,6 +46,23 @@ pub struct RequirePermission<S> {
     permission: Arc<str>,
 }
 
+impl<S> RequirePermission<S> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
 impl<S, ReqB, ResB> Service<Request<ReqB>> for RequirePermission<S>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
