@@ -14,7 +14,7 @@
 //!   same inner service without the layer: `verify_cache_hit - bare` is
 //!   the layer's own cost on a hit.
 //! - `client`: the `SignTokenLayer` with its cached token, against signing
-//!   a token on every call (the seed's way).
+//!   a token on every call (no token cache).
 
 use std::convert::Infallible;
 use std::hint::black_box;

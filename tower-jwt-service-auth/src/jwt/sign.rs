@@ -10,7 +10,8 @@ use rand::RngExt;
 use crate::jwt::claims::{Audience, Claims, TOKEN_TYPE, unix_seconds};
 use crate::jwt::keys::SigningKey;
 
-/// The default lifetime of a token: 5 minutes, as the seed.
+/// The default lifetime of a token: 5 minutes, short enough that a leaked
+/// token is soon useless, long enough that the client layer signs rarely.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
 
 /// A token could not be signed.

@@ -105,7 +105,7 @@ impl Ed25519KeyPair {
         URL_SAFE_NO_PAD.encode(self.public)
     }
 
-    /// A JWKS entry for the public key, in the shape [`KeySet::from_jwks`]
+    /// A JWKS entry for the public key, in the shape [`KeySet::from_jwks`](super::KeySet::from_jwks)
     /// reads: `{"kty": "OKP", "crv": "Ed25519", "kid", "x", "owner"}`.
     pub fn public_jwk(&self, kid: &str, owner: &str) -> serde_json::Value {
         serde_json::json!({

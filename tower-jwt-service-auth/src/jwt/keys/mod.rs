@@ -5,9 +5,9 @@
 //!   public keys, so a compromised service cannot mint tokens for another.
 //!   Each public key is bound to its owner: a token signed with it must name
 //!   that owner as its issuer. The default.
-//! - **HS256**: one shared secret (`SERVICE_JWT_SECRET`, as the seed does);
-//!   simpler, but every holder can mint tokens as any service, with any
-//!   permission: for development, not production.
+//! - **HS256**: one shared secret (`SERVICE_JWT_SECRET`); simpler, but
+//!   every holder can mint tokens as any service, with any permission: for
+//!   development, not production.
 //!
 //! Keys load from PEM (files or strings), environment variables, and a
 //! JWKS-style JSON document.
