@@ -11,6 +11,9 @@
 //! same setup lets a valid token through, so the suite cannot pass by
 //! refusing everything.
 //!
+//! Long on purpose: it is the catalogue of attacks, one short test each,
+//! and reads best as one list (the README's "Refusals" points here).
+//!
 //! The layer reads the system clock, so times are set relative to it, each
 //! at least 90 s from the 30 s leeway's edge.
 

@@ -1,5 +1,8 @@
 //! The verifier against forged and malformed tokens: one test per attack,
 //! each asserting the exact rejection. Time is fixed (`NOW`), not read.
+//!
+//! Long on purpose: one short test per way a token can be wrong, kept in
+//! one list beside the verifier's `Rejection` variants.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
