@@ -192,8 +192,9 @@ impl VerifyLayer {
         VerifyLayer::with_cache(verifier, DEFAULT_CACHE_CAPACITY)
     }
 
-    /// Verifies with `verifier`, remembering up to `capacity` verified
-    /// tokens (`0` turns the cache off).
+    /// Verifies with `verifier`, remembering about `capacity` verified
+    /// tokens (`0` turns the cache off). When full, the coldest entries
+    /// are evicted; the cache never starts over.
     ///
     /// Cached tokens expire by the verifier's [`Clock`](crate::jwt::verify::Clock)
     /// at `exp` plus its leeway, exactly when a fresh check would refuse
