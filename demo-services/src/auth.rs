@@ -18,10 +18,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tower_jwt_service_auth::keys::{Ed25519KeyPair, KeySet, SigningKey, VerifyingKey};
-use tower_jwt_service_auth::server::VerifyLayer;
-use tower_jwt_service_auth::sign::Signer;
-use tower_jwt_service_auth::verify::Verifier;
+use tower_jwt_service_auth::jwt::keys::{Ed25519KeyPair, KeySet, SigningKey, VerifyingKey};
+use tower_jwt_service_auth::jwt::server::VerifyLayer;
+use tower_jwt_service_auth::jwt::sign::Signer;
+use tower_jwt_service_auth::jwt::verify::Verifier;
 
 /// The user service's name: token subject and audience.
 pub const USER_SERVICE: &str = "user-service";

@@ -25,7 +25,7 @@ use tower_circuit::timeout::ServerDeadlineLayer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
-use tower_jwt_service_auth::server::VerifyLayer;
+use tower_jwt_service_auth::jwt::server::VerifyLayer;
 use tracing::{Level, Span};
 
 use crate::api::{self, ApiError};
@@ -130,14 +130,14 @@ pub fn stack(protected: Router, public: Router, ops: &Ops) -> Router {
 
 /// The caller every request is taken for without the stack: the gateway,
 /// with every permission.
-fn unverified_caller() -> tower_jwt_service_auth::verify::ServiceIdentity {
+fn unverified_caller() -> tower_jwt_service_auth::jwt::verify::ServiceIdentity {
     let permissions = crate::auth::SERVICES
         .iter()
         .filter_map(|s| crate::auth::permissions_of(s))
         .flatten()
         .map(|p| p.to_string())
         .collect();
-    tower_jwt_service_auth::verify::ServiceIdentity {
+    tower_jwt_service_auth::jwt::verify::ServiceIdentity {
         service: crate::auth::API_GATEWAY.to_owned(),
         permissions,
         token_id: None,

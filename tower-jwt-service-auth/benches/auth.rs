@@ -14,7 +14,7 @@
 //!   same inner service without the layer: `verify_cache_hit - bare` is
 //!   the layer's own cost on a hit.
 //! - `client`: the `SignTokenLayer` with its cached token, against signing
-//!   a token on every call (the seed's way).
+//!   a token on every call (no token cache).
 
 use std::convert::Infallible;
 use std::hint::black_box;
@@ -23,11 +23,11 @@ use criterion::Criterion;
 use http::{Request, Response};
 use tokio::runtime::{Builder, Runtime};
 use tower::{Layer, Service, ServiceExt, service_fn};
-use tower_jwt_service_auth::client::SignTokenLayer;
-use tower_jwt_service_auth::keys::{KeySet, SigningKey, VerifyingKey};
-use tower_jwt_service_auth::server::VerifyLayer;
-use tower_jwt_service_auth::sign::Signer;
-use tower_jwt_service_auth::verify::Verifier;
+use tower_jwt_service_auth::jwt::client::SignTokenLayer;
+use tower_jwt_service_auth::jwt::keys::{KeySet, SigningKey, VerifyingKey};
+use tower_jwt_service_auth::jwt::server::VerifyLayer;
+use tower_jwt_service_auth::jwt::sign::Signer;
+use tower_jwt_service_auth::jwt::verify::Verifier;
 
 const ORDER_KEY: &[u8] = include_bytes!("../tests/keys/order-service.key.pem");
 const ORDER_PUB: &[u8] = include_bytes!("../tests/keys/order-service.pub.pem");

@@ -1,28 +1,83 @@
 //! Service-to-service authentication for tower: short-lived service JWTs,
 //! verified strictly, and API keys.
 //!
+//! The calling service signs a token for the service it calls; the called
+//! service verifies it and checks the route's permission:
+//!
+//! ```
+//! use http::{Request, Response, StatusCode};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//! use tower_jwt_service_auth::jwt::{
+//!     Ed25519KeyPair, KeySet, RequirePermissionLayer, ServiceIdentity, SignTokenLayer, Signer,
+//!     Verifier, VerifyLayer,
+//! };
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! // order-service's key pair (`demo-services keygen` writes it to files);
+//! // both sides name it by the same kid.
+//! let pair = Ed25519KeyPair::generate();
+//!
+//! // Server (user-service): verify every request, then require a permission.
+//! let verifier = Verifier::new(
+//!     "user-service",
+//!     KeySet::new().with(pair.verifying_key("order-service-1", "order-service")?),
+//! )
+//! .grant("order-service", ["read:users"]);
+//! let users = ServiceBuilder::new()
+//!     .layer(VerifyLayer::new(verifier))
+//!     .layer(RequirePermissionLayer::new("read:users"))
+//!     .service(service_fn(|req: Request<String>| async move {
+//!         let caller = req.extensions().get::<ServiceIdentity>().unwrap();
+//!         Ok::<_, std::convert::Infallible>(Response::new(format!("hello, {}", caller.service)))
+//!     }));
+//!
+//! // Client (order-service): sign a token for user-service on the way out.
+//! // Here it calls the server in-process; in a service, the HTTP client.
+//! let signer = Signer::new("order-service", pair.signing_key("order-service-1")?)
+//!     .permissions(["read:users"]);
+//! let to_users = ServiceBuilder::new()
+//!     .layer(SignTokenLayer::new(signer, "user-service"))
+//!     .service(users.clone());
+//!
+//! let res = to_users.oneshot(Request::get("/users/7").body(String::new())?).await?;
+//! assert_eq!(res.into_body(), "hello, order-service");
+//!
+//! // Without a token, the handler never runs.
+//! let res = users.oneshot(Request::get("/users/7").body(String::new())?).await?;
+//! assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Layout
 //!
-//! - [`claims`]: what a service token says (`sub`, `iss`, `aud`, `exp`,
-//!   `service`, `permissions`, ...).
-//! - [`keys`]: signing and verification keys by `kid`, for rotation, from
-//!   PEM files, environment variables and JWKS-style JSON.
-//! - [`sign`]: minting tokens for a target service.
-//! - [`verify`]: checking them, with one [`Rejection`](verify::Rejection)
-//!   per way a token can be wrong.
-//! - [`client`]: the layer that signs and attaches tokens, cached.
-//! - [`server`]: the layers that verify tokens and check permissions.
-//! - [`api_key`]: the API-key client and server layers.
+//! - [`jwt`]: service tokens: claims, keys, signing, verification, and
+//!   their client ([`SignTokenLayer`](jwt::SignTokenLayer)) and server
+//!   ([`VerifyLayer`](jwt::VerifyLayer),
+//!   [`RequirePermissionLayer`](jwt::RequirePermissionLayer)) layers.
+//! - [`api_key`]: API keys: the key store, and their client
+//!   ([`ApiKeyClientLayer`](api_key::ApiKeyClientLayer)) and server
+//!   ([`ApiKeyLayer`](api_key::ApiKeyLayer)) layers.
+//!
+//! Each credential has its own refusal enum, named the same in both
+//! modules: [`jwt::Rejection`] and [`api_key::Rejection`]. They are not one
+//! type because they answer differently (a JWT refusal may be `403` for a
+//! known caller without a permission, with an RFC 6750 `Bearer` challenge;
+//! an API-key refusal is always `401` with an `ApiKey` challenge); the module
+//! says which credential, the name says what it is. Both have `status`,
+//! `reason` and `to_response`.
 
 #![forbid(unsafe_code)]
 
 pub mod api_key;
-pub mod claims;
-pub mod client;
-pub mod keys;
-pub mod server;
-pub mod sign;
-pub mod verify;
+pub mod jwt;
 
 mod escape;
+mod future;
 mod response;
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

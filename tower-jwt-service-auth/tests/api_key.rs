@@ -1,6 +1,9 @@
 //! The API-key layers: one test per behaviour. The handler behind the
 //! server layer counts its calls, so every rejection test also shows that
 //! a refused request never reaches it.
+//!
+//! Long on purpose: one short test per behaviour of one layer pair, in
+//! one list.
 
 use std::cell::RefCell;
 use std::convert::Infallible;

@@ -10,10 +10,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use http::header::AUTHORIZATION;
 use http::{Request, Response, StatusCode};
 use tower::{ServiceBuilder, ServiceExt, service_fn};
-use tower_jwt_service_auth::keys::{KeySet, SigningKey, VerifyingKey};
-use tower_jwt_service_auth::server::VerifyLayer;
-use tower_jwt_service_auth::sign::Signer;
-use tower_jwt_service_auth::verify::Verifier;
+use tower_jwt_service_auth::jwt::keys::{KeySet, SigningKey, VerifyingKey};
+use tower_jwt_service_auth::jwt::server::VerifyLayer;
+use tower_jwt_service_auth::jwt::sign::Signer;
+use tower_jwt_service_auth::jwt::verify::Verifier;
 
 const ORDER_KEY: &[u8] = include_bytes!("keys/order-service.key.pem");
 const ORDER_PUB: &[u8] = include_bytes!("keys/order-service.pub.pem");

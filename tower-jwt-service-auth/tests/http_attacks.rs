@@ -11,6 +11,9 @@
 //! same setup lets a valid token through, so the suite cannot pass by
 //! refusing everything.
 //!
+//! Long on purpose: it is the catalogue of attacks, one short test each,
+//! and reads best as one list (the README's "Refusals" points here).
+//!
 //! The layer reads the system clock, so times are set relative to it, each
 //! at least 90 s from the 30 s leeway's edge.
 
@@ -27,10 +30,10 @@ use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Value, json};
 use tower::util::BoxCloneService;
 use tower::{ServiceBuilder, ServiceExt, service_fn};
-use tower_jwt_service_auth::claims::{TOKEN_TYPE, unix_seconds};
-use tower_jwt_service_auth::keys::{KeySet, VerifyingKey};
-use tower_jwt_service_auth::server::{AuthStats, RequirePermissionLayer, VerifyLayer};
-use tower_jwt_service_auth::verify::{ServiceIdentity, Verifier};
+use tower_jwt_service_auth::jwt::claims::{TOKEN_TYPE, unix_seconds};
+use tower_jwt_service_auth::jwt::keys::{KeySet, VerifyingKey};
+use tower_jwt_service_auth::jwt::server::{AuthStats, RequirePermissionLayer, VerifyLayer};
+use tower_jwt_service_auth::jwt::verify::{ServiceIdentity, Verifier};
 
 const ORDER_KEY: &[u8] = include_bytes!("keys/order-service.key.pem");
 const ORDER_PUB: &[u8] = include_bytes!("keys/order-service.pub.pem");

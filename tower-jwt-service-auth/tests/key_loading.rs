@@ -11,9 +11,9 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use rand::{Rng, RngExt};
 use serde_json::json;
-use tower_jwt_service_auth::claims::TOKEN_TYPE;
-use tower_jwt_service_auth::keys::{Ed25519KeyPair, KeyError, KeySet, VerifyingKey};
-use tower_jwt_service_auth::verify::{Rejection, Verifier};
+use tower_jwt_service_auth::jwt::claims::TOKEN_TYPE;
+use tower_jwt_service_auth::jwt::keys::{Ed25519KeyPair, KeyError, KeySet, VerifyingKey};
+use tower_jwt_service_auth::jwt::verify::{Rejection, Verifier};
 
 const ORDER_PUB: &[u8] = include_bytes!("keys/order-service.pub.pem");
 
@@ -44,15 +44,23 @@ fn jwks_of(kid: &str, bytes: &[u8]) -> Result<KeySet, KeyError> {
     KeySet::from_jwks(&jwks(kid, &URL_SAFE_NO_PAD.encode(bytes)))
 }
 
-/// An SPKI PEM (RFC 8410's layout) around `key`, whatever its length.
+/// An SPKI PEM (RFC 8410's layout) around `key`, whatever its length,
+/// base64 wrapped at 64 characters as RFC 7468 has it (a real Ed25519
+/// key's 60 characters fit one line; a longer wrong one needs two).
 fn spki_pem(key: &[u8]) -> String {
     let mut der = vec![0x30, (10 + key.len()) as u8];
     der.extend_from_slice(&[0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70]);
     der.extend_from_slice(&[0x03, (key.len() + 1) as u8, 0x00]);
     der.extend_from_slice(key);
+    let body = STANDARD.encode(der);
+    let lines: Vec<&str> = body
+        .as_bytes()
+        .chunks(64)
+        .map(|l| std::str::from_utf8(l).unwrap())
+        .collect();
     format!(
         "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
-        STANDARD.encode(der)
+        lines.join("\n")
     )
 }
 

@@ -3,9 +3,9 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use tower_jwt_service_auth::keys::{Ed25519KeyPair, KeySet};
-use tower_jwt_service_auth::sign::Signer;
-use tower_jwt_service_auth::verify::Verifier;
+use tower_jwt_service_auth::jwt::keys::{Ed25519KeyPair, KeySet};
+use tower_jwt_service_auth::jwt::sign::Signer;
+use tower_jwt_service_auth::jwt::verify::Verifier;
 
 const ORDER_KEY: &str = include_str!("keys/order-service.key.pem");
 const ORDER_PUB: &str = include_str!("keys/order-service.pub.pem");

@@ -11,11 +11,11 @@ use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use http::{Request, Response, StatusCode};
 use serde_json::{Value, json};
 use tower::{Layer, Service, ServiceBuilder, ServiceExt, service_fn};
-use tower_jwt_service_auth::client::SignTokenLayer;
-use tower_jwt_service_auth::keys::{KeySet, SigningKey, VerifyingKey};
-use tower_jwt_service_auth::server::{RequirePermissionLayer, VerifyLayer};
-use tower_jwt_service_auth::sign::Signer;
-use tower_jwt_service_auth::verify::{ServiceIdentity, Verifier};
+use tower_jwt_service_auth::jwt::client::SignTokenLayer;
+use tower_jwt_service_auth::jwt::keys::{KeySet, SigningKey, VerifyingKey};
+use tower_jwt_service_auth::jwt::server::{RequirePermissionLayer, VerifyLayer};
+use tower_jwt_service_auth::jwt::sign::Signer;
+use tower_jwt_service_auth::jwt::verify::{ServiceIdentity, Verifier};
 
 const ORDER_KEY: &[u8] = include_bytes!("keys/order-service.key.pem");
 const ORDER_PUB: &[u8] = include_bytes!("keys/order-service.pub.pem");
@@ -313,4 +313,41 @@ async fn a_401_drops_the_cached_token() {
     assert_ne!(seen[0], seen[1], "re-signed after the 401");
     assert_eq!(seen[1], seen[2], "cached again after a success");
     assert!(seen[0].is_sensitive(), "the header is marked sensitive");
+}
+
+/// Every service type of the crate hands out what it wraps, as tower's do:
+/// `get_ref`, `get_mut` and `into_inner`.
+#[test]
+fn every_service_gives_access_to_its_inner_service() {
+    use tower_jwt_service_auth::api_key::{ApiKeyClientLayer, ApiKeyLayer, ApiKeys};
+
+    #[derive(Debug, PartialEq)]
+    struct Inner(u32);
+
+    let mut sign = SignTokenLayer::new(signer(), "user-service").layer(Inner(1));
+    sign.get_mut().0 += 1;
+    assert_eq!(sign.get_ref(), &Inner(2));
+    assert_eq!(sign.into_inner(), Inner(2));
+
+    let mut verify = verify_layer().layer(Inner(1));
+    verify.get_mut().0 += 1;
+    assert_eq!(verify.get_ref(), &Inner(2));
+    assert_eq!(verify.into_inner(), Inner(2));
+
+    let mut permission = RequirePermissionLayer::new("read:users").layer(Inner(1));
+    permission.get_mut().0 += 1;
+    assert_eq!(permission.get_ref(), &Inner(2));
+    assert_eq!(permission.into_inner(), Inner(2));
+
+    let mut api_key = ApiKeyLayer::new(ApiKeys::new()).layer(Inner(1));
+    api_key.get_mut().0 += 1;
+    assert_eq!(api_key.get_ref(), &Inner(2));
+    assert_eq!(api_key.into_inner(), Inner(2));
+
+    let mut api_key_client = ApiKeyClientLayer::new("order-service", "k7Hq2-random-secret")
+        .unwrap()
+        .layer(Inner(1));
+    api_key_client.get_mut().0 += 1;
+    assert_eq!(api_key_client.get_ref(), &Inner(2));
+    assert_eq!(api_key_client.into_inner(), Inner(2));
 }

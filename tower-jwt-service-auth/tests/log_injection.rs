@@ -16,10 +16,10 @@ use http::{Request, Response, StatusCode};
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Value, json};
 use tower::{ServiceBuilder, ServiceExt, service_fn};
-use tower_jwt_service_auth::claims::{TOKEN_TYPE, unix_seconds};
-use tower_jwt_service_auth::keys::{KeySet, VerifyingKey};
-use tower_jwt_service_auth::server::{RequirePermissionLayer, VerifyLayer};
-use tower_jwt_service_auth::verify::Verifier;
+use tower_jwt_service_auth::jwt::claims::{TOKEN_TYPE, unix_seconds};
+use tower_jwt_service_auth::jwt::keys::{KeySet, VerifyingKey};
+use tower_jwt_service_auth::jwt::server::{RequirePermissionLayer, VerifyLayer};
+use tower_jwt_service_auth::jwt::verify::Verifier;
 use tracing_subscriber::fmt::MakeWriter;
 
 const SECRET: &[u8] = b"an HS256 secret of at least 32 bytes!";

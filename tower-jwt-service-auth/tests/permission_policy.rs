@@ -11,10 +11,10 @@ use http::{Request, Response, StatusCode};
 use serde_json::Value;
 use tower::util::BoxCloneService;
 use tower::{ServiceBuilder, ServiceExt, service_fn};
-use tower_jwt_service_auth::keys::{KeySet, SigningKey, VerifyingKey};
-use tower_jwt_service_auth::server::{RequirePermissionLayer, VerifyLayer};
-use tower_jwt_service_auth::sign::Signer;
-use tower_jwt_service_auth::verify::{ServiceIdentity, Verifier};
+use tower_jwt_service_auth::jwt::keys::{KeySet, SigningKey, VerifyingKey};
+use tower_jwt_service_auth::jwt::server::{RequirePermissionLayer, VerifyLayer};
+use tower_jwt_service_auth::jwt::sign::Signer;
+use tower_jwt_service_auth::jwt::verify::{ServiceIdentity, Verifier};
 
 const ORDER_KEY: &[u8] = include_bytes!("keys/order-service.key.pem");
 const ORDER_PUB: &[u8] = include_bytes!("keys/order-service.pub.pem");

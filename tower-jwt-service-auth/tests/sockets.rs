@@ -14,11 +14,11 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tower::{Layer, ServiceExt};
 use tower_jwt_service_auth::api_key::{ApiKeyClientLayer, ApiKeyIdentity, ApiKeyLayer, ApiKeys};
-use tower_jwt_service_auth::client::SignTokenLayer;
-use tower_jwt_service_auth::keys::{KeySet, SigningKey, VerifyingKey};
-use tower_jwt_service_auth::server::{RequirePermissionLayer, VerifyLayer};
-use tower_jwt_service_auth::sign::Signer;
-use tower_jwt_service_auth::verify::{ServiceIdentity, Verifier};
+use tower_jwt_service_auth::jwt::client::SignTokenLayer;
+use tower_jwt_service_auth::jwt::keys::{KeySet, SigningKey, VerifyingKey};
+use tower_jwt_service_auth::jwt::server::{RequirePermissionLayer, VerifyLayer};
+use tower_jwt_service_auth::jwt::sign::Signer;
+use tower_jwt_service_auth::jwt::verify::{ServiceIdentity, Verifier};
 
 const ORDER_KEY: &[u8] = include_bytes!("keys/order-service.key.pem");
 const ORDER_PUB: &[u8] = include_bytes!("keys/order-service.pub.pem");

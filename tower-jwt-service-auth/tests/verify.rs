@@ -1,5 +1,8 @@
 //! The verifier against forged and malformed tokens: one test per attack,
 //! each asserting the exact rejection. Time is fixed (`NOW`), not read.
+//!
+//! Long on purpose: one short test per way a token can be wrong, kept in
+//! one list beside the verifier's `Rejection` variants.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -7,10 +10,10 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::StatusCode;
 use serde_json::{Value, json};
-use tower_jwt_service_auth::claims::{Audience, TOKEN_TYPE};
-use tower_jwt_service_auth::keys::{KeyError, KeySet, SigningKey, VerifyingKey};
-use tower_jwt_service_auth::sign::Signer;
-use tower_jwt_service_auth::verify::{Rejection, Verifier};
+use tower_jwt_service_auth::jwt::claims::{Audience, TOKEN_TYPE};
+use tower_jwt_service_auth::jwt::keys::{KeyError, KeySet, SigningKey, VerifyingKey};
+use tower_jwt_service_auth::jwt::sign::Signer;
+use tower_jwt_service_auth::jwt::verify::{Rejection, Verifier};
 
 const ORDER_KEY: &[u8] = include_bytes!("keys/order-service.key.pem");
 const ORDER_PUB: &[u8] = include_bytes!("keys/order-service.pub.pem");
@@ -63,7 +66,7 @@ fn forge(key: &SigningKey, header: Value, claims: Value) -> String {
     key.sign_raw(&header, &claims).unwrap()
 }
 
-fn check(token: &str) -> Result<tower_jwt_service_auth::verify::ServiceIdentity, Rejection> {
+fn check(token: &str) -> Result<tower_jwt_service_auth::jwt::verify::ServiceIdentity, Rejection> {
     verifier().verify_at(token, now())
 }
 

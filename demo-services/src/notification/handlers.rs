@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
-use tower_jwt_service_auth::verify::ServiceIdentity;
+use tower_jwt_service_auth::jwt::verify::ServiceIdentity;
 
 use super::State as AppState;
 use super::store::Accepted;

@@ -24,7 +24,7 @@ use std::path::Path;
 use axum::Router;
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
-use tower_jwt_service_auth::server::RequirePermissionLayer;
+use tower_jwt_service_auth::jwt::server::RequirePermissionLayer;
 
 use crate::auth::{Keys, NOTIFICATION_SERVICE};
 use crate::fault::Faults;

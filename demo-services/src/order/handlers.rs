@@ -5,7 +5,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tower_jwt_service_auth::verify::ServiceIdentity;
+use tower_jwt_service_auth::jwt::verify::ServiceIdentity;
 
 use super::State as AppState;
 use super::store::{InsertError, Item, NewOrder, Order};

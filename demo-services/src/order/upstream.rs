@@ -5,7 +5,7 @@
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use tower_circuit::client::{ClientError, ServiceClient};
-use tower_jwt_service_auth::client::SignTokenLayer;
+use tower_jwt_service_auth::jwt::client::SignTokenLayer;
 
 use super::resilience::Resilience;
 use super::store::{CachedUser, OrderStore, OrderUser};

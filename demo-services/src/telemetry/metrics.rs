@@ -51,7 +51,7 @@ use tower::{Layer, Service};
 use tower_circuit::breaker::CircuitState;
 use tower_circuit::client::ServiceClient;
 use tower_circuit::retry::RetryReason;
-use tower_jwt_service_auth::server::VerifyLayer;
+use tower_jwt_service_auth::jwt::server::VerifyLayer;
 
 /// Latency buckets in seconds: 0.5 ms to 10 s, dense where a service
 /// answers, so `histogram_quantile` gives useful P95 and P99.

@@ -18,7 +18,7 @@ use std::path::Path;
 use axum::Router;
 use axum::routing::get;
 use tokio::net::TcpListener;
-use tower_jwt_service_auth::server::RequirePermissionLayer;
+use tower_jwt_service_auth::jwt::server::RequirePermissionLayer;
 
 use crate::auth::{Keys, USER_SERVICE};
 use crate::fault::Faults;

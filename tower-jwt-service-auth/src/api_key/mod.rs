@@ -44,8 +44,8 @@
 //! each caller one secret, so it is the first method a new service can
 //! use. But a key never expires and is not bound to the service it is sent
 //! to: whoever sees one can replay it anywhere it is accepted until it is
-//! rotated. Prefer the short-lived tokens of [`sign`](crate::sign) and
-//! [`verify`](crate::verify) where both sides can use them.
+//! rotated. Prefer the short-lived tokens of [`sign`](crate::jwt::sign) and
+//! [`verify`](crate::jwt::verify) where both sides can use them.
 //!
 //! # Why digests
 //!
@@ -72,8 +72,11 @@
 //! is for a caller that is known but may not do what it asks, which is for
 //! the handler to decide from the [`ApiKeyIdentity`].
 
-/// The response future is the server layers' own: the inner call, or a refusal.
-pub use crate::server::future;
+/// The response future, shared with the JWT server layers: the inner
+/// call, or a refusal.
+pub mod future {
+    pub use crate::future::ResponseFuture;
+}
 
 mod client;
 mod rejection;

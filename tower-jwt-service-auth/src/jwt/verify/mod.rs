@@ -9,6 +9,9 @@
 //! Each way a token can be wrong is a [`Rejection`] with its HTTP status
 //! and RFC 6750 error code.
 
+mod json;
+mod rejection;
+
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
@@ -16,184 +19,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use http::StatusCode;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use crate::claims::{TOKEN_TYPE, unix_seconds};
-use crate::escape::Escaped;
-use crate::keys::{Algorithm, KeySet};
+pub use self::rejection::Rejection;
 
-/// Why a token was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Rejection {
-    /// No `Authorization: Bearer` token at all.
-    Missing,
-    /// More than one `Authorization` header.
-    SeveralHeaders,
-    /// The header is not `Bearer <token>`, or the token is not three
-    /// base64url parts of JSON.
-    Malformed(&'static str),
-    /// The header or the claims (named) hold a member twice, at any depth.
-    /// JSON leaves it to each parser which one wins, so this verifier and
-    /// another reader could see different values: such a token is refused.
-    DuplicateMember(&'static str),
-    /// The token is longer than the cap, checked before decoding anything.
-    TooLarge,
-    /// `alg` is not one this verifier allows (`none` in any casing, an
-    /// algorithm from another family, or one the key does not use).
-    DisallowedAlgorithm(String),
-    /// No `kid`, or one the verifier does not know.
-    UnknownKey,
-    /// `typ` is missing or not [`TOKEN_TYPE`].
-    WrongType,
-    /// The header names critical extensions (`crit`); none are understood.
-    UnknownCritical,
-    /// The signature does not match.
-    BadSignature,
-    /// A registered claim is missing or of the wrong JSON type.
-    ClaimType(&'static str),
-    /// `exp` passed, beyond the leeway.
-    Expired,
-    /// `nbf` is in the future, beyond the leeway.
-    NotYetValid,
-    /// `iat` is in the future, beyond the leeway.
-    IssuedInFuture,
-    /// `exp - iat` is longer than the verifier allows.
-    LifetimeTooLong,
-    /// `iss` is not a trusted issuer, or not the owner of the signing key.
-    WrongIssuer,
-    /// `sub` is not `iss`: a service token is minted by the caller itself,
-    /// and `sub` becomes [`ServiceIdentity::service`], so a key bound to
-    /// one issuer must not name another caller there.
-    SubjectNotIssuer,
-    /// `aud` does not name this service.
-    WrongAudience,
-    /// A valid token, but not a service token (`service` is missing, false
-    /// or not a boolean).
-    NotAService,
-    /// A valid service token without the permission the route needs.
-    MissingPermission(String),
-    /// A valid service token from an issuer this service's permission
-    /// policy ([`Verifier::grant`]) grants nothing: the caller is known, but
-    /// may not call here.
-    IssuerNotGranted,
-}
-
-impl Rejection {
-    /// 401 for a token that does not establish who the caller is; 403 for
-    /// a caller that is known but may not do this.
-    pub fn status(&self) -> StatusCode {
-        match self {
-            Rejection::NotAService
-            | Rejection::MissingPermission(_)
-            | Rejection::IssuerNotGranted => StatusCode::FORBIDDEN,
-            _ => StatusCode::UNAUTHORIZED,
-        }
-    }
-
-    /// The RFC 6750 error code: none for a missing token, then
-    /// `invalid_token` or `insufficient_scope`.
-    pub fn error_code(&self) -> Option<&'static str> {
-        match self {
-            Rejection::Missing => None,
-            Rejection::NotAService
-            | Rejection::MissingPermission(_)
-            | Rejection::IssuerNotGranted => Some("insufficient_scope"),
-            _ => Some("invalid_token"),
-        }
-    }
-
-    /// The `WWW-Authenticate` header value to answer with.
-    pub fn www_authenticate(&self) -> String {
-        match self.error_code() {
-            None => "Bearer".to_owned(),
-            Some(code) => format!("Bearer error=\"{code}\""),
-        }
-    }
-
-    /// The JSON body's `error`: the RFC 6750 code, or `missing_token`.
-    pub fn body_error(&self) -> &'static str {
-        self.error_code().unwrap_or("missing_token")
-    }
-
-    /// A short label for logs and metrics.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Rejection::Missing => "missing",
-            Rejection::SeveralHeaders => "several_headers",
-            Rejection::Malformed(_) => "malformed",
-            Rejection::DuplicateMember(_) => "duplicate_member",
-            Rejection::TooLarge => "too_large",
-            Rejection::DisallowedAlgorithm(_) => "disallowed_alg",
-            Rejection::UnknownKey => "unknown_kid",
-            Rejection::WrongType => "wrong_typ",
-            Rejection::UnknownCritical => "unknown_crit",
-            Rejection::BadSignature => "bad_signature",
-            Rejection::ClaimType(_) => "claim_type",
-            Rejection::Expired => "expired",
-            Rejection::NotYetValid => "not_yet_valid",
-            Rejection::IssuedInFuture => "issued_in_future",
-            Rejection::LifetimeTooLong => "lifetime_too_long",
-            Rejection::WrongIssuer => "wrong_issuer",
-            Rejection::SubjectNotIssuer => "subject_not_issuer",
-            Rejection::WrongAudience => "wrong_audience",
-            Rejection::NotAService => "not_a_service",
-            Rejection::MissingPermission(_) => "missing_permission",
-            Rejection::IssuerNotGranted => "issuer_not_granted",
-        }
-    }
-}
-
-/// The text a token carries (its `alg`, say) is escaped and cut short:
-/// this message is logged, and a newline in it would forge a log line.
-impl fmt::Display for Rejection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Rejection::Missing => f.write_str("a bearer token is required"),
-            Rejection::SeveralHeaders => f.write_str("send exactly one Authorization header"),
-            Rejection::Malformed(what) => write!(f, "malformed token: {what}"),
-            Rejection::DuplicateMember(part) => {
-                write!(f, "malformed token: a member appears twice in the {part}")
-            }
-            Rejection::TooLarge => f.write_str("the token is larger than allowed"),
-            Rejection::DisallowedAlgorithm(alg) => {
-                write!(f, "algorithm `{}` is not allowed", Escaped(alg))
-            }
-            Rejection::UnknownKey => f.write_str("the token's key id is unknown"),
-            Rejection::WrongType => write!(f, "the token's typ must be `{TOKEN_TYPE}`"),
-            Rejection::UnknownCritical => {
-                f.write_str("the token names critical extensions that are not supported")
-            }
-            Rejection::BadSignature => f.write_str("the token's signature is invalid"),
-            Rejection::ClaimType(claim) => {
-                write!(f, "claim `{claim}` is missing or of the wrong type")
-            }
-            Rejection::Expired => f.write_str("the token has expired"),
-            Rejection::NotYetValid => f.write_str("the token is not valid yet"),
-            Rejection::IssuedInFuture => f.write_str("the token was issued in the future"),
-            Rejection::LifetimeTooLong => {
-                f.write_str("the token's lifetime is longer than allowed")
-            }
-            Rejection::WrongIssuer => f.write_str("the token's issuer is not trusted"),
-            Rejection::SubjectNotIssuer => f.write_str("the token's subject must be its issuer"),
-            Rejection::WrongAudience => f.write_str("the token is not meant for this service"),
-            Rejection::NotAService => f.write_str("the token is not a service token"),
-            Rejection::MissingPermission(p) => {
-                write!(f, "the caller lacks the permission `{}`", Escaped(p))
-            }
-            Rejection::IssuerNotGranted => {
-                f.write_str("the caller is granted no permissions by this service")
-            }
-        }
-    }
-}
-
-impl std::error::Error for Rejection {}
+use self::json::{json_object, seconds, string};
+use crate::jwt::claims::{TOKEN_TYPE, unix_seconds};
+use crate::jwt::keys::{Algorithm, KeySet};
 
 /// Who called, established from a verified token.
 ///
-/// [`VerifyLayer`](crate::server::VerifyLayer) puts it in the request's
+/// [`VerifyLayer`](crate::jwt::server::VerifyLayer) puts it in the request's
 /// extensions; with the `axum` feature, handlers can also take it directly
 /// as an extractor (`caller: ServiceIdentity`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -228,7 +64,7 @@ impl ServiceIdentity {
 pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;
 
 /// Where a [`Verifier`] (and the token cache of a
-/// [`VerifyLayer`](crate::server::VerifyLayer) built from it) reads the
+/// [`VerifyLayer`](crate::jwt::server::VerifyLayer) built from it) reads the
 /// time, so that tests can set it: [`SystemClock`] by default, or any
 /// `Fn() -> SystemTime`.
 ///
@@ -279,9 +115,9 @@ pub(crate) struct Verified {
 /// Verifies service tokens addressed to one service.
 ///
 /// ```
-/// use tower_jwt_service_auth::keys::{KeySet, SigningKey, VerifyingKey};
-/// use tower_jwt_service_auth::sign::Signer;
-/// use tower_jwt_service_auth::verify::Verifier;
+/// use tower_jwt_service_auth::jwt::keys::{KeySet, SigningKey, VerifyingKey};
+/// use tower_jwt_service_auth::jwt::sign::Signer;
+/// use tower_jwt_service_auth::jwt::verify::Verifier;
 ///
 /// let secret = [7u8; 32];
 /// let signer = Signer::new("order-service", SigningKey::hs256("k1", &secret).unwrap())
@@ -308,10 +144,10 @@ pub(crate) struct Verified {
 /// both claims and is granted here:
 ///
 /// ```
-/// # use tower_jwt_service_auth::keys::{Ed25519KeyPair};
-/// # use tower_jwt_service_auth::sign::Signer;
-/// # use tower_jwt_service_auth::verify::{Rejection, Verifier};
-/// # use tower_jwt_service_auth::keys::KeySet;
+/// # use tower_jwt_service_auth::jwt::keys::{Ed25519KeyPair};
+/// # use tower_jwt_service_auth::jwt::sign::Signer;
+/// # use tower_jwt_service_auth::jwt::verify::{Rejection, Verifier};
+/// # use tower_jwt_service_auth::jwt::keys::KeySet;
 /// let pair = Ed25519KeyPair::generate();
 /// let verifier = Verifier::new(
 ///     "order-service",
@@ -335,7 +171,7 @@ pub(crate) struct Verified {
 /// caller asking for a permission the receiver has not granted yet (or has
 /// just revoked) should lose that permission's routes only, not every
 /// call. Each trim is logged and counted
-/// ([`AuthStats::permissions_trimmed`](crate::server::AuthStats)), so a
+/// ([`AuthStats::permissions_trimmed`](crate::jwt::server::AuthStats)), so a
 /// caller that asks for too much shows up. An issuer the policy does not
 /// name at all is refused ([`Rejection::IssuerNotGranted`], 403): a policy
 /// lists every caller the service serves, and a missing row is more likely
@@ -345,7 +181,7 @@ pub(crate) struct Verified {
 /// The policy is opt-in, so a verifier whose issuers are all trusted with
 /// every permission (a single token authority) needs none; with one key
 /// pair per service it is what makes a compromised service unable to do
-/// more than it already could. A [`VerifyLayer`](crate::server::VerifyLayer)
+/// more than it already could. A [`VerifyLayer`](crate::jwt::server::VerifyLayer)
 /// built without a policy says so in a warning.
 #[derive(Debug, Clone)]
 pub struct Verifier {
@@ -606,124 +442,5 @@ impl Verifier {
             },
             trimmed,
         })
-    }
-}
-
-/// A base64url JSON object, refused if any object in it (at any depth)
-/// holds a member twice.
-fn json_object(
-    part: &str,
-    name: &'static str,
-    what: &'static str,
-) -> Result<Map<String, Value>, Rejection> {
-    use serde::de::DeserializeSeed;
-
-    let bytes = URL_SAFE_NO_PAD
-        .decode(part)
-        .map_err(|_| Rejection::Malformed(what))?;
-    let duplicate = std::cell::Cell::new(false);
-    let mut de = serde_json::Deserializer::from_slice(&bytes);
-    let value = UniqueMembers {
-        duplicate: &duplicate,
-    }
-    .deserialize(&mut de)
-    .and_then(|value| de.end().map(|()| value));
-    match value {
-        Ok(Value::Object(map)) => Ok(map),
-        _ if duplicate.get() => Err(Rejection::DuplicateMember(name)),
-        _ => Err(Rejection::Malformed(what)),
-    }
-}
-
-/// Reads any JSON value as serde_json's `Value` does, except that an
-/// object holding a member twice is an error (and `duplicate` is set, to
-/// tell it from malformed JSON).
-#[derive(Clone, Copy)]
-struct UniqueMembers<'a> {
-    duplicate: &'a std::cell::Cell<bool>,
-}
-
-impl<'de> serde::de::DeserializeSeed<'de> for UniqueMembers<'_> {
-    type Value = Value;
-
-    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<Value, D::Error> {
-        de.deserialize_any(self)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for UniqueMembers<'_> {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
-    }
-
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        // JSON has no NaN or infinity, so `from(f64)` is never null here.
-        Ok(Value::from(v))
-    }
-
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_owned()))
-    }
-
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
-    }
-
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::new();
-        while let Some(item) = seq.next_element_seed(self)? {
-            items.push(item);
-        }
-        Ok(Value::Array(items))
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut members = Map::new();
-        while let Some(name) = map.next_key::<String>()? {
-            if members.contains_key(&name) {
-                self.duplicate.set(true);
-                return Err(serde::de::Error::custom("a member appears twice"));
-            }
-            let value = map.next_value_seed(self)?;
-            members.insert(name, value);
-        }
-        Ok(Value::Object(members))
-    }
-}
-
-/// A NumericDate claim: a non-negative integer number of seconds.
-fn seconds(claims: &Map<String, Value>, name: &'static str) -> Result<Option<u64>, Rejection> {
-    match claims.get(name) {
-        None => Ok(None),
-        Some(v) => v.as_u64().map(Some).ok_or(Rejection::ClaimType(name)),
-    }
-}
-
-fn string<'a>(
-    claims: &'a Map<String, Value>,
-    name: &'static str,
-) -> Result<Option<&'a str>, Rejection> {
-    match claims.get(name) {
-        None => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(Rejection::ClaimType(name)),
     }
 }

@@ -7,10 +7,11 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngExt;
 
-use crate::claims::{Audience, Claims, TOKEN_TYPE, unix_seconds};
-use crate::keys::SigningKey;
+use crate::jwt::claims::{Audience, Claims, TOKEN_TYPE, unix_seconds};
+use crate::jwt::keys::SigningKey;
 
-/// The default lifetime of a token: 5 minutes, as the seed.
+/// The default lifetime of a token: 5 minutes, short enough that a leaked
+/// token is soon useless, long enough that the client layer signs rarely.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
 
 /// A token could not be signed.
@@ -43,8 +44,8 @@ pub struct Token {
 /// Mints tokens for one calling service.
 ///
 /// ```
-/// use tower_jwt_service_auth::keys::SigningKey;
-/// use tower_jwt_service_auth::sign::Signer;
+/// use tower_jwt_service_auth::jwt::keys::SigningKey;
+/// use tower_jwt_service_auth::jwt::sign::Signer;
 ///
 /// let key = SigningKey::hs256("2026-11", &[7; 32]).unwrap();
 /// let signer = Signer::new("order-service", key).permissions(["read:users"]);

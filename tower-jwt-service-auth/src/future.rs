@@ -1,4 +1,5 @@
-//! Response future of the server layers.
+//! The response future of every server layer here (JWT and API key):
+//! the inner service's answer, or the layer's own refusal.
 
 use std::future::Future;
 use std::pin::Pin;

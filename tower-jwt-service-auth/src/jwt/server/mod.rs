@@ -12,10 +12,10 @@
 //! ```
 //! use http::{Request, Response, StatusCode};
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
-//! use tower_jwt_service_auth::keys::{KeySet, SigningKey, VerifyingKey};
-//! use tower_jwt_service_auth::server::{RequirePermissionLayer, VerifyLayer};
-//! use tower_jwt_service_auth::sign::Signer;
-//! use tower_jwt_service_auth::verify::{ServiceIdentity, Verifier};
+//! use tower_jwt_service_auth::jwt::keys::{KeySet, SigningKey, VerifyingKey};
+//! use tower_jwt_service_auth::jwt::server::{RequirePermissionLayer, VerifyLayer};
+//! use tower_jwt_service_auth::jwt::sign::Signer;
+//! use tower_jwt_service_auth::jwt::verify::{ServiceIdentity, Verifier};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
@@ -47,7 +47,11 @@
 mod cache;
 #[cfg(feature = "axum")]
 mod extract;
-pub mod future;
+/// The response future, shared with the API-key layer: the inner call, or
+/// a refusal.
+pub mod future {
+    pub use crate::future::ResponseFuture;
+}
 mod permission;
 
 use std::collections::HashMap;
@@ -66,9 +70,9 @@ pub use self::extract::MissingVerifyLayer;
 pub use self::permission::{RequirePermission, RequirePermissionLayer};
 
 use self::cache::{Entry, TokenCache};
-use self::future::ResponseFuture;
 use crate::escape::Escaped;
-use crate::verify::{Rejection, ServiceIdentity, Verifier};
+use crate::future::ResponseFuture;
+use crate::jwt::verify::{Rejection, ServiceIdentity, Verifier};
 
 /// How many verified tokens are remembered by default.
 pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
@@ -83,7 +87,7 @@ pub struct AuthStats {
     pub cache_hits: u64,
     /// Of those, how many claimed permissions the issuer is not granted
     /// (and were let through without them): see
-    /// [`Verifier::grant`](crate::verify::Verifier::grant).
+    /// [`Verifier::grant`](crate::jwt::verify::Verifier::grant).
     pub permissions_trimmed: u64,
     /// Refusals by [`Rejection::reason`], sorted by reason.
     pub rejected: Vec<(&'static str, u64)>,
@@ -139,14 +143,14 @@ impl Shared {
             self.permissions_trimmed.fetch_add(1, Ordering::Relaxed);
             // Once per token, not per request: the cache serves the rest.
             tracing::warn!(
-                target: "tower_jwt_service_auth::server",
+                target: "tower_jwt_service_auth::jwt::server",
                 audience = self.verifier.audience(),
                 caller = %Escaped(&entry.identity.service),
                 trimmed = %Escaped(&verified.trimmed.join(",")),
                 "service token claims permissions its caller is not granted; they were taken out"
             );
         }
-        self.cache.insert(token, &entry, now, leeway);
+        self.cache.insert(token, &entry);
         Ok(entry.identity)
     }
 
@@ -158,7 +162,7 @@ impl Shared {
             .entry(rejection.reason())
             .or_default() += 1;
         tracing::info!(
-            target: "tower_jwt_service_auth::server",
+            target: "tower_jwt_service_auth::jwt::server",
             audience = self.verifier.audience(),
             reason = rejection.reason(),
             // `Rejection`'s Display escapes the token's text.
@@ -188,16 +192,17 @@ impl VerifyLayer {
         VerifyLayer::with_cache(verifier, DEFAULT_CACHE_CAPACITY)
     }
 
-    /// Verifies with `verifier`, remembering up to `capacity` verified
-    /// tokens (`0` turns the cache off).
+    /// Verifies with `verifier`, remembering about `capacity` verified
+    /// tokens (`0` turns the cache off). When full, the coldest entries
+    /// are evicted; the cache never starts over.
     ///
-    /// Cached tokens expire by the verifier's [`Clock`](crate::verify::Clock)
+    /// Cached tokens expire by the verifier's [`Clock`](crate::jwt::verify::Clock)
     /// at `exp` plus its leeway, exactly when a fresh check would refuse
     /// them.
     pub fn with_cache(verifier: Verifier, capacity: usize) -> Self {
         if !verifier.has_permission_policy() {
             tracing::warn!(
-                target: "tower_jwt_service_auth::server",
+                target: "tower_jwt_service_auth::jwt::server",
                 audience = verifier.audience(),
                 "no permission policy: callers hold whatever permissions their own tokens claim \
                  (grant each issuer its permissions with Verifier::grant)"
@@ -258,6 +263,23 @@ pub struct Verify<S> {
     shared: Arc<Shared>,
 }
 
+impl<S> Verify<S> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
 impl<S: fmt::Debug> fmt::Debug for Verify<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Verify")
@@ -288,7 +310,7 @@ where
             }
             Err(rejection) => {
                 self.shared.refused(&rejection);
-                ResponseFuture::answered(crate::response::rejection(&rejection))
+                ResponseFuture::answered(rejection.to_response())
             }
         }
     }

@@ -11,9 +11,9 @@
 //! ```
 //! use http::{Request, Response};
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
-//! use tower_jwt_service_auth::client::SignTokenLayer;
-//! use tower_jwt_service_auth::keys::SigningKey;
-//! use tower_jwt_service_auth::sign::Signer;
+//! use tower_jwt_service_auth::jwt::client::SignTokenLayer;
+//! use tower_jwt_service_auth::jwt::keys::SigningKey;
+//! use tower_jwt_service_auth::jwt::sign::Signer;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
@@ -42,7 +42,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use self::future::ResponseFuture;
-use crate::sign::{SignError, Signer};
+use crate::jwt::sign::{SignError, Signer};
 
 /// The error type of the client layer: the inner error, or a [`SignError`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -116,7 +116,7 @@ impl Shared {
             expires_at: now + lifetime,
         });
         tracing::debug!(
-            target: "tower_jwt_service_auth::client",
+            target: "tower_jwt_service_auth::jwt::client",
             service = self.signer.service(),
             audience = %self.audience,
             "signed a service token"
@@ -176,6 +176,23 @@ impl<S> Layer<S> for SignTokenLayer {
 pub struct SignToken<S> {
     inner: S,
     shared: Arc<Shared>,
+}
+
+impl<S> SignToken<S> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
 }
 
 impl<S: fmt::Debug> fmt::Debug for SignToken<S> {

@@ -5,8 +5,8 @@ use http::{Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::future::ResponseFuture;
-use crate::verify::{Rejection, ServiceIdentity};
+use crate::future::ResponseFuture;
+use crate::jwt::verify::{Rejection, ServiceIdentity};
 
 /// Lets through only callers holding one permission; for axum's
 /// `route_layer`, below a [`VerifyLayer`](super::VerifyLayer).
@@ -46,6 +46,23 @@ pub struct RequirePermission<S> {
     permission: Arc<str>,
 }
 
+impl<S> RequirePermission<S> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
 impl<S, ReqB, ResB> Service<Request<ReqB>> for RequirePermission<S>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
@@ -64,7 +81,7 @@ where
             None => Err(Rejection::Missing),
             Some(caller) => caller.require(&self.permission).inspect_err(|_| {
                 tracing::warn!(
-                    target: "tower_jwt_service_auth::server",
+                    target: "tower_jwt_service_auth::jwt::server",
                     caller = %crate::escape::Escaped(&caller.service),
                     permission = &*self.permission,
                     "permission denied"
@@ -73,7 +90,7 @@ where
         };
         match verdict {
             Ok(()) => ResponseFuture::called(self.inner.call(req)),
-            Err(rejection) => ResponseFuture::answered(crate::response::rejection(&rejection)),
+            Err(rejection) => ResponseFuture::answered(rejection.to_response()),
         }
     }
 }

@@ -10,7 +10,7 @@ use http::{Response, StatusCode};
 use pin_project_lite::pin_project;
 
 use super::{BoxError, Shared};
-use crate::sign::SignError;
+use crate::jwt::sign::SignError;
 
 pin_project! {
     /// The call; a `401` answer drops the cached token.

@@ -5,21 +5,27 @@
 //!   public keys, so a compromised service cannot mint tokens for another.
 //!   Each public key is bound to its owner: a token signed with it must name
 //!   that owner as its issuer. The default.
-//! - **HS256**: one shared secret (`SERVICE_JWT_SECRET`, as the seed does);
-//!   simpler, but every holder can mint tokens as any service, with any
-//!   permission: for development, not production.
+//! - **HS256**: one shared secret (`SERVICE_JWT_SECRET`); simpler, but
+//!   every holder can mint tokens as any service, with any permission: for
+//!   development, not production.
 //!
 //! Keys load from PEM (files or strings), environment variables, and a
 //! JWKS-style JSON document.
+//!
+//! Layout: this file holds the key types and their loaders; [`KeySet`] is
+//! in `set.rs`, JWKS parsing in `jwks.rs`, key generation in `generate.rs`.
 
-use std::collections::HashMap;
+mod generate;
+mod jwks;
+mod set;
+
 use std::fmt;
 use std::path::Path;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{DecodingKey, EncodingKey};
-use serde::Deserialize;
+
+pub use self::generate::Ed25519KeyPair;
+pub use self::set::KeySet;
 
 use crate::escape::Escaped;
 
@@ -263,6 +269,39 @@ pub(crate) fn ed25519_verifies(
     }
 }
 
+/// The key bits of an Ed25519 public key in SPKI PEM (RFC 8410), read
+/// with the `spki` and `der` crates ed25519-dalek re-exports. The bits are
+/// taken as they are, whatever their length, so that [`ed25519_point`]
+/// reports a key of the wrong length as such (ed25519-dalek's own
+/// `DecodePublicKey` says only "malformed").
+fn spki_ed25519_bytes(pem: &[u8]) -> Result<Vec<u8>, KeyError> {
+    use ed25519_dalek::pkcs8::spki::SubjectPublicKeyInfoRef;
+    use ed25519_dalek::pkcs8::{ALGORITHM_OID, Document};
+
+    let invalid = |why: &dyn fmt::Display| {
+        KeyError::InvalidKey(format!(
+            "not an Ed25519 public key in SPKI (RFC 8410): {why}"
+        ))
+    };
+    let text = std::str::from_utf8(pem).map_err(|_| invalid(&"a PEM is ASCII text"))?;
+    let (label, der) = Document::from_pem(text).map_err(|e| invalid(&e))?;
+    if label != "PUBLIC KEY" {
+        return Err(invalid(&format_args!("a PEM labelled {}", Escaped(label))));
+    }
+    let spki: SubjectPublicKeyInfoRef<'_> = der.decode_msg().map_err(|e| invalid(&e))?;
+    spki.algorithm
+        .assert_algorithm_oid(ALGORITHM_OID)
+        .map_err(|e| invalid(&e))?;
+    if spki.algorithm.parameters.is_some() {
+        return Err(invalid(&"the algorithm has parameters"));
+    }
+    let bits = spki
+        .subject_public_key
+        .as_bytes()
+        .ok_or_else(|| invalid(&"the key is not whole bytes"))?;
+    Ok(bits.to_vec())
+}
+
 /// An Ed25519 public key from its raw bytes, refused unless it is exactly
 /// 32 bytes encoding a point canonically, and that point is not of small
 /// order (such a "weak" key verifies signatures nobody made).
@@ -305,27 +344,8 @@ impl VerifyingKey {
     ) -> Result<Self, KeyError> {
         let kid = kid.into();
         check_kid(&kid)?;
-        let der = pem_der(pem, "PUBLIC KEY")?;
-        // RFC 8410 gives an Ed25519 SPKI one form: SEQUENCE { the
-        // id-Ed25519 AlgorithmIdentifier, BIT STRING { no unused bits, the
-        // key } }. The key's length is read from the encoding rather than
-        // assumed, so a key of the wrong length is reported as such.
-        const ALGORITHM: [u8; 7] = [0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70];
-        let raw = match der.as_slice() {
-            [0x30, len, rest @ ..] if usize::from(*len) == rest.len() => rest
-                .strip_prefix(&ALGORITHM[..])
-                .and_then(|bits| match bits {
-                    [0x03, len, 0x00, key @ ..] if usize::from(*len) == key.len() + 1 => Some(key),
-                    _ => None,
-                }),
-            _ => None,
-        };
-        let Some(raw) = raw else {
-            return Err(KeyError::InvalidKey(
-                "not an Ed25519 public key in SPKI (RFC 8410)".to_owned(),
-            ));
-        };
-        let point = ed25519_point(&kid, raw)?;
+        let raw = spki_ed25519_bytes(pem)?;
+        let point = ed25519_point(&kid, &raw)?;
         Ok(VerifyingKey {
             kid,
             alg: Algorithm::EdDsa,
@@ -368,280 +388,11 @@ impl VerifyingKey {
     }
 }
 
-/// The keys a verifier trusts, by `kid`. Holding the old and the new key
-/// during a rotation keeps tokens signed with either valid until they expire.
-#[derive(Debug, Clone, Default)]
-pub struct KeySet {
-    keys: HashMap<String, VerifyingKey>,
-}
-
-impl KeySet {
-    /// An empty set.
-    pub fn new() -> Self {
-        KeySet::default()
-    }
-
-    /// Adds (or replaces) a key.
-    pub fn with(mut self, key: VerifyingKey) -> Self {
-        self.insert(key);
-        self
-    }
-
-    /// Adds (or replaces) a key.
-    pub fn insert(&mut self, key: VerifyingKey) {
-        self.keys.insert(key.kid.clone(), key);
-    }
-
-    /// Removes a key, ending a rotation.
-    pub fn remove(&mut self, kid: &str) -> Option<VerifyingKey> {
-        self.keys.remove(kid)
-    }
-
-    /// The key with this `kid`.
-    pub fn get(&self, kid: &str) -> Option<&VerifyingKey> {
-        self.keys.get(kid)
-    }
-
-    /// How many keys the set holds.
-    pub fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    /// Whether the set is empty.
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-    }
-
-    /// Reads a JWKS-style document: `{"keys": [...]}` with Ed25519 keys
-    /// (`{"kty": "OKP", "crv": "Ed25519", "kid", "x", "owner"}`, `x` in
-    /// base64url) and HS256 secrets (`{"kty": "oct", "kid", "k"}`). `owner`
-    /// is this project's member: the service the key belongs to.
-    pub fn from_jwks(json: &str) -> Result<Self, KeyError> {
-        #[derive(Deserialize)]
-        struct Doc {
-            keys: Vec<Jwk>,
-        }
-        #[derive(Deserialize)]
-        struct Jwk {
-            kty: String,
-            kid: String,
-            crv: Option<String>,
-            x: Option<String>,
-            k: Option<String>,
-            owner: Option<String>,
-        }
-        // The kid in an error is escaped: a JWKS may come from elsewhere.
-        fn invalid(kid: &str, why: &dyn fmt::Display) -> KeyError {
-            KeyError::InvalidKey(format!("{}: {why}", Escaped(kid)))
-        }
-        let doc: Doc =
-            serde_json::from_str(json).map_err(|e| KeyError::InvalidKey(format!("JWKS: {e}")))?;
-        let mut set = KeySet::new();
-        for jwk in doc.keys {
-            check_kid(&jwk.kid)?;
-            let key = match (jwk.kty.as_str(), jwk.crv.as_deref()) {
-                ("OKP", Some("Ed25519")) => {
-                    let x = jwk.x.ok_or_else(|| invalid(&jwk.kid, &"no `x`"))?;
-                    let owner = jwk.owner.ok_or_else(|| invalid(&jwk.kid, &"no `owner`"))?;
-                    let raw = URL_SAFE_NO_PAD
-                        .decode(x.trim_end_matches('='))
-                        .map_err(|e| invalid(&jwk.kid, &e))?;
-                    let point = ed25519_point(&jwk.kid, &raw)?;
-                    VerifyingKey {
-                        kid: jwk.kid,
-                        alg: Algorithm::EdDsa,
-                        key: Material::Ed25519(point),
-                        owner: Some(owner),
-                    }
-                }
-                ("oct", _) => {
-                    let k = jwk.k.ok_or_else(|| invalid(&jwk.kid, &"no `k`"))?;
-                    let secret = URL_SAFE_NO_PAD
-                        .decode(k.trim_end_matches('='))
-                        .map_err(|e| invalid(&jwk.kid, &e))?;
-                    VerifyingKey::hs256(jwk.kid, &secret)?
-                }
-                (kty, crv) => {
-                    let kind = format!("{kty}{}", crv.map(|c| format!("/{c}")).unwrap_or_default());
-                    return Err(invalid(
-                        &jwk.kid,
-                        &format_args!("unsupported key type {}", Escaped(&kind)),
-                    ));
-                }
-            };
-            set.insert(key);
-        }
-        Ok(set)
-    }
-
-    /// Reads a JWKS-style file.
-    pub fn from_jwks_file(path: impl AsRef<Path>) -> Result<Self, KeyError> {
-        let bytes = read(path.as_ref())?;
-        let text = String::from_utf8(bytes).map_err(|e| KeyError::InvalidKey(e.to_string()))?;
-        KeySet::from_jwks(&text)
-    }
-}
-
-/// A freshly generated Ed25519 key pair, for `keygen` tools and for
-/// ephemeral keys in tests and single-process demos.
-///
-/// The private key is a PKCS#8 PEM and the public key an SPKI PEM
-/// (RFC 8410), the same files `openssl genpkey -algorithm ed25519` writes,
-/// so they load with [`SigningKey::ed25519_pem`] and
-/// [`VerifyingKey::ed25519_pem`].
-///
-/// ```
-/// use tower_jwt_service_auth::keys::Ed25519KeyPair;
-///
-/// let pair = Ed25519KeyPair::generate();
-/// let signing = pair.signing_key("order-1").unwrap();
-/// let verifying = pair.verifying_key("order-1", "order-service").unwrap();
-/// assert_eq!(signing.kid(), verifying.kid());
-/// assert!(pair.private_pem().starts_with("-----BEGIN PRIVATE KEY-----"));
-/// ```
-#[derive(Clone)]
-pub struct Ed25519KeyPair {
-    seed: [u8; 32],
-    public: [u8; 32],
-}
-
-impl fmt::Debug for Ed25519KeyPair {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Ed25519KeyPair")
-            .field("public", &self.public_x())
-            .finish_non_exhaustive()
-    }
-}
-
-/// DER prefixes from RFC 8410: PKCS#8 v1 `PrivateKeyInfo` around a 32-byte
-/// seed, and `SubjectPublicKeyInfo` around a 32-byte public key, both with
-/// the id-Ed25519 OID (1.3.101.112).
-const PKCS8_ED25519_PREFIX: [u8; 16] = [
-    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
-];
-const SPKI_ED25519_PREFIX: [u8; 12] = [
-    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
-];
-
-impl Ed25519KeyPair {
-    /// A new key pair from the thread-local CSPRNG (seeded by the OS).
-    pub fn generate() -> Self {
-        use rand::RngExt;
-        let seed: [u8; 32] = rand::rng().random();
-        Ed25519KeyPair::from_seed(seed)
-    }
-
-    /// The key pair of a 32-byte seed (the private key proper).
-    pub fn from_seed(seed: [u8; 32]) -> Self {
-        let public = ed25519_dalek::SigningKey::from_bytes(&seed)
-            .verifying_key()
-            .to_bytes();
-        Ed25519KeyPair { seed, public }
-    }
-
-    /// The key pair of an Ed25519 private key in PKCS#8 PEM, as
-    /// [`private_pem`](Ed25519KeyPair::private_pem) or
-    /// `openssl genpkey -algorithm ed25519` writes it.
-    pub fn from_private_pem(pem: &str) -> Result<Self, KeyError> {
-        use base64::engine::general_purpose::STANDARD;
-        let body: String = pem
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with("-----"))
-            .collect();
-        let der = STANDARD
-            .decode(body)
-            .map_err(|e| KeyError::InvalidKey(format!("PEM: {e}")))?;
-        let seed = der
-            .strip_prefix(&PKCS8_ED25519_PREFIX[..])
-            .and_then(|seed| <[u8; 32]>::try_from(seed).ok())
-            .ok_or_else(|| {
-                KeyError::InvalidKey("not an Ed25519 private key in PKCS#8".to_owned())
-            })?;
-        Ok(Ed25519KeyPair::from_seed(seed))
-    }
-
-    /// The private key as a PKCS#8 PEM. Keep it secret.
-    pub fn private_pem(&self) -> String {
-        let mut der = PKCS8_ED25519_PREFIX.to_vec();
-        der.extend_from_slice(&self.seed);
-        pem("PRIVATE KEY", &der)
-    }
-
-    /// The public key as an SPKI PEM.
-    pub fn public_pem(&self) -> String {
-        let mut der = SPKI_ED25519_PREFIX.to_vec();
-        der.extend_from_slice(&self.public);
-        pem("PUBLIC KEY", &der)
-    }
-
-    /// The public key in base64url, a JWK's `x`.
-    pub fn public_x(&self) -> String {
-        URL_SAFE_NO_PAD.encode(self.public)
-    }
-
-    /// A JWKS entry for the public key, in the shape [`KeySet::from_jwks`]
-    /// reads: `{"kty": "OKP", "crv": "Ed25519", "kid", "x", "owner"}`.
-    pub fn public_jwk(&self, kid: &str, owner: &str) -> serde_json::Value {
-        serde_json::json!({
-            "kty": "OKP",
-            "crv": "Ed25519",
-            "alg": "EdDSA",
-            "use": "sig",
-            "kid": kid,
-            "x": self.public_x(),
-            "owner": owner,
-        })
-    }
-
-    /// The key to sign with.
-    pub fn signing_key(&self, kid: impl Into<String>) -> Result<SigningKey, KeyError> {
-        SigningKey::ed25519_pem(kid, self.private_pem().as_bytes())
-    }
-
-    /// The key to verify with, bound to the service `owner`.
-    pub fn verifying_key(
-        &self,
-        kid: impl Into<String>,
-        owner: impl Into<String>,
-    ) -> Result<VerifyingKey, KeyError> {
-        VerifyingKey::ed25519_pem(kid, owner, self.public_pem().as_bytes())
-    }
-}
-
-/// The DER inside a PEM with this `label` (RFC 7468), whitespace ignored.
-fn pem_der(pem: &[u8], label: &str) -> Result<Vec<u8>, KeyError> {
-    use base64::engine::general_purpose::STANDARD;
-    let text = std::str::from_utf8(pem)
-        .map_err(|_| KeyError::InvalidKey("a PEM is ASCII text".to_owned()))?;
-    let begin = format!("-----BEGIN {label}-----");
-    let end = format!("-----END {label}-----");
-    let body = text
-        .split_once(&begin)
-        .and_then(|(_, rest)| rest.split_once(&end))
-        .map(|(body, _)| body)
-        .ok_or_else(|| KeyError::InvalidKey(format!("not a PEM `{label}`")))?;
-    let body: String = body.split_ascii_whitespace().collect();
-    STANDARD
-        .decode(body)
-        .map_err(|e| KeyError::InvalidKey(format!("PEM: {e}")))
-}
-
-fn pem(label: &str, der: &[u8]) -> String {
-    use base64::engine::general_purpose::STANDARD;
-    let body = STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    // RFC 7468: lines of 64 characters.
-    for line in body.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(line).unwrap_or_default());
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
-}
-
 #[cfg(test)]
 mod tests {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
     use super::*;
 
     /// Even if a weak key got past loading, the strict check refuses the

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use http::request::Parts;
 
-use crate::verify::ServiceIdentity;
+use crate::jwt::verify::ServiceIdentity;
 
 /// Handlers take the caller's identity as an argument, as
 /// `Extension<ServiceIdentity>` would give it, but with a rejection that
@@ -21,7 +21,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ServiceIdentity {
             Some(identity) => Ok(identity.clone()),
             None => {
                 tracing::error!(
-                    target: "tower_jwt_service_auth::server",
+                    target: "tower_jwt_service_auth::jwt::server",
                     method = %parts.method,
                     path = %crate::escape::Escaped(parts.uri.path()),
                     "{}",
@@ -49,10 +49,10 @@ impl<S: Send + Sync> FromRequestParts<S> for ServiceIdentity {
 /// use axum::routing::get;
 /// use http::{Request, StatusCode};
 /// use tower::ServiceExt;
-/// use tower_jwt_service_auth::keys::{KeySet, SigningKey, VerifyingKey};
-/// use tower_jwt_service_auth::server::VerifyLayer;
-/// use tower_jwt_service_auth::sign::Signer;
-/// use tower_jwt_service_auth::verify::{ServiceIdentity, Verifier};
+/// use tower_jwt_service_auth::jwt::keys::{KeySet, SigningKey, VerifyingKey};
+/// use tower_jwt_service_auth::jwt::server::VerifyLayer;
+/// use tower_jwt_service_auth::jwt::sign::Signer;
+/// use tower_jwt_service_auth::jwt::verify::{ServiceIdentity, Verifier};
 ///
 /// async fn whoami(caller: ServiceIdentity) -> String {
 ///     caller.service
