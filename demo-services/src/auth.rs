@@ -40,6 +40,14 @@ pub const SERVICES: [&str; 4] = [
     API_GATEWAY,
 ];
 
+/// The services a token can be addressed to (`aud`): the three that
+/// verify tokens.
+pub const AUDIENCES: [&str; 3] = [USER_SERVICE, ORDER_SERVICE, NOTIFICATION_SERVICE];
+
+/// The longest token lifetime (expiry less issue time) the services'
+/// verifiers accept; `token --ttl` refuses more.
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+
 /// The environment variable holding the shared HS256 secret.
 pub const SECRET_ENV: &str = "SERVICE_JWT_SECRET";
 
@@ -230,7 +238,9 @@ impl Keys {
     /// taken out (and counted as `permissions_trimmed`).
     pub fn verifier(&self, audience: &str) -> Verifier {
         SERVICES.iter().fold(
-            Verifier::new(audience, self.verifying.clone()).trust_issuers(SERVICES),
+            Verifier::new(audience, self.verifying.clone())
+                .trust_issuers(SERVICES)
+                .max_lifetime(MAX_TOKEN_LIFETIME),
             |verifier, caller| {
                 verifier.grant(
                     *caller,

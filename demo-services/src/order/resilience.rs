@@ -7,20 +7,7 @@ use tower_circuit::breaker::{Config, Window};
 use tower_circuit::retry::{Backoff, Jitter, RetryLayer};
 use tower_circuit::timeout::ByMethod;
 
-fn duration(text: &str) -> Result<Duration, String> {
-    tower_circuit::parse_duration(text)
-}
-
-fn rate(text: &str) -> Result<f64, String> {
-    let r: f64 = text
-        .parse()
-        .map_err(|_| format!("`{text}` is not a number"))?;
-    if r > 0.0 && r <= 1.0 {
-        Ok(r)
-    } else {
-        Err(format!("{r} is not in (0, 1]"))
-    }
-}
+use crate::flags::{positive_duration as duration, rate, retry_base_delay};
 
 /// Circuit breaker, retry and timeout settings; one breaker per dependency.
 #[derive(Debug, Clone, clap::Args)]
@@ -40,8 +27,9 @@ pub struct Resilience {
     /// Retries after the first attempt (idempotent calls only).
     #[arg(long, default_value_t = 3)]
     pub retry_max: u32,
-    /// First retry delay; doubles per retry, with full jitter, capped at 10 s.
-    #[arg(long, default_value = "200ms", value_parser = duration)]
+    /// First retry delay (at most 10 s); doubles per retry, with full
+    /// jitter, capped at 10 s.
+    #[arg(long, default_value = "200ms", value_parser = retry_base_delay)]
     pub retry_base_delay: Duration,
     /// Per-attempt timeout of GET (and other reads).
     #[arg(long, default_value = "3s", value_parser = duration)]
