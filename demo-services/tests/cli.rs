@@ -543,3 +543,159 @@ fn the_banner_creates_a_new_order_on_each_run() {
         "the second run made an order of its own"
     );
 }
+
+/// A free loopback port: bound and released, for a service that must come
+/// back on the same port after a restart.
+fn free_port() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+/// Starts `service` with `args` and the shared secret; waits (bounded) for
+/// it to listen and returns it with its address.
+fn start(service: &str, args: &[&str]) -> (Child, String) {
+    let mut all = vec![service];
+    all.extend_from_slice(args);
+    let mut child = demo(&all)
+        .env("SERVICE_JWT_SECRET", SECRET)
+        .env("RUST_LOG", "info,sqlx=warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = lines(child.stderr.take().unwrap());
+    let addr = addr_in(&wait_for(&log, &format!("{service} service listening")));
+    // Keep reading so the process never blocks on a full pipe.
+    std::thread::spawn(move || while log.recv().is_ok() {});
+    (child, addr)
+}
+
+fn stop(mut child: Child) {
+    kill(&mut child, "-TERM");
+    assert!(wait_exit(child, Duration::from_secs(10)).success());
+}
+
+/// Waits (at most `within`) until `check` holds, looking every 50 ms (on
+/// tokio's clock, as the workspace's lints ask).
+fn eventually(within: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let deadline = tokio::time::Instant::now() + within;
+        while !check() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what} within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+}
+
+/// The steps of "Try an outage by hand" in the README, with its flags,
+/// and what its comments say each one shows.
+#[test]
+fn the_outage_walk_through_does_what_it_says() {
+    let dir = TempDir::new("walkthrough");
+    let data = dir.0.to_str().unwrap();
+    let (user_port, note_port) = (free_port(), free_port());
+    let (mut users, user_addr) = start("user", &["--data-dir", data, "--listen", &user_port]);
+    let (mut notes, _) = start(
+        "notification",
+        &["--data-dir", data, "--listen", &note_port],
+    );
+    let user_url = format!("http://{user_addr}");
+    let note_url = format!("http://{note_port}");
+    let (order_service, addr) = start(
+        "order",
+        &[
+            "--data-dir",
+            data,
+            "--listen",
+            "127.0.0.1:0",
+            "--user-url",
+            &user_url,
+            "--notification-url",
+            &note_url,
+            "--breaker-minimum-calls",
+            "2",
+            "--breaker-open-duration",
+            "5s",
+        ],
+    );
+    let jwt = token(
+        &["--service", "api-gateway", "--audience", "order-service"],
+        None,
+    );
+    let order = |user: u32| -> (String, serde_json::Value) {
+        let body = format!(
+            r#"{{"userId": {user}, "items": [{{"productId": "p-1", "quantity": 1, "unitPrice": 5}}]}}"#
+        );
+        let (head, body) = post(&addr, "/orders", &jwt, "", &body);
+        let status = head.lines().next().unwrap_or_default().to_owned();
+        (status, serde_json::from_str(&body).unwrap_or_default())
+    };
+
+    // order 1: "source": "live".
+    let (status, json) = order(1);
+    assert!(status.contains("201"), "{status} {json}");
+    assert_eq!(
+        (json["id"].as_i64(), json["user"]["source"].as_str()),
+        (Some(1), Some("live"))
+    );
+    // kill the user service; order 1 again: from the kept copy.
+    stop(users);
+    let (status, json) = order(1);
+    assert!(status.contains("201"), "{status} {json}");
+    assert_eq!(
+        (json["id"].as_i64(), json["user"]["source"].as_str()),
+        (Some(2), Some("cache"))
+    );
+    // order 2: never seen, breaker open: 503.
+    let (status, json) = order(2);
+    assert!(status.contains("503"), "{status} {json}");
+    assert_eq!(json["error"], "user_service_unavailable");
+    // The user service comes back; the README waits out the open breaker
+    // (5 s), this waits until /health says it is over.
+    (users, _) = start("user", &["--data-dir", data, "--listen", &user_port]);
+    eventually(
+        Duration::from_secs(15),
+        "the breaker lets a probe through",
+        || {
+            let (_, body) = get(&addr, "/health", "");
+            let health: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            health["dependencies"]["user-service"]["retryAfter"]
+                .as_f64()
+                .is_none_or(|left| left <= 0.0)
+        },
+    );
+    let (status, json) = order(2);
+    assert!(status.contains("201"), "{status} {json}");
+    assert_eq!(
+        (json["id"].as_i64(), json["user"]["source"].as_str()),
+        (Some(3), Some("live"))
+    );
+    // kill the notification service; order 3: 201, queued.
+    stop(notes);
+    let (status, json) = order(3);
+    assert!(status.contains("201"), "{status} {json}");
+    assert_eq!(
+        (json["id"].as_i64(), json["notification"].as_str()),
+        (Some(4), Some("queued"))
+    );
+    // It comes back; order 4's notification is delivered within the
+    // README's 10 s.
+    (notes, _) = start(
+        "notification",
+        &["--data-dir", data, "--listen", &note_port],
+    );
+    eventually(Duration::from_secs(10), "order 4 delivered", || {
+        let (_, body) = get(&addr, "/orders/4", &jwt);
+        body.contains(r#""notification":"delivered""#)
+    });
+    stop(order_service);
+    stop(users);
+    stop(notes);
+}
