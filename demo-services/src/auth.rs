@@ -5,8 +5,8 @@
 //!    (`<service>.key.pem` for the services this process signs as, and
 //!    `jwks.json` with every service's public key). A service holds only
 //!    its own private key, so it cannot mint tokens as another.
-//! 2. `SERVICE_JWT_SECRET`: one HS256 secret shared by every service, as
-//!    the seed does. Simple; any holder can mint tokens as anyone, so as
+//! 2. `SERVICE_JWT_SECRET`: one HS256 secret shared by every service.
+//!    Simple; any holder can mint tokens as anyone, so as
 //!    the gateway, with all of the gateway's permissions. For development
 //!    only.
 //! 3. Ephemeral Ed25519 keys, generated at start, in `all` mode only: the
@@ -51,8 +51,8 @@ pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 /// The environment variable holding the shared HS256 secret.
 pub const SECRET_ENV: &str = "SERVICE_JWT_SECRET";
 
-/// The permissions each caller may hold (the seed's table plus the
-/// gateway): what its tokens claim, and, on the receiving side, the most a
+/// The permissions each caller may hold (each service's row, and the
+/// gateway's for people): what its tokens claim, and, on the receiving side, the most a
 /// verifier grants it (see [`Keys::verifier`]).
 pub fn permissions_of(service: &str) -> Option<&'static [&'static str]> {
     Some(match service {

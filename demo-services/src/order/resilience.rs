@@ -1,5 +1,8 @@
 //! The order service's resilience settings for its calls to the user and
-//! notification services, with the seed's values as defaults.
+//! notification services. The defaults: a breaker per dependency opening at
+//! a 50 % failure rate over at least 10 calls in 10 s and staying open
+//! 30 s; 3 retries from 200 ms; 3 s per read attempt, 10 s per write; 15 s
+//! for a whole call.
 
 use std::time::Duration;
 
