@@ -38,7 +38,9 @@ struct Server {
 
 impl Server {
     async fn start(limits: Limits) -> Server {
-        let app = Router::new().route("/", get(|| async { "ok" }));
+        let app = Router::new()
+            .route("/", get(|| async { "ok" }))
+            .route("/big", get(|| async { vec![b'x'; BIG] }));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -99,6 +101,10 @@ async fn response(stream: &mut TcpStream) -> String {
 }
 
 const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: test\r\n\r\n";
+
+/// The size of `/big`'s body: far more than the socket buffers on both
+/// sides hold, so a peer that does not read keeps the request busy.
+const BIG: usize = 32 << 20;
 
 #[tokio::test]
 async fn a_connection_that_sends_nothing_is_closed_after_the_header_read_timeout() {
@@ -294,4 +300,46 @@ async fn limits_that_cannot_be_enforced_refuse_to_serve() {
     .unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
     assert!(err.to_string().contains("connection cap"), "{err}");
+}
+
+/// A response the app has handed over whole is the end of the request,
+/// even while it sits unread in the socket buffers: the connection then
+/// waits for its next head, and a peer that never reads is closed by the
+/// idle timeout, so slow readers cannot hold places under the cap.
+#[tokio::test]
+async fn a_peer_that_does_not_read_its_response_is_closed_after_the_idle_timeout() {
+    let idle = Duration::from_millis(200);
+    let server = Server::start(Limits {
+        idle_timeout: idle,
+        // Far above: only the idle timeout can close it.
+        header_read_timeout: Duration::from_secs(30),
+        ..limits()
+    })
+    .await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(b"GET /big HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .unwrap();
+    // Not reading is the behaviour under test: the time must pass with the
+    // response stuck in the socket buffers. Five times the limit, so that a
+    // busy machine cannot make the server's timer look late.
+    tokio::time::sleep(idle * 5).await;
+    let mut read = 0usize;
+    let mut buf = vec![0u8; 64 * 1024];
+    timeout(BOUND, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => read += n,
+            }
+        }
+    })
+    .await
+    .expect("the server closed the connection");
+    assert!(
+        read < BIG,
+        "closed before the whole body was sent: {read} of {BIG} bytes"
+    );
+    server.stop().await;
 }

@@ -136,7 +136,7 @@ async fn half_the_user_requests_failing_is_absorbed_by_retries_under_a_60_percen
     // each later one fails once and its retry succeeds. The window's rate
     // peaks at 50 % right after a failure: under 60 %, so it stays closed.
     let users = &c.orders.upstream.users;
-    let m = users.breaker().metrics();
+    let m = users.breaker().stats();
     assert_eq!(m.state, CircuitState::Closed);
     assert_eq!((m.calls, m.failures), (19, 9), "{m:?}");
     assert_eq!(users.retry_stats().retries, 9);
@@ -173,7 +173,7 @@ async fn half_the_user_requests_failing_reaches_the_default_threshold_and_opens(
     assert_eq!(sources, ["live", "cache", "live", "cache", "cache"]);
     let breaker = c.orders.upstream.users.breaker();
     assert_eq!(breaker.state(), CircuitState::Open);
-    assert_eq!(breaker.metrics().rejected, 1);
+    assert_eq!(breaker.stats().rejected, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -428,7 +428,7 @@ async fn a_callers_tiny_budget_never_opens_the_breaker_of_a_healthy_user_service
         assert_eq!(res.headers["x-request-budget-ms"], "0");
     }
     let users = c.orders.upstream.users.breaker();
-    assert_eq!(users.metrics().calls, 0, "below the floor nobody is called");
+    assert_eq!(users.stats().calls, 0, "below the floor nobody is called");
 
     // Slower than the budget, not broken.
     c.users.ops.faults.set_latency(Duration::from_millis(300));
@@ -439,7 +439,7 @@ async fn a_callers_tiny_budget_never_opens_the_breaker_of_a_healthy_user_service
         assert_eq!(res.status, StatusCode::GATEWAY_TIMEOUT, "{:?}", res.json);
         assert_eq!(res.headers["x-request-budget-ms"], "0");
     }
-    let m = users.metrics();
+    let m = users.stats();
     assert_eq!(m.state, CircuitState::Closed);
     assert_eq!(
         m.failures, 0,

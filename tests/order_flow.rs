@@ -118,7 +118,7 @@ async fn an_unknown_user_is_404_not_retried_and_not_a_breaker_failure() {
         assert_eq!(res.status, StatusCode::NOT_FOUND);
         assert_eq!(res.error(), "user_not_found");
     }
-    let metrics = c.orders.upstream.users.breaker().metrics();
+    let metrics = c.orders.upstream.users.breaker().stats();
     // Recorded, as successes: a 404 says the service works.
     assert_eq!(metrics.calls, 3, "{metrics:?}");
     assert_eq!(metrics.failures, 0, "{metrics:?}");

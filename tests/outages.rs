@@ -58,7 +58,7 @@ async fn user_service_down_uses_the_cached_user_then_fails_fast_then_recovers() 
         (1..=1).contains(&retry_after),
         "300 ms rounds up to 1 s, got {retry_after}"
     );
-    let rejected = breaker.metrics().rejected;
+    let rejected = breaker.stats().rejected;
     assert!(
         rejected >= 1,
         "the open breaker refused the call without sending it"

@@ -281,7 +281,7 @@ pub async fn run(data_dir: &Path, say: &mut dyn FnMut(String)) -> Result<Report,
     drill.retries();
     drill.health();
 
-    let m = drill.state.upstream.users.breaker().metrics();
+    let m = drill.state.upstream.users.breaker().stats();
     drill.report.opened = m.times_opened;
     drill.report.closed_again = m.state == tower_circuit::breaker::CircuitState::Closed;
     drill.report.drained = drill.state.outbox.pending() == 0;

@@ -68,7 +68,7 @@ fn time_breaker() -> Breaker {
 
 /// `bare()` guarded by `breaker`.
 fn guarded(breaker: &Breaker) -> impl BenchService<Error = BoxError> + use<> {
-    breaker.layer().layer(bare())
+    breaker.errors_layer().layer(bare())
 }
 
 /// Checks that `svc` rejects calls, outside any timed loop.
@@ -95,7 +95,7 @@ fn tripped(rt: &Runtime) -> impl BenchService<Error = BoxError> + use<> {
         .open_duration(Duration::from_secs(3600));
     let breaker = Breaker::new("bench-tripped", config).expect("valid config");
     let failing = service_fn(|_: u64| async move { Err::<u64, BoxError>("down".into()) });
-    let mut svc = breaker.layer().layer(failing);
+    let mut svc = breaker.errors_layer().layer(failing);
     let first = rt.block_on(call(&mut svc, 0));
     assert!(first.is_err_and(|e| !e.is::<CircuitOpen>()));
     assert_rejects(rt, &mut svc);

@@ -164,22 +164,22 @@ fn count_window() -> Window {
 }
 
 fn ours(window: Window) -> impl BenchService<Error = BoxError> {
-    our_breaker(window, OPEN_FOR).layer().layer(bare())
+    our_breaker(window, OPEN_FOR).errors_layer().layer(bare())
 }
 
 /// Ours, opened by hand.
 fn ours_forced_open() -> impl BenchService<Error = BoxError> {
     let breaker = our_breaker(time_window(), OPEN_GROUP_OPEN_FOR);
     breaker.force_open();
-    breaker.layer().layer(bare())
+    breaker.errors_layer().layer(bare())
 }
 
 /// Ours, opened by failures; returns the service and the failures it took.
 fn ours_tripped(rt: &Runtime) -> (impl BenchService<Error = BoxError>, u64) {
     let breaker = our_breaker(time_window(), OPEN_GROUP_OPEN_FOR);
-    let mut trip = breaker.layer().layer(failing());
+    let mut trip = breaker.errors_layer().layer(failing());
     let failures = rt.block_on(feed_failures(&mut trip, is_our_rejection));
-    (breaker.layer().layer(bare()), failures)
+    (breaker.errors_layer().layer(bare()), failures)
 }
 
 fn is_our_rejection(err: &BoxError) -> bool {

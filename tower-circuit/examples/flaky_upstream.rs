@@ -129,9 +129,7 @@ async fn main() -> Result<(), BoxError> {
         Client::builder(TokioExecutor::new()).build_http();
     // `http_layer` counts 5xx answers as failures: a plain `layer()` would
     // only count transport errors, and a 503 is an `Ok` response to hyper.
-    let mut service = ServiceBuilder::new()
-        .layer(breaker.http_layer())
-        .service(client);
+    let mut service = ServiceBuilder::new().layer(breaker.layer()).service(client);
 
     let mut n = 0;
     let mut call = async |label: &str| -> Result<(), BoxError> {
@@ -202,7 +200,7 @@ async fn main() -> Result<(), BoxError> {
     upstream.set_healthy(true);
     // The breaker says how long it stays open; sleeping that long means the
     // next call is let through as a probe.
-    let wait = breaker.metrics().retry_after.unwrap_or(open_duration);
+    let wait = breaker.stats().retry_after.unwrap_or(open_duration);
     println!("sleeping {} ms", wait.as_millis());
     tokio::time::sleep(wait).await;
     // No timer moves the breaker to half-open: this call does, and its
@@ -215,6 +213,6 @@ async fn main() -> Result<(), BoxError> {
     if breaker.state() != CircuitState::Closed {
         return Err("the breaker did not close again".into());
     }
-    println!("\n== final metrics\n{:#?}", breaker.metrics());
+    println!("\n== final metrics\n{:#?}", breaker.stats());
     Ok(())
 }

@@ -6,17 +6,23 @@
 //! [`tower_http::classify`]: a [`MakeClassifier`] looks at the request and
 //! returns a [`Classifier`] that judges the response or the error.
 //!
-//! - [`ErrorsAsFailures`], the default, suits any service: `Err` is a failure.
-//! - [`HttpClassifier`] wraps any `tower_http` [`MakeClassifier`]
-//!   (by default [`ServerErrorsAsFailures`]): 5xx responses, transport
-//!   errors and timeouts are failures, 4xx are successes, because a
-//!   client's mistake says nothing about the dependency's health. Use the
-//!   same `tower_http` classifier for tracing and the breaker, and the logs
-//!   and the breaker agree.
+//! - [`HttpClassifier`], the default ([`Breaker::layer`]), wraps any
+//!   `tower_http` [`MakeClassifier`] (by default
+//!   [`ServerErrorsAsFailures`]): 5xx responses, transport errors and
+//!   timeouts are failures, 4xx are successes, because a client's mistake
+//!   says nothing about the dependency's health. Use the same `tower_http`
+//!   classifier for tracing and the breaker, and the logs and the breaker
+//!   agree. It only fits `http::Request` in, `http::Response` out: over any
+//!   other service the layer does not compile.
+//! - [`ErrorsAsFailures`] ([`Breaker::errors_layer`]) suits a service that
+//!   is not HTTP: `Err` is a failure, any `Ok` a success. Over HTTP it
+//!   would count a `503` as a success, which is why it is not the default.
 //! - [`IgnoreErrors`] wraps either and leaves chosen errors uncounted.
 //!
 //! [`MakeClassifier`]: tower_http::classify::MakeClassifier
 //! [`ServerErrorsAsFailures`]: tower_http::classify::ServerErrorsAsFailures
+//! [`Breaker::layer`]: crate::breaker::Breaker::layer
+//! [`Breaker::errors_layer`]: crate::breaker::Breaker::errors_layer
 
 use std::fmt;
 
@@ -37,6 +43,12 @@ pub enum Outcome {
 }
 
 /// Makes a [`Classifier`] for each request.
+#[diagnostic::on_unimplemented(
+    message = "the breaker's classifier `{Self}` cannot classify calls taking `{Req}`",
+    label = "a breaker layer that classifies HTTP calls, over a service that is not HTTP",
+    note = "`Breaker::layer()` classifies HTTP calls only (`http::Request` in, `http::Response` out, 5xx and errors are failures)",
+    note = "for a service that is not HTTP use `Breaker::errors_layer()` (every `Err` is a failure), or pick a rule with `.classifier(...)`"
+)]
 pub trait MakeClassifier<Req> {
     /// The classifier that judges this request's result.
     type Classifier;
@@ -46,6 +58,11 @@ pub trait MakeClassifier<Req> {
 }
 
 /// Judges the result of one call.
+#[diagnostic::on_unimplemented(
+    message = "the breaker's classifier `{Self}` cannot judge a `{Res}` response",
+    note = "`Breaker::layer()` classifies HTTP calls only (`http::Request` in, `http::Response` out, 5xx and errors are failures)",
+    note = "for a service that is not HTTP use `Breaker::errors_layer()` (every `Err` is a failure), or pick a rule with `.classifier(...)`"
+)]
 pub trait Classifier<Res, E> {
     /// Classifies the inner service's result.
     fn classify(self, result: Result<&Res, &E>) -> Outcome;

@@ -11,11 +11,11 @@
 //! # async fn main() -> Result<(), tower_circuit::BoxError> {
 //! let breaker = Breaker::new("inventory", Config::default())?;
 //! let service = ServiceBuilder::new()
-//!     .layer(breaker.layer())
+//!     .layer(breaker.errors_layer())
 //!     .service(service_fn(|n: u64| async move { Ok::<_, tower_circuit::BoxError>(n * 2) }));
 //!
 //! assert_eq!(service.oneshot(21).await?, 42);
-//! println!("{:?}", breaker.metrics());
+//! println!("{:?}", breaker.stats());
 //! # Ok(())
 //! # }
 //! ```
@@ -56,12 +56,13 @@
 //!    the auth crate, the token): what goes on the wire;
 //! 6. the HTTP client.
 //!
-//! The seed's order puts the breaker *outside* retry: then the breaker sees
-//! one outcome per logical call however many attempts failed, opens more
-//! slowly, and while open it stops the call before retry could even try,
-//! which is right, but a call that retried into a failing dependency four
-//! times counts once. Inside retry the breaker counts what the dependency
-//! actually received.
+//! The breaker sits inside retry, so it counts every attempt: what the
+//! dependency actually received. Put *outside* retry, it would see one
+//! outcome per logical call however many attempts failed, so a call that
+//! retried into a failing dependency four times would count once and the
+//! circuit would open more slowly; that order's one merit, stopping a call
+//! before retry tries at all, holds here too, because retry never retries
+//! a `CircuitOpen`.
 //!
 //! ```
 //! use std::time::Duration;
@@ -87,7 +88,7 @@
 //! let client = ServiceBuilder::new()
 //!     .layer(DeadlineLayer::new(Duration::from_secs(10)))
 //!     .layer(retry.clone())
-//!     .layer(breaker.http_layer())
+//!     .layer(breaker.layer())
 //!     .layer(RequestTimeoutLayer::by_method())
 //!     .layer(PropagateDeadlineLayer::new())
 //!     .service(failing_dependency);
@@ -96,7 +97,7 @@
 //! // and opened; retry stopped at the open circuit without a fifth try.
 //! let res = client.clone().oneshot(Request::get("/users/7").body(()).unwrap()).await?;
 //! assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
-//! assert_eq!(breaker.metrics().calls, 4);
+//! assert_eq!(breaker.stats().calls, 4);
 //! let err = client.oneshot(Request::get("/users/7").body(()).unwrap()).await.unwrap_err();
 //! assert!(err.is::<CircuitOpen>());
 //! assert_eq!(retry.stats().retries, 3);
@@ -122,6 +123,12 @@ pub mod timeout;
 
 #[cfg(feature = "serde")]
 mod duration_serde;
+
+/// The README's examples, compiled (and, unless marked `no_run`, run) as
+/// doc tests, so a snippet a new user copies cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 /// Parses a duration written for people: `"250ms"`, `"1.5s"`, `"30s"`,
 /// `"2m"` or `"1h"`, the form configuration files and command lines use.

@@ -16,7 +16,7 @@ use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
 use crate::breaker::window::lock;
-use crate::breaker::{Breaker, Metrics};
+use crate::breaker::{Breaker, BreakerStats};
 use crate::keyed::{KeyedBreakers, Snapshots};
 
 /// A list of breakers and keyed breaker groups. Cloning shares the list.
@@ -68,13 +68,13 @@ impl Registry {
 
     /// A snapshot of every registered breaker, in registration order (keyed
     /// groups sorted by name).
-    pub fn snapshot(&self) -> Vec<Metrics> {
+    pub fn snapshot(&self) -> Vec<BreakerStats> {
         // Clone the list first so no breaker is read under the registry's lock.
         let entries = lock(&self.entries).clone();
         let mut all = Vec::new();
         for entry in &entries {
             match entry {
-                Entry::Single(b) => all.push(b.metrics()),
+                Entry::Single(b) => all.push(b.stats()),
                 Entry::Keyed(group) => all.extend(group.snapshots()),
             }
         }

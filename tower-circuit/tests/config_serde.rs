@@ -83,7 +83,7 @@ fn a_loaded_config_is_still_validated_when_built() {
 async fn metrics_serialize_for_health_endpoints() {
     let breaker = Breaker::new("users", Config::default()).unwrap();
     breaker.force_open();
-    let json = serde_json::to_value(breaker.metrics()).unwrap();
+    let json = serde_json::to_value(breaker.stats()).unwrap();
     assert_eq!(json["name"], "users");
     assert_eq!(json["state"], "forced_open");
     assert_eq!(json["calls"], 0);
@@ -92,13 +92,13 @@ async fn metrics_serialize_for_health_endpoints() {
 
 #[test]
 fn windows_too_large_for_memory_are_rejected_not_allocated() {
-    use tower_circuit::breaker::{ConfigError, MAX_BUCKETS, MAX_WINDOW_SIZE};
+    use tower_circuit::breaker::{BreakerConfigError, MAX_BUCKETS, MAX_WINDOW_SIZE};
     // Before: passed validation and aborted allocating 26 GB.
     let json = r#"{"window":{"kind":"time","duration":"10s","buckets":2222222210}}"#;
     let config: Config = serde_json::from_str(json).unwrap();
     assert_eq!(
         Breaker::new("users", config).unwrap_err(),
-        ConfigError::TooManyBuckets {
+        BreakerConfigError::TooManyBuckets {
             buckets: 2_222_222_210,
             max: MAX_BUCKETS
         }
@@ -107,7 +107,7 @@ fn windows_too_large_for_memory_are_rejected_not_allocated() {
     let config: Config = serde_json::from_str(json).unwrap();
     assert_eq!(
         Breaker::new("users", config).unwrap_err(),
-        ConfigError::WindowTooLarge {
+        BreakerConfigError::WindowTooLarge {
             size: u32::MAX,
             max: MAX_WINDOW_SIZE
         }

@@ -40,13 +40,15 @@ fn run(window: Window, steps: Vec<Step>, check: impl Fn(u64, (u64, u64), &[(u64,
         let breaker =
             Breaker::new("model", Config::default().window(window).minimum_calls(1)).unwrap();
         breaker.disable();
-        let mut svc = breaker.layer().layer(service_fn(|fail: bool| async move {
-            if fail {
-                Err::<(), BoxError>("x".into())
-            } else {
-                Ok(())
-            }
-        }));
+        let mut svc = breaker
+            .errors_layer()
+            .layer(service_fn(|fail: bool| async move {
+                if fail {
+                    Err::<(), BoxError>("x".into())
+                } else {
+                    Ok(())
+                }
+            }));
         let mut history = Vec::new();
         for step in steps {
             match step {
@@ -56,7 +58,7 @@ fn run(window: Window, steps: Vec<Step>, check: impl Fn(u64, (u64, u64), &[(u64,
                 }
                 Step::Advance(d) => tokio::time::advance(d).await,
             }
-            let m = breaker.metrics();
+            let m = breaker.stats();
             let now = start.elapsed().as_millis() as u64;
             check(now, (m.calls, m.failures), &history);
         }

@@ -125,7 +125,7 @@ impl State {
     pub fn health(&self) -> serde_json::Value {
         let mut body = server::health(&self.ops);
         let dependency = |client: &tower_circuit::client::ServiceClient| {
-            let metrics = client.breaker().metrics();
+            let metrics = client.breaker().stats();
             // The breaker's snapshot serializes in Rust's snake_case; the
             // API speaks camelCase everywhere.
             let mut entry =

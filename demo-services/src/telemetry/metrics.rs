@@ -148,7 +148,7 @@ impl Metrics {
 
     /// Reads a client's breaker and retry counters into the registry.
     pub fn observe_client(&self, client: &ServiceClient) {
-        let breaker = client.breaker().metrics();
+        let breaker = client.breaker().stats();
         let retry = client.retry_stats();
         let name = breaker.name.clone();
         self.record(|| {

@@ -118,35 +118,35 @@ impl Config {
     }
 
     /// Checks every setting, returning the first that is out of range.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<(), BreakerConfigError> {
         let rate_ok = |r: f64| r > 0.0 && r <= 1.0;
         if !rate_ok(self.failure_rate_threshold) {
-            return Err(ConfigError::FailureRateThreshold(
+            return Err(BreakerConfigError::FailureRateThreshold(
                 self.failure_rate_threshold,
             ));
         }
         if self.minimum_calls == 0 {
-            return Err(ConfigError::MinimumCalls);
+            return Err(BreakerConfigError::MinimumCalls);
         }
         if self.half_open_max_calls == 0 {
-            return Err(ConfigError::HalfOpenMaxCalls);
+            return Err(BreakerConfigError::HalfOpenMaxCalls);
         }
         if self.open_duration.is_zero() {
-            return Err(ConfigError::ZeroDuration("open_duration"));
+            return Err(BreakerConfigError::ZeroDuration("open_duration"));
         }
         match self.window {
             Window::Count { size } => {
                 if size == 0 {
-                    return Err(ConfigError::WindowSize);
+                    return Err(BreakerConfigError::WindowSize);
                 }
                 if size > MAX_WINDOW_SIZE {
-                    return Err(ConfigError::WindowTooLarge {
+                    return Err(BreakerConfigError::WindowTooLarge {
                         size,
                         max: MAX_WINDOW_SIZE,
                     });
                 }
                 if self.minimum_calls > size {
-                    return Err(ConfigError::MinimumCallsExceedWindow {
+                    return Err(BreakerConfigError::MinimumCallsExceedWindow {
                         minimum_calls: self.minimum_calls,
                         size,
                     });
@@ -154,39 +154,41 @@ impl Config {
             }
             Window::Time { duration, buckets } => {
                 if buckets == 0 {
-                    return Err(ConfigError::Buckets);
+                    return Err(BreakerConfigError::Buckets);
                 }
                 if buckets > MAX_BUCKETS {
-                    return Err(ConfigError::TooManyBuckets {
+                    return Err(BreakerConfigError::TooManyBuckets {
                         buckets,
                         max: MAX_BUCKETS,
                     });
                 }
                 if duration.is_zero() {
-                    return Err(ConfigError::ZeroDuration("window duration"));
+                    return Err(BreakerConfigError::ZeroDuration("window duration"));
                 }
                 if duration.as_nanos() / u128::from(buckets) == 0 {
-                    return Err(ConfigError::BucketTooShort);
+                    return Err(BreakerConfigError::BucketTooShort);
                 }
             }
         }
         if let Some(slow) = &self.slow_call {
             if slow.duration.is_zero() {
-                return Err(ConfigError::ZeroDuration("slow_call.duration"));
+                return Err(BreakerConfigError::ZeroDuration("slow_call.duration"));
             }
             if !rate_ok(slow.rate_threshold) {
-                return Err(ConfigError::SlowCallRateThreshold(slow.rate_threshold));
+                return Err(BreakerConfigError::SlowCallRateThreshold(
+                    slow.rate_threshold,
+                ));
             }
         }
         if let Some(backoff) = &self.open_backoff {
             if !(backoff.multiplier.is_finite() && backoff.multiplier >= 1.0) {
-                return Err(ConfigError::BackoffMultiplier(backoff.multiplier));
+                return Err(BreakerConfigError::BackoffMultiplier(backoff.multiplier));
             }
             if backoff.max < self.open_duration {
-                return Err(ConfigError::BackoffMax);
+                return Err(BreakerConfigError::BackoffMax);
             }
             if !(0.0..=1.0).contains(&backoff.jitter) {
-                return Err(ConfigError::Jitter(backoff.jitter));
+                return Err(BreakerConfigError::Jitter(backoff.jitter));
             }
         }
         Ok(())
@@ -279,7 +281,7 @@ impl OpenBackoff {
 /// A setting that is out of range, reported when the breaker is built.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
-pub enum ConfigError {
+pub enum BreakerConfigError {
     /// `failure_rate_threshold` is not in `(0, 1]`.
     FailureRateThreshold(f64),
     /// `slow_call.rate_threshold` is not in `(0, 1]`.
@@ -332,17 +334,17 @@ pub enum ConfigError {
     Jitter(f64),
 }
 
-impl fmt::Display for ConfigError {
+impl fmt::Display for BreakerConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ConfigError::FailureRateThreshold(r) => {
+            BreakerConfigError::FailureRateThreshold(r) => {
                 write!(f, "failure_rate_threshold must be in (0, 1], got {r}")
             }
-            ConfigError::SlowCallRateThreshold(r) => {
+            BreakerConfigError::SlowCallRateThreshold(r) => {
                 write!(f, "slow_call.rate_threshold must be in (0, 1], got {r}")
             }
-            ConfigError::MinimumCalls => f.write_str("minimum_calls must be at least 1"),
-            ConfigError::MinimumCallsExceedWindow {
+            BreakerConfigError::MinimumCalls => f.write_str("minimum_calls must be at least 1"),
+            BreakerConfigError::MinimumCallsExceedWindow {
                 minimum_calls,
                 size,
             } => write!(
@@ -350,37 +352,43 @@ impl fmt::Display for ConfigError {
                 "minimum_calls ({minimum_calls}) exceeds the count window's size ({size}), \
                  so the circuit could never open"
             ),
-            ConfigError::HalfOpenMaxCalls => f.write_str("half_open_max_calls must be at least 1"),
-            ConfigError::WindowSize => f.write_str("a count window's size must be at least 1"),
-            ConfigError::Buckets => f.write_str("a time window needs at least 1 bucket"),
-            ConfigError::WindowTooLarge { size, max } => {
+            BreakerConfigError::HalfOpenMaxCalls => {
+                f.write_str("half_open_max_calls must be at least 1")
+            }
+            BreakerConfigError::WindowSize => {
+                f.write_str("a count window's size must be at least 1")
+            }
+            BreakerConfigError::Buckets => f.write_str("a time window needs at least 1 bucket"),
+            BreakerConfigError::WindowTooLarge { size, max } => {
                 write!(f, "a count window holds at most {max} calls, got {size}")
             }
-            ConfigError::TooManyBuckets { buckets, max } => {
+            BreakerConfigError::TooManyBuckets { buckets, max } => {
                 write!(f, "a time window has at most {max} buckets, got {buckets}")
             }
-            ConfigError::TooManyKeys { max_keys, max } => {
+            BreakerConfigError::TooManyKeys { max_keys, max } => {
                 write!(
                     f,
                     "keyed breakers: max_keys is at most {max}, got {max_keys}"
                 )
             }
-            ConfigError::BucketTooShort => {
+            BreakerConfigError::BucketTooShort => {
                 f.write_str("a time window's buckets must be at least 1 ns long")
             }
-            ConfigError::ZeroDuration(name) => write!(f, "{name} must be greater than zero"),
-            ConfigError::BackoffMultiplier(m) => {
+            BreakerConfigError::ZeroDuration(name) => write!(f, "{name} must be greater than zero"),
+            BreakerConfigError::BackoffMultiplier(m) => {
                 write!(
                     f,
                     "open_backoff.multiplier must be a finite number >= 1, got {m}"
                 )
             }
-            ConfigError::BackoffMax => {
+            BreakerConfigError::BackoffMax => {
                 f.write_str("open_backoff.max must be at least open_duration")
             }
-            ConfigError::Jitter(j) => write!(f, "open_backoff.jitter must be in [0, 1], got {j}"),
+            BreakerConfigError::Jitter(j) => {
+                write!(f, "open_backoff.jitter must be in [0, 1], got {j}")
+            }
         }
     }
 }
 
-impl std::error::Error for ConfigError {}
+impl std::error::Error for BreakerConfigError {}

@@ -8,7 +8,7 @@ use super::CircuitState;
 
 /// The circuit rejected the call without calling the inner service.
 ///
-/// Returned boxed, as a [`BoxError`](tower_layer::Layer); ask with
+/// Returned boxed, as a [`BoxError`](crate::BoxError); ask with
 /// `err.is::<CircuitOpen>()` or `err.downcast_ref::<CircuitOpen>()`. A
 /// server can turn [`retry_after`](CircuitOpen::retry_after) into a
 /// `Retry-After` header.

@@ -34,7 +34,7 @@ pub struct StateChange {
     pub open_for: Option<Duration>,
     /// The change's number, from 1, counting the breaker's changes. Hooks
     /// see 1, 2, 3, ... in that order, without gaps unless hooks fell more
-    /// than 1024 changes behind: then the oldest unreported ones are
+    /// than 4096 changes behind: then the oldest unreported ones are
     /// dropped (logged), and the numbers show the gap.
     pub sequence: u64,
 }

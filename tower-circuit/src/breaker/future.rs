@@ -8,7 +8,7 @@ use std::task::{Context, Poll, ready};
 use pin_project_lite::pin_project;
 
 use super::error::CircuitOpen;
-use super::handle::CallGuard;
+use super::guard::CallGuard;
 use crate::BoxError;
 use crate::classify::{Classifier, Outcome};
 use crate::timeout::Elapsed;

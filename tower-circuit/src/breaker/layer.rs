@@ -1,25 +1,29 @@
 use tower_layer::Layer;
 
 use super::{Breaker, CircuitBreaker};
-use crate::classify::ErrorsAsFailures;
+use crate::classify::HttpClassifier;
 
 /// Wraps services in a [`CircuitBreaker`] that all share one [`Breaker`].
 ///
 /// The layer holds a handle to the breaker and the classifier, nothing
 /// else: every service it builds reports to, and is guarded by, the same
-/// circuit.
+/// circuit. By default it classifies HTTP ([`HttpClassifier`]), like
+/// [`Breaker::layer`]; [`classifier`](Self::classifier) picks another rule,
+/// e.g. [`ErrorsAsFailures`](crate::classify::ErrorsAsFailures) for a
+/// service that is not HTTP.
 #[derive(Debug, Clone)]
-pub struct CircuitBreakerLayer<C = ErrorsAsFailures> {
+pub struct CircuitBreakerLayer<C = HttpClassifier> {
     breaker: Breaker,
     classifier: C,
 }
 
 impl CircuitBreakerLayer {
-    /// A layer for `breaker` that counts every `Err` as a failure.
+    /// A layer for `breaker` over HTTP: 5xx responses and errors are
+    /// failures.
     pub fn new(breaker: Breaker) -> Self {
         CircuitBreakerLayer {
             breaker,
-            classifier: ErrorsAsFailures,
+            classifier: HttpClassifier::default(),
         }
     }
 }

@@ -29,7 +29,7 @@
 //! )?;
 //!
 //! let service = ServiceBuilder::new()
-//!     .layer(breaker.layer())
+//!     .layer(breaker.errors_layer())
 //!     .service(service_fn(|id: u32| async move {
 //!         if id.is_multiple_of(2) { Ok(id) } else { Err::<u32, BoxError>("odd".into()) }
 //!     }));
@@ -70,8 +70,10 @@
 //! after it.
 //!
 //! What counts as a failure is up to a [classifier](crate::classify):
-//! [`Breaker::layer`] counts `Err`, [`Breaker::http_layer`] counts 5xx and
-//! errors. Put timeouts *inside* the breaker so that they count: a call
+//! [`Breaker::layer`] is for HTTP clients and counts 5xx responses and
+//! errors (over a service that is not HTTP it does not compile, so a `503`
+//! can never pass for a success); [`Breaker::errors_layer`] counts every
+//! `Err` of any service, as the example above does. Put timeouts *inside* the breaker so that they count: a call
 //! whose future is dropped by an outer timeout records nothing.
 //!
 //! One outcome is decided before any classifier sees it: a call cut short
@@ -84,7 +86,7 @@
 //! fired on its own limit still counts. This is done in the breaker rather
 //! than in each classifier so that a custom classifier cannot get it wrong.
 //!
-//! Reading the breaker ([`Breaker::state`], [`Breaker::metrics`]) has no
+//! Reading the breaker ([`Breaker::state`], [`Breaker::stats`]) has no
 //! side effects: an open circuit whose open duration has passed reads as
 //! half-open, and moves there (running its hook) on the next call.
 //! State-change hooks run in the order of the transitions, with no breaker
@@ -94,11 +96,14 @@ pub mod error;
 pub mod events;
 pub mod future;
 
+mod announce;
 mod config;
+mod guard;
 mod handle;
 mod layer;
-mod metrics;
+mod machine;
 mod state;
+mod stats;
 pub(crate) mod window;
 
 use std::task::{Context, Poll};
@@ -106,17 +111,17 @@ use std::task::{Context, Poll};
 use tower_service::Service;
 
 pub use self::config::{
-    Config, ConfigError, MAX_BUCKETS, MAX_WINDOW_SIZE, OpenBackoff, SlowCall, Window,
+    BreakerConfigError, Config, MAX_BUCKETS, MAX_WINDOW_SIZE, OpenBackoff, SlowCall, Window,
 };
 pub use self::error::CircuitOpen;
 pub use self::handle::{Breaker, BreakerBuilder};
 pub use self::layer::CircuitBreakerLayer;
-pub use self::metrics::Metrics;
 pub use self::state::CircuitState;
+pub use self::stats::BreakerStats;
 
 use self::future::ResponseFuture;
 use crate::BoxError;
-use crate::classify::{Classifier, ErrorsAsFailures, MakeClassifier};
+use crate::classify::{Classifier, HttpClassifier, MakeClassifier};
 
 /// Guards an inner service with a [`Breaker`].
 ///
@@ -127,7 +132,7 @@ use crate::classify::{Classifier, ErrorsAsFailures, MakeClassifier};
 /// with [`CircuitOpen`]: a caller never waits on a saturated dependency
 /// only to be rejected. Otherwise readiness is the inner service's.
 #[derive(Debug)]
-pub struct CircuitBreaker<S, C = ErrorsAsFailures> {
+pub struct CircuitBreaker<S, C = HttpClassifier> {
     inner: S,
     breaker: Breaker,
     classifier: C,
@@ -149,9 +154,11 @@ impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {
 }
 
 impl<S> CircuitBreaker<S> {
-    /// Guards `inner` with `breaker`, counting every `Err` as a failure.
+    /// Guards an HTTP service `inner` with `breaker`: 5xx responses and
+    /// errors are failures. See [`with_classifier`](Self::with_classifier)
+    /// for a service that is not HTTP.
     pub fn new(inner: S, breaker: Breaker) -> Self {
-        CircuitBreaker::with_classifier(inner, breaker, ErrorsAsFailures)
+        CircuitBreaker::with_classifier(inner, breaker, HttpClassifier::default())
     }
 }
 

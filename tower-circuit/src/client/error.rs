@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::StatusCode;
 
 use crate::BoxError;
-use crate::breaker::{CircuitOpen, ConfigError};
+use crate::breaker::{BreakerConfigError, CircuitOpen};
 use crate::retry::RetryConfigError;
 use crate::timeout::Elapsed;
 
@@ -97,7 +97,7 @@ pub enum BuildError {
     /// The base URL is not an absolute `http://host[:port]` URL.
     BaseUrl(String),
     /// The breaker's configuration.
-    Breaker(ConfigError),
+    Breaker(BreakerConfigError),
     /// The retry settings.
     Retry(RetryConfigError),
 }
@@ -117,8 +117,8 @@ impl fmt::Display for BuildError {
 
 impl std::error::Error for BuildError {}
 
-impl From<ConfigError> for BuildError {
-    fn from(e: ConfigError) -> Self {
+impl From<BreakerConfigError> for BuildError {
+    fn from(e: BreakerConfigError) -> Self {
         BuildError::Breaker(e)
     }
 }

@@ -207,7 +207,7 @@ impl ServiceClientBuilder {
                 ServiceBuilder::new()
                     .layer(DeadlineLayer::new(self.deadline))
                     .layer(retry.clone())
-                    .layer(breaker.http_layer())
+                    .layer(breaker.layer())
                     .layer(RequestTimeoutLayer::new(self.timeouts))
                     .layer(PropagateDeadlineLayer::new().min_budget(self.min_budget))
                     .service(wire),

@@ -1,5 +1,5 @@
-//! Answers in place of an open circuit, or of any failed call: the seed's
-//! "return cached data".
+//! Answers in place of an open circuit, or of any failed call: cached
+//! data, a default, a degraded but useful response.
 //!
 //! A fallback is two functions: `extract` runs on every request before it
 //! is sent and keeps what the answer needs (a user id to look up in a
@@ -8,7 +8,7 @@
 //! error on. By default only [`CircuitOpen`] errors are handled;
 //! [`FallbackLayer::on_any_error`] widens that. Bound to a breaker with
 //! [`FallbackLayer::counted_in`], every answer is counted in its
-//! [`Metrics::fallbacks`](crate::breaker::Metrics::fallbacks) and reported
+//! [`BreakerStats::fallbacks`](crate::breaker::BreakerStats::fallbacks) and reported
 //! to its `on_fallback` hook.
 //!
 //! ```
@@ -27,11 +27,11 @@
 //!         FallbackLayer::new(|sku: &u32| *sku, |sku, _err: &BoxError| Some(format!("cached price of {sku}")))
 //!             .counted_in(&breaker),
 //!     )
-//!     .layer(breaker.layer())
+//!     .layer(breaker.errors_layer())
 //!     .service(service_fn(|sku: u32| async move { Ok::<_, BoxError>(format!("live price of {sku}")) }));
 //!
 //! assert_eq!(service.oneshot(7).await?, "cached price of 7");
-//! assert_eq!(breaker.metrics().fallbacks, 1);
+//! assert_eq!(breaker.stats().fallbacks, 1);
 //! # Ok(())
 //! # }
 //! ```

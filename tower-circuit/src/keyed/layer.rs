@@ -3,24 +3,27 @@ use std::fmt;
 use tower_layer::Layer;
 
 use super::{KeyedBreakers, KeyedCircuitBreaker};
-use crate::classify::ErrorsAsFailures;
+use crate::classify::HttpClassifier;
 
 /// Wraps services in a [`KeyedCircuitBreaker`]: `key` picks each request's
 /// breaker from the shared [`KeyedBreakers`].
 #[derive(Clone)]
-pub struct KeyedCircuitBreakerLayer<K, F, C = ErrorsAsFailures> {
+pub struct KeyedCircuitBreakerLayer<K, F, C = HttpClassifier> {
     breakers: KeyedBreakers<K>,
     key: F,
     classifier: C,
 }
 
 impl<K, F> KeyedCircuitBreakerLayer<K, F> {
-    /// Counts every `Err` as a failure; see [`classifier`](Self::classifier).
+    /// Classifies HTTP, like [`Breaker::layer`](crate::breaker::Breaker::layer):
+    /// 5xx responses and errors are failures. For a service that is not
+    /// HTTP, pass [`ErrorsAsFailures`](crate::classify::ErrorsAsFailures)
+    /// (or your own rule) to [`classifier`](Self::classifier).
     pub fn new(breakers: KeyedBreakers<K>, key: F) -> Self {
         KeyedCircuitBreakerLayer {
             breakers,
             key,
-            classifier: ErrorsAsFailures,
+            classifier: HttpClassifier::default(),
         }
     }
 }

@@ -10,6 +10,7 @@
 //! ```
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
 //! use tower_circuit::breaker::Breaker;
+//! use tower_circuit::classify::ErrorsAsFailures;
 //! use tower_circuit::keyed::{KeyedBreakers, KeyedCircuitBreakerLayer};
 //! use tower_circuit::BoxError;
 //!
@@ -17,7 +18,11 @@
 //! # async fn main() -> Result<(), BoxError> {
 //! let breakers = KeyedBreakers::new(Breaker::builder("upstream"))?;
 //! let service = ServiceBuilder::new()
-//!     .layer(KeyedCircuitBreakerLayer::new(breakers.clone(), |host: &&'static str| *host))
+//!     // Not HTTP here, so every `Err` is a failure (HTTP is the default).
+//!     .layer(
+//!         KeyedCircuitBreakerLayer::new(breakers.clone(), |host: &&'static str| *host)
+//!             .classifier(ErrorsAsFailures),
+//!     )
 //!     .service(service_fn(|host: &'static str| async move { Ok::<_, BoxError>(host.len()) }));
 //!
 //! service.clone().oneshot("a.internal").await?;
@@ -46,8 +51,8 @@ use crate::BoxError;
 use crate::breaker::future::ResponseFuture;
 use crate::breaker::guarded_call;
 use crate::breaker::window::lock;
-use crate::breaker::{Breaker, BreakerBuilder, ConfigError, Metrics};
-use crate::classify::{Classifier, ErrorsAsFailures, MakeClassifier};
+use crate::breaker::{Breaker, BreakerBuilder, BreakerConfigError, BreakerStats};
+use crate::classify::{Classifier, HttpClassifier, MakeClassifier};
 
 /// The default bound on the number of keys.
 pub const DEFAULT_MAX_KEYS: usize = 1024;
@@ -103,21 +108,21 @@ where
     /// Breakers built from `template`, at most [`DEFAULT_MAX_KEYS`] of them,
     /// evictable after [`DEFAULT_IDLE_TIMEOUT`] unused. Validates the
     /// template's configuration now, so that no call can meet an error later.
-    pub fn new(template: BreakerBuilder) -> Result<Self, ConfigError> {
+    pub fn new(template: BreakerBuilder) -> Result<Self, BreakerConfigError> {
         KeyedBreakers::with_limits(template, DEFAULT_MAX_KEYS, DEFAULT_IDLE_TIMEOUT)
     }
 
     /// Like [`new`](KeyedBreakers::new) with explicit bounds; `max_keys` is
     /// at least 1 and at most [`MAX_KEYS`] (else
-    /// [`ConfigError::TooManyKeys`]).
+    /// [`BreakerConfigError::TooManyKeys`]).
     pub fn with_limits(
         template: BreakerBuilder,
         max_keys: usize,
         idle_timeout: Duration,
-    ) -> Result<Self, ConfigError> {
+    ) -> Result<Self, BreakerConfigError> {
         template.validate()?;
         if max_keys > MAX_KEYS {
-            return Err(ConfigError::TooManyKeys {
+            return Err(BreakerConfigError::TooManyKeys {
                 max_keys,
                 max: MAX_KEYS,
             });
@@ -195,12 +200,12 @@ where
     }
 
     /// A snapshot of every breaker, sorted by name.
-    pub fn snapshot(&self) -> Vec<Metrics> {
+    pub fn snapshot(&self) -> Vec<BreakerStats> {
         let breakers: Vec<Breaker> = lock(&self.inner.map)
             .values()
             .map(|e| e.breaker.clone())
             .collect();
-        let mut all: Vec<Metrics> = breakers.iter().map(Breaker::metrics).collect();
+        let mut all: Vec<BreakerStats> = breakers.iter().map(Breaker::stats).collect();
         all.sort_by(|a, b| a.name.cmp(&b.name));
         all
     }
@@ -208,7 +213,7 @@ where
 
 /// Lets a [`Registry`](crate::registry::Registry) hold keyed breakers of any key type.
 pub(crate) trait Snapshots: Send + Sync {
-    fn snapshots(&self) -> Vec<Metrics>;
+    fn snapshots(&self) -> Vec<BreakerStats>;
     fn find(&self, name: &str) -> Option<Breaker>;
 }
 
@@ -216,7 +221,7 @@ impl<K> Snapshots for KeyedBreakers<K>
 where
     K: Hash + Eq + Clone + fmt::Display + Send + 'static,
 {
-    fn snapshots(&self) -> Vec<Metrics> {
+    fn snapshots(&self) -> Vec<BreakerStats> {
         self.snapshot()
     }
 
@@ -230,7 +235,7 @@ where
 
 /// Guards an inner service with one breaker per key. Built by
 /// [`KeyedCircuitBreakerLayer`].
-pub struct KeyedCircuitBreaker<S, K, F, C = ErrorsAsFailures> {
+pub struct KeyedCircuitBreaker<S, K, F, C = HttpClassifier> {
     inner: S,
     breakers: KeyedBreakers<K>,
     key: F,

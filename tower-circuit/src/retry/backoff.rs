@@ -19,7 +19,8 @@ pub enum Jitter {
     Equal,
     /// `min(cap, U(base, 3 · previous delay))`, starting from `base`.
     Decorrelated,
-    /// `exp + U(0, max)`: the seed's `+ U(0, 1 s)`.
+    /// `exp + U(0, max)`: the exponential delay plus up to `max` of spread,
+    /// e.g. `Additive(Duration::from_secs(1))` for `+ U(0, 1 s)`.
     Additive(Duration),
     /// `exp` exactly; for tests and for callers that add their own spread.
     None,

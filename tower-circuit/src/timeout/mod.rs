@@ -54,6 +54,7 @@ mod deadline;
 mod layer;
 mod policy;
 mod propagate;
+mod server_deadline;
 
 use std::task::{Context, Poll};
 
@@ -65,9 +66,9 @@ pub use self::error::Elapsed;
 pub use self::layer::RequestTimeoutLayer;
 pub use self::policy::{ByMethod, Fixed, TimeoutPolicy};
 pub use self::propagate::{
-    BUDGET_HEADER, PropagateDeadline, PropagateDeadlineLayer, PropagateFuture, ServerDeadline,
-    ServerDeadlineLayer, ServerFuture,
+    BUDGET_HEADER, PropagateDeadline, PropagateDeadlineLayer, PropagateFuture,
 };
+pub use self::server_deadline::{ServerDeadline, ServerDeadlineLayer, ServerFuture};
 
 use self::future::ResponseFuture;
 use crate::BoxError;

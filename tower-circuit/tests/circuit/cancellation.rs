@@ -3,6 +3,7 @@ use std::time::Duration;
 use tokio::time::advance;
 use tower::{Layer, Service, ServiceExt};
 use tower_circuit::breaker::{Breaker, CircuitState};
+use tower_circuit::classify::ErrorsAsFailures;
 use tower_test::mock;
 
 use crate::support::*;
@@ -11,13 +12,21 @@ type Mock = mock::Mock<u32, u32>;
 type Handle = mock::Handle<u32, u32>;
 
 /// A breaker over a mock whose calls stay pending until the test answers.
-fn mocked(b: &Breaker) -> (tower_circuit::breaker::CircuitBreaker<Mock>, Handle) {
+fn mocked(
+    b: &Breaker,
+) -> (
+    tower_circuit::breaker::CircuitBreaker<Mock, ErrorsAsFailures>,
+    Handle,
+) {
     let (mock, mut handle) = mock::pair::<u32, u32>();
     handle.allow(1_000);
-    (b.layer().layer(mock), handle)
+    (b.errors_layer().layer(mock), handle)
 }
 
-async fn open_it(svc: &mut tower_circuit::breaker::CircuitBreaker<Mock>, handle: &mut Handle) {
+async fn open_it(
+    svc: &mut tower_circuit::breaker::CircuitBreaker<Mock, ErrorsAsFailures>,
+    handle: &mut Handle,
+) {
     for i in 0..10 {
         let fut = svc.ready().await.unwrap().call(i);
         next_request(handle).await.1.send_error("down");
@@ -54,7 +63,7 @@ async fn dropped_closed_call_records_nothing() {
     let fut = svc.ready().await.unwrap().call(1);
     let _ = next_request(&mut handle).await;
     drop(fut);
-    assert_eq!(b.metrics().calls, 0);
+    assert_eq!(b.stats().calls, 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -69,7 +78,7 @@ async fn outcome_from_before_a_state_change_is_ignored() {
     old_reply.send_error("failed long ago");
     assert!(old.await.is_err());
     assert_eq!(
-        b.metrics().calls,
+        b.stats().calls,
         0,
         "the stale failure did not enter the new window"
     );

@@ -1,8 +1,10 @@
 use http::{Request, Response, StatusCode};
+use tower::Layer;
 use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
 use tower_circuit::BoxError;
-use tower_circuit::breaker::CircuitState;
+use tower_circuit::breaker::{CircuitBreaker, CircuitBreakerLayer, CircuitState};
 use tower_circuit::classify::{ErrorsAsFailures, HttpClassifier, IgnoreErrors};
+use tower_circuit::keyed::{KeyedBreakers, KeyedCircuitBreakerLayer};
 use tower_http::classify::StatusInRangeAsFailures;
 
 use crate::support::*;
@@ -34,50 +36,80 @@ where
 }
 
 #[tokio::test(start_paused = true)]
-async fn http_layer_counts_5xx_as_failures() {
+async fn layer_counts_5xx_as_failures() {
     let b = breaker(count_config(10));
     let mut svc = ServiceBuilder::new()
-        .layer(b.http_layer())
+        .layer(b.layer())
         .service(http_service());
     send(&mut svc, "/503", 10).await;
-    assert_eq!(b.metrics().failures, 10);
+    assert_eq!(b.stats().failures, 10);
     assert_eq!(b.state(), CircuitState::Open);
 }
 
+/// The footgun of old: `layer()` counted only `Err`, so over an HTTP client
+/// it took every 503 for a success and never opened. Every constructor a
+/// user reaches for first classifies HTTP; counting only errors is the
+/// explicit `errors_layer()`.
 #[tokio::test(start_paused = true)]
-async fn http_layer_counts_4xx_as_successes() {
+async fn the_obvious_constructors_count_a_503_as_a_failure() {
+    let b = breaker(count_config(10));
+    let mut svc = b.layer().layer(http_service());
+    send(&mut svc, "/503", 1).await;
+    assert_eq!(b.stats().failures, 1, "Breaker::layer");
+
+    let b = breaker(count_config(10));
+    let mut svc = CircuitBreakerLayer::new(b.clone()).layer(http_service());
+    send(&mut svc, "/503", 1).await;
+    assert_eq!(b.stats().failures, 1, "CircuitBreakerLayer::new");
+
+    let b = breaker(count_config(10));
+    let mut svc = CircuitBreaker::new(http_service(), b.clone());
+    send(&mut svc, "/503", 1).await;
+    assert_eq!(b.stats().failures, 1, "CircuitBreaker::new");
+
+    let breakers = KeyedBreakers::new(tower_circuit::breaker::Breaker::builder("hosts")).unwrap();
+    let host = |req: &Request<()>| req.uri().host().unwrap_or("").to_owned();
+    let mut svc = KeyedCircuitBreakerLayer::new(breakers.clone(), host).layer(http_service());
+    send(&mut svc, "/503", 1).await;
+    let stats = breakers.snapshot();
+    assert_eq!(stats.len(), 1);
+    assert_eq!(stats[0].failures, 1, "KeyedCircuitBreakerLayer::new");
+}
+
+#[tokio::test(start_paused = true)]
+async fn layer_counts_4xx_as_successes() {
     let b = breaker(count_config(10));
     let mut svc = ServiceBuilder::new()
-        .layer(b.http_layer())
+        .layer(b.layer())
         .service(http_service());
     send(&mut svc, "/404", 5).await;
     send(&mut svc, "/429", 5).await;
-    let m = b.metrics();
+    let m = b.stats();
     assert_eq!((m.calls, m.failures), (10, 0));
     assert_eq!(b.state(), CircuitState::Closed);
 }
 
 #[tokio::test(start_paused = true)]
-async fn http_layer_counts_transport_errors_as_failures() {
+async fn layer_counts_transport_errors_as_failures() {
     let b = breaker(count_config(10));
     let mut svc = ServiceBuilder::new()
-        .layer(b.http_layer())
+        .layer(b.layer())
         .service(http_service());
     send(&mut svc, "/error", 10).await;
     assert_eq!(b.state(), CircuitState::Open);
 }
 
 #[tokio::test(start_paused = true)]
-async fn plain_layer_counts_only_errors() {
+async fn errors_layer_counts_only_errors() {
     let b = breaker(count_config(10));
     let mut svc = ServiceBuilder::new()
-        .layer(b.layer())
+        .layer(b.errors_layer())
         .service(http_service());
     send(&mut svc, "/503", 10).await;
     assert_eq!(
-        b.metrics().failures,
+        b.stats().failures,
         0,
-        "a 503 response is an Ok to a plain breaker"
+        "a 503 response is an Ok to the errors-only layer"
     );
 }
 
@@ -100,7 +132,7 @@ async fn ignored_errors_are_not_counted() {
         e.to_string().starts_with("not found")
     });
     let mut svc = ServiceBuilder::new()
-        .layer(b.layer().classifier(classify))
+        .layer(b.errors_layer().classifier(classify))
         .service(service_fn(|missing: bool| async move {
             if missing {
                 Err::<(), BoxError>("not found".into())
@@ -111,7 +143,7 @@ async fn ignored_errors_are_not_counted() {
     for _ in 0..20 {
         let _ = svc.ready().await.unwrap().call(true).await;
     }
-    assert_eq!(b.metrics().calls, 0);
+    assert_eq!(b.stats().calls, 0);
     assert_eq!(b.state(), CircuitState::Closed);
     for _ in 0..10 {
         let _ = svc.ready().await.unwrap().call(false).await;

@@ -1,8 +1,8 @@
 use std::time::Duration;
 
-use tower_circuit::breaker::{Breaker, Config, ConfigError, OpenBackoff, Window};
+use tower_circuit::breaker::{Breaker, BreakerConfigError, Config, OpenBackoff, Window};
 
-fn build(config: Config) -> ConfigError {
+fn build(config: Config) -> BreakerConfigError {
     Breaker::new("bad", config).expect_err("the config is invalid")
 }
 
@@ -29,7 +29,7 @@ fn rejects_failure_rate_threshold_outside_zero_to_one() {
     for rate in [0.0, -0.1, 1.01, f64::NAN] {
         let err = build(Config::default().failure_rate_threshold(rate));
         assert!(
-            matches!(err, ConfigError::FailureRateThreshold(_)),
+            matches!(err, BreakerConfigError::FailureRateThreshold(_)),
             "{rate}: {err}"
         );
     }
@@ -45,7 +45,7 @@ fn rejects_failure_rate_threshold_outside_zero_to_one() {
 fn rejects_zero_minimum_calls() {
     assert_eq!(
         build(Config::default().minimum_calls(0)),
-        ConfigError::MinimumCalls
+        BreakerConfigError::MinimumCalls
     );
 }
 
@@ -58,7 +58,7 @@ fn rejects_minimum_calls_larger_than_count_window() {
     );
     assert_eq!(
         err,
-        ConfigError::MinimumCallsExceedWindow {
+        BreakerConfigError::MinimumCallsExceedWindow {
             minimum_calls: 6,
             size: 5
         }
@@ -73,7 +73,7 @@ fn rejects_empty_count_window() {
             .window(Window::Count { size: 0 })
             .minimum_calls(1),
     );
-    assert_eq!(err, ConfigError::WindowSize);
+    assert_eq!(err, BreakerConfigError::WindowSize);
 }
 
 #[test]
@@ -82,22 +82,22 @@ fn rejects_time_window_without_buckets() {
         duration: Duration::from_secs(10),
         buckets: 0,
     }));
-    assert_eq!(err, ConfigError::Buckets);
+    assert_eq!(err, BreakerConfigError::Buckets);
 }
 
 #[test]
 fn rejects_zero_durations() {
     assert_eq!(
         build(Config::default().open_duration(Duration::ZERO)),
-        ConfigError::ZeroDuration("open_duration")
+        BreakerConfigError::ZeroDuration("open_duration")
     );
     let err = build(Config::default().window(Window::Time {
         duration: Duration::ZERO,
         buckets: 10,
     }));
-    assert_eq!(err, ConfigError::ZeroDuration("window duration"));
+    assert_eq!(err, BreakerConfigError::ZeroDuration("window duration"));
     let err = build(Config::default().slow_call(Duration::ZERO, 0.5));
-    assert_eq!(err, ConfigError::ZeroDuration("slow_call.duration"));
+    assert_eq!(err, BreakerConfigError::ZeroDuration("slow_call.duration"));
 }
 
 #[test]
@@ -106,21 +106,21 @@ fn rejects_buckets_shorter_than_a_nanosecond() {
         duration: Duration::from_nanos(5),
         buckets: 10,
     }));
-    assert_eq!(err, ConfigError::BucketTooShort);
+    assert_eq!(err, BreakerConfigError::BucketTooShort);
 }
 
 #[test]
 fn rejects_zero_half_open_calls() {
     assert_eq!(
         build(Config::default().half_open_max_calls(0)),
-        ConfigError::HalfOpenMaxCalls
+        BreakerConfigError::HalfOpenMaxCalls
     );
 }
 
 #[test]
 fn rejects_slow_call_rate_outside_zero_to_one() {
     let err = build(Config::default().slow_call(Duration::from_secs(1), 1.5));
-    assert_eq!(err, ConfigError::SlowCallRateThreshold(1.5));
+    assert_eq!(err, BreakerConfigError::SlowCallRateThreshold(1.5));
 }
 
 #[test]
@@ -130,17 +130,17 @@ fn rejects_bad_open_backoff() {
         multiplier: 0.5,
         ..base
     }));
-    assert_eq!(err, ConfigError::BackoffMultiplier(0.5));
+    assert_eq!(err, BreakerConfigError::BackoffMultiplier(0.5));
     let err = build(Config::default().open_backoff(OpenBackoff {
         jitter: 2.0,
         ..base
     }));
-    assert_eq!(err, ConfigError::Jitter(2.0));
+    assert_eq!(err, BreakerConfigError::Jitter(2.0));
     let err = build(Config::default().open_backoff(OpenBackoff {
         max: Duration::from_secs(1),
         ..base
     }));
-    assert_eq!(err, ConfigError::BackoffMax);
+    assert_eq!(err, BreakerConfigError::BackoffMax);
 }
 
 #[test]
@@ -166,7 +166,7 @@ fn every_size_allocated_from_configuration_is_bounded() {
     for buckets in [MAX_BUCKETS + 1, 2_222_222_210, u32::MAX] {
         assert_eq!(
             build(time(buckets)),
-            ConfigError::TooManyBuckets {
+            BreakerConfigError::TooManyBuckets {
                 buckets,
                 max: MAX_BUCKETS
             }
@@ -178,7 +178,7 @@ fn every_size_allocated_from_configuration_is_bounded() {
         let err = build(count(size));
         assert_eq!(
             err,
-            ConfigError::WindowTooLarge {
+            BreakerConfigError::WindowTooLarge {
                 size,
                 max: MAX_WINDOW_SIZE
             }
@@ -195,7 +195,7 @@ fn every_size_allocated_from_configuration_is_bounded() {
     assert!(keyed(MAX_KEYS).is_ok());
     assert_eq!(
         keyed(usize::MAX).unwrap_err(),
-        ConfigError::TooManyKeys {
+        BreakerConfigError::TooManyKeys {
             max_keys: usize::MAX,
             max: MAX_KEYS
         }

@@ -18,7 +18,7 @@ where
 {
     ServiceBuilder::new()
         .layer(fallback)
-        .layer(breaker.layer())
+        .layer(breaker.errors_layer())
         .service(service_fn(|id: u32| async move {
             if id.is_multiple_of(2) {
                 Ok(format!("live {id}"))
@@ -58,7 +58,7 @@ async fn answers_for_an_open_circuit_and_counts_it() {
         svc.ready().await.unwrap().call(4).await.unwrap(),
         "cached 4"
     );
-    assert_eq!(b.metrics().fallbacks, 1);
+    assert_eq!(b.stats().fallbacks, 1);
     assert_eq!(used.load(Ordering::SeqCst), 1);
 }
 
@@ -71,7 +71,7 @@ async fn passes_other_errors_through_by_default() {
     );
     let err = svc.ready().await.unwrap().call(3).await.unwrap_err();
     assert_eq!(err.to_string(), "user 3 failed");
-    assert_eq!(b.metrics().fallbacks, 0);
+    assert_eq!(b.stats().fallbacks, 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -87,8 +87,8 @@ async fn on_any_error_answers_failures_too() {
         svc.ready().await.unwrap().call(3).await.unwrap(),
         "cached 3"
     );
-    assert_eq!(b.metrics().fallbacks, 1);
-    assert_eq!(b.metrics().failures, 1, "the breaker still saw the failure");
+    assert_eq!(b.stats().fallbacks, 1);
+    assert_eq!(b.stats().failures, 1, "the breaker still saw the failure");
 }
 
 #[tokio::test(start_paused = true)]
@@ -106,5 +106,5 @@ async fn handler_returning_none_passes_the_error_on() {
     );
     let err = svc.ready().await.unwrap().call(1).await.unwrap_err();
     assert!(err.is::<CircuitOpen>());
-    assert_eq!(b.metrics().fallbacks, 1);
+    assert_eq!(b.stats().fallbacks, 1);
 }

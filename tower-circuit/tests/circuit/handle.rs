@@ -9,7 +9,7 @@ use crate::support::*;
 #[tokio::test(start_paused = true)]
 async fn services_built_from_one_layer_share_the_breaker() {
     let b = breaker(count_config(10));
-    let layer = b.layer();
+    let layer = b.errors_layer();
     let (mut first, _) = service(layer.breaker());
     let (mut second, _) = service(&b);
     calls(&mut first, Call::Fail, 5).await;
@@ -54,7 +54,7 @@ async fn reset_closes_with_fresh_window() {
     assert_eq!(b.state(), CircuitState::Open);
     b.reset();
     assert_eq!(b.state(), CircuitState::Closed);
-    assert_eq!(b.metrics().calls, 0);
+    assert_eq!(b.stats().calls, 0);
     calls(&mut svc, Call::Fail, 9).await;
     assert_eq!(b.state(), CircuitState::Closed, "old failures are gone");
 }
@@ -67,7 +67,7 @@ async fn disable_never_rejects_but_keeps_counting() {
     calls(&mut svc, Call::Fail, 50).await;
     assert_eq!(b.state(), CircuitState::Disabled);
     assert_eq!(hits(&hits_), 50);
-    let m = b.metrics();
+    let m = b.stats();
     assert_eq!((m.calls, m.failures, m.failure_rate), (10, 10, 1.0));
     b.reset();
     calls(&mut svc, Call::Fail, 10).await;
@@ -82,7 +82,7 @@ async fn metrics_report_window_counters_and_time_left() {
     calls(&mut svc, Call::Fail, 5).await;
     advance(Duration::from_secs(4)).await;
     calls(&mut svc, Call::Ok, 3).await;
-    let m = b.metrics();
+    let m = b.stats();
     assert_eq!(m.name, "test");
     assert_eq!(m.state, CircuitState::Open);
     assert_eq!((m.calls, m.failures, m.failure_rate), (10, 5, 0.5));
@@ -110,11 +110,11 @@ async fn repeating_a_manual_change_reports_nothing_new() {
         .unwrap();
     b.force_open();
     b.force_open();
-    assert_eq!((*changes.lock().unwrap(), b.metrics().times_opened), (1, 1));
+    assert_eq!((*changes.lock().unwrap(), b.stats().times_opened), (1, 1));
     b.reset();
     let (mut svc, _) = service(&b);
     calls(&mut svc, Call::Fail, 3).await;
     b.reset(); // already closed: no event, but a fresh window
     assert_eq!(*changes.lock().unwrap(), 2);
-    assert_eq!(b.metrics().calls, 0);
+    assert_eq!(b.stats().calls, 0);
 }

@@ -5,6 +5,7 @@ use tokio::time::advance;
 use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
 use tower_circuit::BoxError;
 use tower_circuit::breaker::{Breaker, CircuitState};
+use tower_circuit::classify::ErrorsAsFailures;
 use tower_circuit::keyed::{self, KeyedBreakers, KeyedCircuitBreakerLayer};
 use tower_circuit::registry::Registry;
 
@@ -19,10 +20,13 @@ fn keyed_service(
     breakers: &KeyedBreakers<&'static str>,
 ) -> impl Service<(&'static str, bool), Response = (), Error = BoxError> {
     ServiceBuilder::new()
-        .layer(KeyedCircuitBreakerLayer::new(
-            breakers.clone(),
-            host as fn(&(&'static str, bool)) -> &'static str,
-        ))
+        .layer(
+            KeyedCircuitBreakerLayer::new(
+                breakers.clone(),
+                host as fn(&(&'static str, bool)) -> &'static str,
+            )
+            .classifier(ErrorsAsFailures),
+        )
         .service(service_fn(|(_, ok): (&'static str, bool)| async move {
             if ok {
                 Ok(())

@@ -16,7 +16,7 @@ async fn slow_calls_open_the_circuit_even_when_they_succeed() {
     calls(&mut svc, Call::SlowOk(SLOW), 4).await;
     assert_eq!(b.state(), CircuitState::Closed);
     calls(&mut svc, Call::SlowOk(SLOW), 1).await;
-    let m = b.metrics();
+    let m = b.stats();
     assert_eq!(b.state(), CircuitState::Open);
     assert_eq!((m.calls, m.failures, m.slow_calls), (10, 0, 5));
     assert_eq!(m.slow_call_rate, 0.5);
@@ -27,7 +27,7 @@ async fn calls_at_exactly_the_slow_duration_are_not_slow() {
     let b = breaker(count_config(10).slow_call(Duration::from_millis(500), 0.1));
     let (mut svc, _) = service(&b);
     calls(&mut svc, Call::SlowOk(Duration::from_millis(500)), 10).await;
-    assert_eq!(b.metrics().slow_calls, 0);
+    assert_eq!(b.stats().slow_calls, 0);
     assert_eq!(b.state(), CircuitState::Closed);
 }
 
@@ -36,7 +36,7 @@ async fn without_the_rule_slow_calls_are_not_counted() {
     let b = breaker(count_config(10));
     let (mut svc, _) = service(&b);
     calls(&mut svc, Call::SlowOk(SLOW), 10).await;
-    assert_eq!(b.metrics().slow_calls, 0);
+    assert_eq!(b.stats().slow_calls, 0);
     assert_eq!(b.state(), CircuitState::Closed);
 }
 

@@ -11,7 +11,7 @@ async fn closed_passes_calls_and_counts_outcomes() {
     let (mut svc, hits_) = service(&b);
     assert_eq!(call(&mut svc, Call::Ok).await.unwrap(), "ok");
     assert!(call(&mut svc, Call::Fail).await.is_err());
-    let m = b.metrics();
+    let m = b.stats();
     assert_eq!((m.calls, m.failures, hits(&hits_)), (2, 1, 2));
     assert_eq!(m.failure_rate, 0.5);
     assert_eq!(b.state(), CircuitState::Closed);
@@ -43,7 +43,7 @@ async fn stays_closed_below_threshold() {
     calls(&mut svc, Call::Ok, 6).await;
     calls(&mut svc, Call::Fail, 4).await;
     assert_eq!(b.state(), CircuitState::Closed);
-    assert_eq!(b.metrics().failure_rate, 0.4);
+    assert_eq!(b.stats().failure_rate, 0.4);
 }
 
 #[tokio::test(start_paused = true)]
@@ -75,7 +75,7 @@ async fn open_rejects_without_calling_inner() {
         assert!(is_circuit_open(&call(&mut svc, Call::Ok).await));
     }
     assert_eq!(hits(&hits_), 10, "the inner service was not called");
-    assert_eq!(b.metrics().rejected, 5);
+    assert_eq!(b.stats().rejected, 5);
 }
 
 #[tokio::test(start_paused = true)]
@@ -117,7 +117,7 @@ async fn successful_probe_closes_with_fresh_window() {
     assert_eq!(call(&mut svc, Call::Ok).await.unwrap(), "ok");
     assert_eq!(hits(&hits_), 11, "the probe reached the inner service");
     assert_eq!(b.state(), CircuitState::Closed);
-    let m = b.metrics();
+    let m = b.stats();
     assert_eq!((m.calls, m.failures), (0, 0), "the window starts empty");
 }
 
@@ -129,7 +129,7 @@ async fn failed_probe_reopens() {
     advance(Duration::from_secs(30)).await;
     assert!(call(&mut svc, Call::Fail).await.is_err());
     assert_eq!(b.state(), CircuitState::Open);
-    assert_eq!(b.metrics().times_opened, 2);
+    assert_eq!(b.stats().times_opened, 2);
     let err = call(&mut svc, Call::Ok).await.unwrap_err();
     let open = err.downcast_ref::<CircuitOpen>().unwrap();
     assert_eq!(open.retry_after(), Some(Duration::from_secs(30)));
@@ -152,7 +152,7 @@ async fn half_open_admits_at_most_max_probes_concurrently() {
     let b = breaker(count_config(10).half_open_max_calls(2));
     let (mock, mut handle) = tower_test::mock::pair::<u32, u32>();
     handle.allow(100);
-    let layer = b.layer();
+    let layer = b.errors_layer();
     use tower::{Layer, Service, ServiceExt};
     let mut svc = layer.layer(mock);
     for i in 0..10 {

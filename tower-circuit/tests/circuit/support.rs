@@ -51,7 +51,9 @@ pub(crate) fn service(breaker: &Breaker) -> (TestService, Arc<AtomicUsize>) {
             }
         }
     });
-    let svc = ServiceBuilder::new().layer(breaker.layer()).service(inner);
+    let svc = ServiceBuilder::new()
+        .layer(breaker.errors_layer())
+        .service(inner);
     (BoxCloneService::new(svc), hits)
 }
 

@@ -11,7 +11,7 @@ use crate::support::*;
 async fn poll_ready_forwards_the_inner_readiness() {
     let b = breaker(count_config(10));
     let (mock, mut handle) = mock::pair::<u32, u32>();
-    let mut svc = tower_test::mock::Spawn::new(b.layer().layer(mock));
+    let mut svc = tower_test::mock::Spawn::new(b.errors_layer().layer(mock));
     handle.allow(0);
     assert!(svc.poll_ready().is_pending());
     handle.allow(1);
@@ -23,7 +23,7 @@ async fn open_circuit_does_not_fail_poll_ready() {
     let b = breaker(count_config(10));
     let (mock, mut handle) = mock::pair::<u32, u32>();
     handle.allow(10);
-    let mut svc = tower_test::mock::Spawn::new(b.layer().layer(mock));
+    let mut svc = tower_test::mock::Spawn::new(b.errors_layer().layer(mock));
     b.force_open();
     assert!(matches!(svc.poll_ready(), Poll::Ready(Ok(()))));
     let err = svc.call(1).await.unwrap_err();
@@ -83,7 +83,7 @@ async fn under_axum_an_open_circuit_answers_503_with_retry_after() {
     let app = Router::new().route("/", get(|| async { "hello" })).layer(
         ServiceBuilder::new()
             .layer(HandleErrorLayer::new(to_response))
-            .layer(b.layer()),
+            .layer(b.errors_layer()),
     );
     let get_root = || Request::get("/").body(Body::empty()).unwrap();
 
@@ -102,4 +102,43 @@ async fn under_axum_an_open_circuit_answers_503_with_retry_after() {
     b.reset();
     let ok = app.oneshot(get_root()).await.unwrap();
     assert_eq!(ok.status(), StatusCode::OK, "the router kept serving");
+}
+
+/// Every service of the crate hands back the service it wraps, as tower's
+/// do: `get_ref`, `get_mut`, `into_inner`.
+#[tokio::test(start_paused = true)]
+async fn every_service_exposes_its_inner_service() {
+    use std::time::Duration;
+    use tower_circuit::fallback::FallbackLayer;
+    use tower_circuit::keyed::{KeyedBreakers, KeyedCircuitBreakerLayer};
+    use tower_circuit::retry::RetryLayer;
+    use tower_circuit::timeout::{
+        DeadlineLayer, PropagateDeadlineLayer, RequestTimeoutLayer, ServerDeadlineLayer,
+    };
+
+    #[derive(Debug, Clone, PartialEq)]
+    struct Inner(u32);
+
+    macro_rules! round_trip {
+        ($svc:expr) => {{
+            let mut svc = $svc;
+            assert_eq!(svc.get_ref(), &Inner(1));
+            svc.get_mut().0 = 2;
+            assert_eq!(svc.into_inner(), Inner(2));
+        }};
+    }
+
+    let b = breaker(count_config(10));
+    round_trip!(b.layer().layer(Inner(1)));
+    let keyed = KeyedBreakers::<u32>::new(tower_circuit::breaker::Breaker::builder("k")).unwrap();
+    round_trip!(KeyedCircuitBreakerLayer::new(keyed, |n: &u32| *n).layer(Inner(1)));
+    round_trip!(RetryLayer::builder("r").build().unwrap().layer(Inner(1)));
+    round_trip!(
+        FallbackLayer::new(|n: &u32| *n, |n: u32, _: &tower_circuit::BoxError| Some(n))
+            .layer(Inner(1))
+    );
+    round_trip!(RequestTimeoutLayer::by_method().layer(Inner(1)));
+    round_trip!(DeadlineLayer::new(Duration::from_secs(1)).layer(Inner(1)));
+    round_trip!(PropagateDeadlineLayer::new().layer(Inner(1)));
+    round_trip!(ServerDeadlineLayer::new(Duration::from_secs(1)).layer(Inner(1)));
 }

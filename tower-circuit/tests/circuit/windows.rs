@@ -11,11 +11,7 @@ async fn count_window_slides_after_many_successes() {
     let b = breaker(count_config(100));
     let (mut svc, _) = service(&b);
     calls(&mut svc, Call::Ok, 10_000).await;
-    assert_eq!(
-        b.metrics().calls,
-        100,
-        "the window holds the last 100 calls"
-    );
+    assert_eq!(b.stats().calls, 100, "the window holds the last 100 calls");
     calls(&mut svc, Call::Fail, 49).await;
     assert_eq!(b.state(), CircuitState::Closed);
     calls(&mut svc, Call::Fail, 1).await;
@@ -32,14 +28,10 @@ async fn count_window_evicts_oldest_outcome() {
     let (mut svc, _) = service(&b);
     calls(&mut svc, Call::Fail, 3).await;
     calls(&mut svc, Call::Ok, 1).await;
-    assert_eq!(b.metrics().failures, 3);
+    assert_eq!(b.stats().failures, 3);
     calls(&mut svc, Call::Ok, 1).await;
-    assert_eq!(
-        b.metrics().failures,
-        2,
-        "the oldest failure left the window"
-    );
-    assert_eq!(b.metrics().calls, 4);
+    assert_eq!(b.stats().failures, 2, "the oldest failure left the window");
+    assert_eq!(b.stats().calls, 4);
 }
 
 fn time_config() -> Config {
@@ -58,9 +50,9 @@ async fn time_window_forgets_outcomes_older_than_its_duration() {
     let (mut svc, _) = service(&b);
     calls(&mut svc, Call::Fail, 4).await;
     calls(&mut svc, Call::Ok, 4).await;
-    assert_eq!(b.metrics().calls, 8);
+    assert_eq!(b.stats().calls, 8);
     advance(Duration::from_secs(10)).await;
-    assert_eq!(b.metrics().calls, 0, "everything is 10 s old");
+    assert_eq!(b.stats().calls, 0, "everything is 10 s old");
     // The old failures no longer count: 4 new failures in 10 calls is 40 %.
     calls(&mut svc, Call::Ok, 6).await;
     calls(&mut svc, Call::Fail, 4).await;
@@ -75,11 +67,11 @@ async fn time_window_slides_bucket_by_bucket() {
     advance(Duration::from_secs(5)).await;
     calls(&mut svc, Call::Ok, 3).await; // bucket 5
     advance(Duration::from_millis(4_999)).await;
-    assert_eq!(b.metrics().calls, 8, "at 9.999 s both buckets are inside");
+    assert_eq!(b.stats().calls, 8, "at 9.999 s both buckets are inside");
     advance(Duration::from_millis(1)).await;
-    assert_eq!(b.metrics().calls, 3, "at 10 s the first bucket left");
+    assert_eq!(b.stats().calls, 3, "at 10 s the first bucket left");
     advance(Duration::from_secs(5)).await;
-    assert_eq!(b.metrics().calls, 0);
+    assert_eq!(b.stats().calls, 0);
 }
 
 #[tokio::test(start_paused = true)]

@@ -164,12 +164,12 @@ async fn never_retries_an_open_circuit() {
     let log = Log::default();
     let svc = tower::ServiceBuilder::new()
         .layer(layer.clone())
-        .layer(breaker.http_layer())
+        .layer(breaker.layer())
         .service(server(vec![Answer::Status(200)], log.clone()));
     let err = svc.oneshot(get()).await.unwrap_err();
     assert!(err.is::<tower_circuit::breaker::CircuitOpen>());
     assert_eq!(
-        breaker.metrics().rejected,
+        breaker.stats().rejected,
         1,
         "one attempt, rejected; no retry"
     );
@@ -706,7 +706,7 @@ async fn calls_cut_short_by_the_callers_deadline_do_not_open_the_breaker() {
         let svc = tower::ServiceBuilder::new()
             .layer(DeadlineLayer::new(Duration::from_millis(1)))
             .layer(plain().build().unwrap())
-            .layer(breaker.http_layer())
+            .layer(breaker.layer())
             .layer(RequestTimeoutLayer::by_method())
             .service(healthy());
         let err = svc.oneshot(get()).await.unwrap_err();
@@ -723,7 +723,7 @@ async fn calls_cut_short_by_the_callers_deadline_do_not_open_the_breaker() {
         .layer(RequestTimeoutLayer::by_method())
         .service(healthy());
     assert!(svc.oneshot(req).await.is_err());
-    let m = breaker.metrics();
+    let m = breaker.stats();
     assert_eq!(m.state, tower_circuit::breaker::CircuitState::Closed);
     assert_eq!(
         (m.calls, m.failures),
@@ -744,7 +744,7 @@ async fn a_per_attempt_timeout_still_counts_as_a_failure() {
     let svc = tower::ServiceBuilder::new()
         .layer(DeadlineLayer::new(Duration::from_secs(10)))
         .layer(plain().build().unwrap())
-        .layer(breaker.http_layer())
+        .layer(breaker.layer())
         .layer(RequestTimeoutLayer::new(Fixed(Duration::from_millis(5))))
         .service(healthy());
     let err = svc.oneshot(get()).await.unwrap_err();
@@ -753,7 +753,7 @@ async fn a_per_attempt_timeout_still_counts_as_a_failure() {
             .unwrap()
             .is_deadline()
     );
-    let m = breaker.metrics();
+    let m = breaker.stats();
     assert_eq!(
         m.failures, 4,
         "four attempts, each timed out on its own limit"

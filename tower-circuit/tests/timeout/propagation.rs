@@ -153,7 +153,7 @@ async fn a_downstream_504_for_the_callers_budget_neither_opens_the_breaker_nor_r
     let svc = ServiceBuilder::new()
         .layer(DeadlineLayer::new(Duration::from_micros(50_900)))
         .layer(retry.clone())
-        .layer(breaker.http_layer())
+        .layer(breaker.layer())
         .layer(RequestTimeoutLayer::by_method())
         .layer(PropagateDeadlineLayer::new())
         .service(wire);
@@ -168,7 +168,7 @@ async fn a_downstream_504_for_the_callers_budget_neither_opens_the_breaker_nor_r
             "the server's deadline answered first"
         );
     }
-    let m = breaker.metrics();
+    let m = breaker.stats();
     assert_eq!(m.state, CircuitState::Closed);
     assert_eq!((m.calls, m.failures), (0, 0));
     assert_eq!(retry.stats().retries, 0);

@@ -144,7 +144,7 @@ async fn timeouts_count_as_breaker_failures() {
     )
     .unwrap();
     let svc = ServiceBuilder::new()
-        .layer(breaker.http_layer())
+        .layer(breaker.layer())
         .layer(RequestTimeoutLayer::by_method())
         .service(hangs());
     for _ in 0..5 {

@@ -4,11 +4,11 @@ use std::time::Duration;
 
 use super::CircuitState;
 
-/// A snapshot of one breaker, from [`Breaker::metrics`](super::Breaker::metrics).
+/// A snapshot of one breaker, from [`Breaker::stats`](super::Breaker::stats).
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
-pub struct Metrics {
+pub struct BreakerStats {
     /// The breaker's name.
     pub name: String,
     /// Its state.
