@@ -551,9 +551,22 @@ fn free_port() -> String {
     listener.local_addr().unwrap().to_string()
 }
 
+/// A service started by [`start`]; killed if the test ends without
+/// [`stop`]ping it, so a failed assertion leaves no process behind.
+struct Service(Option<Child>);
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// Starts `service` with `args` and the shared secret; waits (bounded) for
 /// it to listen and returns it with its address.
-fn start(service: &str, args: &[&str]) -> (Child, String) {
+fn start(service: &str, args: &[&str]) -> (Service, String) {
     let mut all = vec![service];
     all.extend_from_slice(args);
     let mut child = demo(&all)
@@ -564,13 +577,15 @@ fn start(service: &str, args: &[&str]) -> (Child, String) {
         .spawn()
         .unwrap();
     let log = lines(child.stderr.take().unwrap());
+    let service_guard = Service(Some(child));
     let addr = addr_in(&wait_for(&log, &format!("{service} service listening")));
     // Keep reading so the process never blocks on a full pipe.
     std::thread::spawn(move || while log.recv().is_ok() {});
-    (child, addr)
+    (service_guard, addr)
 }
 
-fn stop(mut child: Child) {
+fn stop(mut service: Service) {
+    let mut child = service.0.take().expect("a running service");
     kill(&mut child, "-TERM");
     assert!(wait_exit(child, Duration::from_secs(10)).success());
 }
