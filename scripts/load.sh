@@ -20,11 +20,40 @@
 # shared machine hits both; the table shows each variant's median round and
 # the median of the paired ratios.
 #
-# Usage: scripts/load.sh    (DURATION=5s ROUNDS=3 CONNS="1 16 64" DB_SYNC=full)
-# Installs wrk with apt-get when it is missing. Prints Markdown tables and
-# writes them to target/load/results.md. Services log at `error` only, so the
-# figures measure the stack and not the terminal.
+# Usage: scripts/load.sh [--install] [-h|--help]
+#        (DURATION=5s ROUNDS=3 CONNS="1 16 64" DB_SYNC=full BASE_PORT=4100)
+# Needs wrk and curl; when one is missing it says so and stops, unless
+# --install is given, which installs them with apt-get (sudo when not root).
+# Prints Markdown tables and writes them to target/load/results.md. Services
+# log at `error` only, so the figures measure the stack and not the terminal.
 set -euo pipefail
+
+usage() {
+  cat <<'USAGE'
+Usage: scripts/load.sh [--install] [-h|--help]
+
+Drives the demo services with wrk on loopback (ports BASE_PORT and up):
+the user service's stack against the bare handler, the order flow with and
+without the layers, and orders while the user service is stopped or hung.
+Takes several minutes; prints Markdown tables and writes them to
+target/load/results.md.
+
+  --install   install missing tools (wrk, curl) with apt-get (sudo when not root)
+  -h, --help  this help
+
+Environment: DURATION (5s) ROUNDS (3) CONNS ("1 16 64") DB_SYNC (full)
+             BASE_PORT (4100)
+USAGE
+}
+
+INSTALL=0
+for arg in "$@"; do
+  case "$arg" in
+    -h | --help) usage; exit 0 ;;
+    --install) INSTALL=1 ;;
+    *) echo "scripts/load.sh: unknown argument: $arg" >&2; usage >&2; exit 2 ;;
+  esac
+done
 
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -41,6 +70,10 @@ missing=()
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$INSTALL" -eq 0 ]; then
+    echo "scripts/load.sh: missing ${missing[*]}; install them, or run scripts/load.sh --install to install them with apt-get" >&2
+    exit 1
+  fi
   echo "installing ${missing[*]} with apt-get" >&2
   if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq >/dev/null

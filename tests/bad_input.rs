@@ -146,6 +146,20 @@ async fn negative_unit_price() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prices_with_more_than_two_decimals() {
+    let c = Cluster::start().await;
+    for price in ["0.125", "9.999", "0.001", "1e-3"] {
+        let body = format!(
+            r#"{{"userId": 1, "items": [{{"productId": "p-1", "quantity": 1, "unitPrice": {price}}}]}}"#
+        );
+        let res = post_order(&c, JSON, &body).await;
+        let message = res.json["message"].as_str().unwrap_or_default().to_owned();
+        assert!(message.contains("two decimal places"), "{price}: {message}");
+        assert_rejected(&c, res, StatusCode::BAD_REQUEST, "items[0].unitPrice").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn empty_product_id() {
     let c = Cluster::start().await;
     let body =
@@ -210,11 +224,14 @@ async fn user_pages_out_of_range() {
     let http = Http::default();
     let token = c.gateway(USER_SERVICE);
     for (query, needle) in [
-        ("page=0", "page"),
-        ("page_size=0", "page_size"),
-        ("page_size=1000", "page_size"),
-        ("page=-1", "page"),
-        ("page=abc", "page"),
+        // The offset paging is gone; asking for it is refused by name.
+        ("page=2", "page"),
+        ("page_size=3", "pageSize"),
+        ("pageSize=3", "pageSize"),
+        ("limit=0", "limit"),
+        ("limit=1000", "limit"),
+        ("limit=-1", "limit"),
+        ("cursor=abc", "cursor"),
     ] {
         let res = http
             .get(&format!("{}/users?{query}", c.user.url()), &token)
@@ -249,7 +266,7 @@ async fn invalid_users_are_refused_and_not_stored() {
             res.json
         );
     }
-    let page = http.get(&format!("{url}?page_size=100"), &token).await;
+    let page = http.get(&format!("{url}?limit=100"), &token).await;
     assert_eq!(
         page.json["users"].as_array().unwrap().len(),
         3,

@@ -205,12 +205,13 @@ async fn a_stopped_user_service_opens_the_breaker_visibly_and_it_closes_after_re
     let h = health(&http, &c.order.url()).await;
     let dep = &h["dependencies"]["user-service"];
     assert_eq!(dep["circuit"], "open", "{h:#}");
-    assert!(dep["retry_after"].as_f64().unwrap() > 0.0);
+    assert!(dep["retryAfter"].as_f64().unwrap() > 0.0);
     assert!(
         dep["rejected"].as_u64().unwrap() >= 3,
         "the open breaker fails fast: {dep}"
     );
-    assert_eq!(dep["times_opened"], 1);
+    assert_eq!(dep["timesOpened"], 1);
+    assert!(dep.get("times_opened").is_none(), "camelCase only: {dep}");
     assert!(h["outbox"]["pending"].is_u64());
 
     let text = scrape(&http, &c.order.url()).await;

@@ -157,6 +157,47 @@ async fn orders_are_read_back_by_id_and_by_user() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn totals_are_exact_in_cents() {
+    let c = Cluster::start().await;
+    let http = Http::default();
+    let token = c.gateway(ORDER_SERVICE);
+    // 3 × 0.1 is 0.30000000000000004 in floats; 0.1 + 0.2 is too.
+    let body = json!({ "userId": 1, "items": [
+        { "productId": "p-1", "quantity": 3, "unitPrice": 0.1 },
+        { "productId": "p-2", "quantity": 1, "unitPrice": 0.1 },
+        { "productId": "p-3", "quantity": 1, "unitPrice": 0.2 },
+        { "productId": "p-4", "quantity": 7, "unitPrice": 1.15 }
+    ] });
+    let res = http
+        .post(&format!("{}/orders", c.order.url()), &token, &body)
+        .await;
+    assert_eq!(res.status, StatusCode::CREATED, "{:?}", res.json);
+    let text = String::from_utf8_lossy(&res.raw).into_owned();
+    assert!(text.contains(r#""total":8.65"#), "{text}");
+    assert!(text.contains(r#""unitPrice":0.1}"#), "{text}");
+    let id = res.json["id"].as_i64().unwrap();
+    let again = http
+        .get(&format!("{}/orders/{id}", c.order.url()), &token)
+        .await;
+    assert!(
+        String::from_utf8_lossy(&again.raw).contains(r#""total":8.65"#),
+        "read back from the database: {:?}",
+        again.json
+    );
+
+    let body =
+        json!({ "userId": 1, "items": [{ "productId": "p-1", "quantity": 3, "unitPrice": 0.1 }] });
+    let res = http
+        .post(&format!("{}/orders", c.order.url()), &token, &body)
+        .await;
+    assert!(
+        String::from_utf8_lossy(&res.raw).contains(r#""total":0.3,"#),
+        "{:?}",
+        res.json
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_user_service_serves_creates_pages_and_updates_users() {
     let c = Cluster::start().await;
     let http = Http::default();
@@ -166,7 +207,8 @@ async fn the_user_service_serves_creates_pages_and_updates_users() {
     let ada = http.get(&format!("{base}/users/1"), &token).await;
     assert_eq!(ada.status, StatusCode::OK);
     assert_eq!(ada.json["name"], "Ada Lovelace");
-    assert!(ada.json["created_at"].is_string());
+    assert!(ada.json["createdAt"].is_string());
+    assert!(ada.json.get("created_at").is_none(), "camelCase only");
 
     let created = http
         .post(
@@ -190,11 +232,10 @@ async fn the_user_service_serves_creates_pages_and_updates_users() {
     assert_eq!(dup.error(), "email_taken");
 
     let page = http
-        .get(&format!("{base}/users?page=2&page_size=3"), &token)
+        .get(&format!("{base}/users?limit=3&cursor=3"), &token)
         .await;
     assert_eq!(page.status, StatusCode::OK);
-    assert_eq!(page.json["page"], 2);
-    assert_eq!(page.json["page_size"], 3);
+    assert!(page.json["nextCursor"].is_null());
     let users = page.json["users"].as_array().unwrap();
     assert_eq!(users.len(), 1);
     assert_eq!(users[0]["id"], 4);

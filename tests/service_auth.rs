@@ -47,7 +47,7 @@ async fn a_caller_without_the_permission_is_forbidden() {
     assert_eq!(res.error(), "insufficient_scope");
     let page = http
         .get(
-            &format!("{}/users?page_size=100", c.user.url()),
+            &format!("{}/users?limit=100", c.user.url()),
             &c.gateway(USER_SERVICE),
         )
         .await;

@@ -303,6 +303,38 @@ pub struct Paged<T> {
     pub next_cursor: Option<String>,
 }
 
+/// `value` with every object key in camelCase (`times_opened` →
+/// `timesOpened`), for JSON made by types that serialize in snake_case:
+/// the API's fields are camelCase everywhere.
+pub fn camel_case_keys(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (camel_case(&k), camel_case_keys(v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(camel_case_keys).collect()),
+        other => other,
+    }
+}
+
+fn camel_case(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    let mut upper = false;
+    for c in key.chars() {
+        if c == '_' {
+            upper = true;
+        } else if upper {
+            out.extend(c.to_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -329,5 +361,15 @@ mod tests {
             Some("2")
         );
         assert_eq!(page.finish(vec![1, 2], |n| *n).next_cursor, None);
+    }
+
+    #[test]
+    fn keys_become_camel_case() {
+        let v =
+            serde_json::json!({"times_opened": 1, "retry_after": null, "nested": [{"a_b_c": 2}]});
+        assert_eq!(
+            camel_case_keys(v),
+            serde_json::json!({"timesOpened": 1, "retryAfter": null, "nested": [{"aBC": 2}]})
+        );
     }
 }

@@ -5,8 +5,8 @@
 //!    (`<service>.key.pem` for the services this process signs as, and
 //!    `jwks.json` with every service's public key). A service holds only
 //!    its own private key, so it cannot mint tokens as another.
-//! 2. `SERVICE_JWT_SECRET`: one HS256 secret shared by every service, as
-//!    the seed does. Simple; any holder can mint tokens as anyone, so as
+//! 2. `SERVICE_JWT_SECRET`: one HS256 secret shared by every service.
+//!    Simple; any holder can mint tokens as anyone, so as
 //!    the gateway, with all of the gateway's permissions. For development
 //!    only.
 //! 3. Ephemeral Ed25519 keys, generated at start, in `all` mode only: the
@@ -40,11 +40,19 @@ pub const SERVICES: [&str; 4] = [
     API_GATEWAY,
 ];
 
+/// The services a token can be addressed to (`aud`): the three that
+/// verify tokens.
+pub const AUDIENCES: [&str; 3] = [USER_SERVICE, ORDER_SERVICE, NOTIFICATION_SERVICE];
+
+/// The longest token lifetime (expiry less issue time) the services'
+/// verifiers accept; `token --ttl` refuses more.
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+
 /// The environment variable holding the shared HS256 secret.
 pub const SECRET_ENV: &str = "SERVICE_JWT_SECRET";
 
-/// The permissions each caller may hold (the seed's table plus the
-/// gateway): what its tokens claim, and, on the receiving side, the most a
+/// The permissions each caller may hold (each service's row, and the
+/// gateway's for people): what its tokens claim, and, on the receiving side, the most a
 /// verifier grants it (see [`Keys::verifier`]).
 pub fn permissions_of(service: &str) -> Option<&'static [&'static str]> {
     Some(match service {
@@ -230,7 +238,9 @@ impl Keys {
     /// taken out (and counted as `permissions_trimmed`).
     pub fn verifier(&self, audience: &str) -> Verifier {
         SERVICES.iter().fold(
-            Verifier::new(audience, self.verifying.clone()).trust_issuers(SERVICES),
+            Verifier::new(audience, self.verifying.clone())
+                .trust_issuers(SERVICES)
+                .max_lifetime(MAX_TOKEN_LIFETIME),
             |verifier, caller| {
                 verifier.grant(
                     *caller,

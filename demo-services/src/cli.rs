@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use crate::auth::{self, KeySource, Keys};
 use crate::fault::Faults;
 use crate::order::{Resilience, Settings};
-use crate::{notification, order, server, user};
+use crate::{flags, notification, order, server, user};
 
 /// User, Order and Notification services calling each other through
 /// tower-circuit and tower-jwt-service-auth.
@@ -31,11 +31,11 @@ pub enum Command {
     /// All three services in one process (the default).
     All(AllArgs),
     /// The user service alone.
-    User(ServiceArgs),
+    User(UserArgs),
     /// The order service alone.
     Order(OrderArgs),
     /// The notification service alone.
-    Notification(ServiceArgs),
+    Notification(NotificationArgs),
     /// Prints a signed service token on stdout.
     Token(TokenArgs),
     /// Writes an Ed25519 key pair per service and the public key set.
@@ -76,11 +76,11 @@ pub struct Common {
     pub db_sync: crate::db::Durability,
     /// How long a new connection has to send a complete request head
     /// before it is closed.
-    #[arg(long, default_value = "10s", value_parser = tower_circuit::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = flags::positive_duration)]
     pub header_read_timeout: Duration,
     /// How long a kept-alive connection may wait between requests before
     /// it is closed.
-    #[arg(long, default_value = "60s", value_parser = tower_circuit::parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = flags::positive_duration)]
     pub idle_timeout: Duration,
     /// The most connections each service holds at once (default: the
     /// open-file limit less an eighth, shared between the services of
@@ -94,27 +94,16 @@ pub struct Common {
 pub struct FaultArgs {
     /// Answer 503 to this fraction of authenticated requests (0 to 1,
     /// evenly spread).
-    #[arg(long, default_value = "0", value_parser = fault_rate)]
+    #[arg(long, default_value = "0", value_parser = flags::fraction)]
     pub fault_error_rate: f64,
     /// Delay every authenticated request by this much, e.g. 300ms.
-    #[arg(long, default_value = "0ms", value_parser = tower_circuit::parse_duration)]
+    #[arg(long, default_value = "0ms", value_parser = flags::duration)]
     pub fault_latency: Duration,
 }
 
 impl FaultArgs {
     fn faults(&self) -> Faults {
         Faults::new(self.fault_error_rate, self.fault_latency)
-    }
-}
-
-fn fault_rate(text: &str) -> Result<f64, String> {
-    let r: f64 = text
-        .parse()
-        .map_err(|_| format!("`{text}` is not a number"))?;
-    if (0.0..=1.0).contains(&r) {
-        Ok(r)
-    } else {
-        Err(format!("{r} is not between 0 and 1"))
     }
 }
 
@@ -157,13 +146,13 @@ pub struct AllArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub common: Common,
-    /// Where the order service finds the user service (default: the one
-    /// started here).
-    #[arg(long)]
+    /// Where the order service finds the user service, http://HOST:PORT
+    /// (default: the one started here).
+    #[arg(long, value_parser = flags::http_url)]
     pub user_url: Option<String>,
-    /// Where the order service finds the notification service (default:
-    /// the one started here).
-    #[arg(long)]
+    /// Where the order service finds the notification service,
+    /// http://HOST:PORT (default: the one started here).
+    #[arg(long, value_parser = flags::http_url)]
     pub notification_url: Option<String>,
     #[command(flatten)]
     #[allow(missing_docs)]
@@ -178,13 +167,26 @@ pub struct AllArgs {
     pub fault_target: Option<String>,
 }
 
-/// `user` and `notification`.
+/// `user`.
 #[derive(Debug, Clone, Args)]
-pub struct ServiceArgs {
-    /// Address to listen on (default 127.0.0.1:3000 for user,
-    /// 127.0.0.1:3002 for notification).
-    #[arg(long)]
-    pub listen: Option<SocketAddr>,
+pub struct UserArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: Common,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub faults: FaultArgs,
+}
+
+/// `notification`.
+#[derive(Debug, Clone, Args)]
+pub struct NotificationArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:3002")]
+    pub listen: SocketAddr,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub common: Common,
@@ -202,11 +204,11 @@ pub struct OrderArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub common: Common,
-    /// Base URL of the user service.
-    #[arg(long, default_value = "http://127.0.0.1:3000")]
+    /// Base URL of the user service, http://HOST:PORT.
+    #[arg(long, default_value = "http://127.0.0.1:3000", value_parser = flags::http_url)]
     pub user_url: String,
-    /// Base URL of the notification service.
-    #[arg(long, default_value = "http://127.0.0.1:3002")]
+    /// Base URL of the notification service, http://HOST:PORT.
+    #[arg(long, default_value = "http://127.0.0.1:3002", value_parser = flags::http_url)]
     pub notification_url: String,
     #[command(flatten)]
     #[allow(missing_docs)]
@@ -222,14 +224,16 @@ pub struct TokenArgs {
     /// The calling service (subject and issuer), e.g. api-gateway.
     #[arg(long)]
     pub service: String,
-    /// The target service, e.g. order-service.
-    #[arg(long)]
+    /// The target service: user-service, order-service or
+    /// notification-service.
+    #[arg(long, value_parser = flags::audience)]
     pub audience: String,
     /// Comma-separated permissions; the service's usual ones when left out.
     #[arg(long, value_delimiter = ',')]
     pub permissions: Option<Vec<String>>,
-    /// Lifetime, e.g. 5m or 30s (at most 1h, which verifiers enforce).
-    #[arg(long, default_value = "5m", value_parser = tower_circuit::parse_duration)]
+    /// Lifetime, e.g. 5m or 30s (at most 1h: the services refuse tokens
+    /// living longer).
+    #[arg(long, default_value = "5m", value_parser = flags::token_ttl)]
     pub ttl: Duration,
     /// Per-service keys written by `keygen`; otherwise SERVICE_JWT_SECRET.
     #[arg(long)]
@@ -366,7 +370,7 @@ async fn serve(
     match command {
         Command::User(args) => {
             let keys = args.common.prepare(false)?;
-            let listener = bind(args.listen.unwrap_or(([127, 0, 0, 1], 3000).into())).await?;
+            let listener = bind(args.listen).await?;
             let limits = args.common.limits(1)?;
             let mut state =
                 user::State::open(&args.common.data_dir, &keys, args.faults.faults()).await?;
@@ -376,7 +380,7 @@ async fn serve(
         }
         Command::Notification(args) => {
             let keys = args.common.prepare(false)?;
-            let listener = bind(args.listen.unwrap_or(([127, 0, 0, 1], 3002).into())).await?;
+            let listener = bind(args.listen).await?;
             let limits = args.common.limits(1)?;
             let mut state =
                 notification::State::open(&args.common.data_dir, &keys, args.faults.faults())
@@ -512,9 +516,13 @@ fn print_banner(
 ) -> Result<(), Error> {
     let ttl = Duration::from_secs(30 * 60);
     let token = keys.token(auth::API_GATEWAY, auth::ORDER_SERVICE, None, ttl)?;
+    // A key of this run: pasting the command twice shows the replay, and
+    // the next run's command creates a new order instead of replaying an
+    // old one from the same data directory.
+    let key = format!("example-{}", crate::db::unix_millis());
     println!(
         "\
-demo-services running (data in {data}):
+demo-services running, databases in {data}/:
   user-service          http://{user}
   order-service         http://{order}
   notification-service  http://{notification}
@@ -524,13 +532,30 @@ Create an order (the token is api-gateway's, for order-service, valid 30 minutes
   TOKEN={token}
   curl -s -X POST http://{order}/orders \\
     -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' \\
-    -H 'Idempotency-Key: first-order' \\
+    -H 'Idempotency-Key: {key}' \\
     -d '{{\"userId\": 1, \"items\": [{{\"productId\": \"p-1\", \"quantity\": 2, \"unitPrice\": 9.99}}]}}'
 
-Read it back: curl -s http://{order}/orders/1 -H \"Authorization: Bearer $TOKEN\"
-Health: curl -s http://{order}/health     Stop: Ctrl-C
-",
+Read it back: curl -s http://{order}/orders/ID -H \"Authorization: Bearer $TOKEN\"  (ID from the answer)
+Health: curl -s http://{order}/health     Stop: Ctrl-C",
         data = data_dir.display(),
     );
+    if keys.source() == KeySource::Ephemeral {
+        let users = keys.token(auth::API_GATEWAY, auth::USER_SERVICE, None, ttl)?;
+        let notifications = keys.token(auth::API_GATEWAY, auth::NOTIFICATION_SERVICE, None, ttl)?;
+        println!(
+            "
+The keys were made for this process, so `demo-services token` cannot sign
+for it. Tokens for the other two services (api-gateway's, 30 minutes):
+
+  USER_TOKEN={users}
+  NOTIFICATION_TOKEN={notifications}
+
+For tokens from another terminal, start with keys on disk instead:
+  cargo run -p demo-services -- keygen --out keys
+  cargo run -p demo-services -- all --keys-dir keys
+  cargo run -q -p demo-services -- token --keys-dir keys --service api-gateway --audience user-service"
+        );
+    }
+    println!();
     Ok(())
 }

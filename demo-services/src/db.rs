@@ -56,11 +56,26 @@ pub struct Db {
 /// and a database file 0600 (on Unix), whatever the umask. SQLite gives
 /// the `-wal` and `-shm` files it makes beside a database the database
 /// file's own mode, so they are 0600 too. Existing files keep their mode.
+///
+/// Every error names the directory or file it is about, so a data
+/// directory that cannot be written says which one.
 pub async fn open(dir: &Path, name: &str, schema: &str) -> Result<Db, sqlx::Error> {
     let file = dir.join(format!("{name}.db"));
     create_private(dir, &file).map_err(sqlx::Error::Io)?;
+    open_file(&file, schema).await.map_err(|e| match e {
+        sqlx::Error::Io(e) => sqlx::Error::Io(at(&file, e)),
+        e => sqlx::Error::Io(at(&file, std::io::Error::other(e))),
+    })
+}
+
+/// `e`, with `path` in front of its message.
+fn at(path: &Path, e: std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
+async fn open_file(file: &Path, schema: &str) -> Result<Db, sqlx::Error> {
     let options = SqliteConnectOptions::from_str("sqlite:")?
-        .filename(&file)
+        .filename(file)
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(if RELAXED.load(Ordering::Relaxed) {
@@ -90,7 +105,7 @@ fn create_private(dir: &Path, file: &Path) -> std::io::Result<()> {
     builder.recursive(true);
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)?;
+    builder.create(dir).map_err(|e| at(dir, e))?;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -98,7 +113,7 @@ fn create_private(dir: &Path, file: &Path) -> std::io::Result<()> {
     match options.open(file) {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e),
+        Err(e) => Err(at(file, e)),
     }
 }
 

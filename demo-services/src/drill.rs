@@ -131,14 +131,14 @@ impl Drill<'_> {
         let dep = |name: &str| -> String {
             let d: &Value = &h["dependencies"][name];
             let mut s = format!(
-                "{name}: {} (window: {} calls, {} failed; rejected {}; opened {} times",
+                "{name}: {} (window: {}, {} failed; rejected {}; opened {}",
                 d["circuit"].as_str().unwrap_or("?"),
-                d["calls"],
+                counted(d["calls"].as_u64().unwrap_or(0), "call", "calls"),
                 d["failures"],
                 d["rejected"],
-                d["times_opened"]
+                counted(d["timesOpened"].as_u64().unwrap_or(0), "time", "times"),
             );
-            if let Some(left) = d["retry_after"].as_f64() {
+            if let Some(left) = d["retryAfter"].as_f64() {
                 s.push_str(&format!("; half-open in {left:.1} s"));
             }
             s.push(')');
@@ -148,9 +148,10 @@ impl Drill<'_> {
         let notes = dep(NOTIFICATION_SERVICE);
         self.say(format!("  /health → {users}"));
         self.say(format!("            {notes}"));
+        let pending = h["outbox"]["pending"].as_u64().unwrap_or(0);
         self.say(format!(
-            "            outbox: {} notifications pending",
-            h["outbox"]["pending"]
+            "            outbox: {} pending",
+            counted(pending, "notification", "notifications")
         ));
     }
 
@@ -262,8 +263,9 @@ pub async fn run(data_dir: &Path, say: &mut dyn FnMut(String)) -> Result<Report,
         let n = *pending.borrow_and_update();
         drill.report.pending_peak = drill.report.pending_peak.max(n);
         drill.say(format!(
-            "  +{:>5} ms: {n} notifications pending",
-            start.elapsed().as_millis()
+            "  +{:>5} ms: {} pending",
+            start.elapsed().as_millis(),
+            counted(n, "notification", "notifications")
         ));
         if n == 0 {
             break;
@@ -285,20 +287,20 @@ pub async fn run(data_dir: &Path, say: &mut dyn FnMut(String)) -> Result<Report,
     drill.report.drained = drill.state.outbox.pending() == 0;
     let r = drill.report.clone();
     drill.say(format!(
-        "\nSummary: {} orders with a live user, {} from the kept copy, {} answered 503 \
-         ({} with Retry-After); the user-service breaker opened {} time(s) and is {}; \
-         at most {} notifications waited, and {}.",
-        r.live,
+        "\nSummary: {} with a live user, {} from the kept copy, {} answered 503 \
+         ({} with Retry-After); the user-service breaker opened {} and is {}; \
+         at most {} waited, and {}.",
+        counted(u64::from(r.live), "order", "orders"),
         r.cached,
         r.unavailable,
         r.with_retry_after,
-        r.opened,
+        counted(r.opened, "time", "times"),
         if r.closed_again {
             "closed again"
         } else {
             "not closed"
         },
-        r.pending_peak,
+        counted(r.pending_peak, "notification", "notifications"),
         if r.drained {
             "all were delivered"
         } else {
@@ -314,4 +316,24 @@ pub async fn run(data_dir: &Path, say: &mut dyn FnMut(String)) -> Result<Report,
     user.stop().await?;
     notification.stop().await?;
     Ok(r)
+}
+
+/// `n` and the noun that goes with it: "1 time", "2 times".
+fn counted(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::counted;
+
+    #[test]
+    fn counts_read_as_english() {
+        assert_eq!(counted(1, "time", "times"), "1 time");
+        assert_eq!(
+            counted(0, "notification", "notifications"),
+            "0 notifications"
+        );
+        assert_eq!(counted(4, "call", "calls"), "4 calls");
+    }
 }

@@ -16,7 +16,8 @@
 //! shutdown), [`auth`] (service names, permissions, key material),
 //! [`api`] (JSON errors and extractors), [`db`] (SQLite), [`telemetry`]
 //! (Prometheus metrics and request ids), [`fault`] (fault injection),
-//! [`cli`] (the command line `main` runs).
+//! [`cli`] (the command line `main` runs) and [`flags`] (its value
+//! parsers).
 
 #![forbid(unsafe_code)]
 
@@ -26,6 +27,7 @@ pub mod cli;
 pub mod db;
 pub mod drill;
 pub mod fault;
+pub mod flags;
 pub mod harness;
 pub mod notification;
 pub mod order;

@@ -303,8 +303,8 @@ pub fn health(ops: &Ops) -> serde_json::Value {
     let mut body = serde_json::json!({ "status": "ok", "service": ops.service });
     if ops.faults.is_on() {
         body["faults"] = serde_json::json!({
-            "error_rate": ops.faults.error_rate(),
-            "latency_ms": ops.faults.latency().as_millis() as u64,
+            "errorRate": ops.faults.error_rate(),
+            "latencyMs": ops.faults.latency().as_millis() as u64,
         });
     }
     body

@@ -324,3 +324,393 @@ fn the_drill_runs_and_tells_the_story() {
     assert!(stdout.contains("breaker open"), "{stdout}");
     assert!(stdout.contains("all were delivered"), "{stdout}");
 }
+
+/// Runs `args` and asserts it fails before starting anything, with one
+/// line on stderr mentioning each of `needles`.
+fn refused(args: &[&str], needles: &[&str]) {
+    let out = run(demo(args).env("SERVICE_JWT_SECRET", SECRET));
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{args:?} was accepted");
+    assert!(
+        out.stdout.is_empty(),
+        "{args:?} printed {:?}",
+        text(&out.stdout)
+    );
+    let first = stderr.lines().next().unwrap_or_default();
+    for needle in needles {
+        assert!(
+            first.contains(needle),
+            "{args:?}: {first:?} ({needle:?})\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn values_the_services_cannot_work_with_are_refused_with_one_line() {
+    let gateway = ["token", "--service", "api-gateway"];
+    let token = |more: &[&'static str]| [&gateway[..], more].concat();
+    // Every service refuses tokens living longer than an hour.
+    refused(
+        &token(&["--audience", "user-service", "--ttl", "2h"]),
+        &["--ttl", "2h"],
+    );
+    refused(
+        &token(&["--audience", "user-service", "--ttl", "0s"]),
+        &["--ttl", "zero"],
+    );
+    refused(
+        &token(&["--audience", "users", "--ttl", "5m"]),
+        &["--audience", "unknown audience", "users"],
+    );
+    refused(
+        &token(&["--audience", "api-gateway"]),
+        &["--audience", "api-gateway"],
+    );
+    for (flag, value) in [
+        ("--timeout-get", "0s"),
+        ("--breaker-open-duration", "0ms"),
+        ("--call-deadline", "0s"),
+        ("--header-read-timeout", "0s"),
+        ("--retry-base-delay", "0ms"),
+        ("--retry-base-delay", "11s"),
+        ("--user-url", "ftp://x"),
+        ("--user-url", "http://"),
+        ("--notification-url", "https://notifications"),
+        ("--notification-url", "http://host/path"),
+    ] {
+        refused(
+            &["order", "--listen", "127.0.0.1:0", flag, value],
+            &[flag, value],
+        );
+    }
+    refused(
+        &["all", "--user-url", "ftp://x"],
+        &["--user-url", "ftp://x"],
+    );
+    refused(&["user", "--idle-timeout", "0s"], &["--idle-timeout"]);
+
+    // The limits themselves are accepted.
+    let jwt = token_with(&["--audience", "user-service", "--ttl", "1h"]);
+    assert_eq!(jwt.split('.').count(), 3);
+}
+
+fn token_with(args: &[&str]) -> String {
+    let mut all = vec!["--service", "api-gateway"];
+    all.extend_from_slice(args);
+    token(&all, None)
+}
+
+#[test]
+fn a_data_dir_that_cannot_be_used_is_named() {
+    let dir = TempDir::new("baddata");
+    // A regular file where the data directory should be.
+    let file = dir.0.join("not-a-dir");
+    std::fs::write(&file, "").unwrap();
+    let data = file.join("data");
+    for service in ["user", "order", "notification"] {
+        let out = run(demo(&[
+            service,
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ])
+        .env("SERVICE_JWT_SECRET", SECRET));
+        assert!(!out.status.success(), "{service} started");
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains(data.to_str().unwrap()),
+            "{service}: the error names the directory: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn help_shows_each_services_own_default_port() {
+    for (service, port, other) in [
+        ("user", "127.0.0.1:3000", "3002"),
+        ("notification", "127.0.0.1:3002", "3000"),
+    ] {
+        let out = run(demo(&[service, "--help"]));
+        let help = text(&out.stdout);
+        let listen = help
+            .lines()
+            .skip_while(|l| !l.contains("--listen"))
+            .take_while(|l| !l.contains("--data-dir"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(listen.contains(port), "{service}: {listen}");
+        assert!(!listen.contains(other), "{service}: {listen}");
+    }
+}
+
+/// A raw HTTP/1.1 POST of JSON: returns the status line, the headers and
+/// the body.
+fn post(addr: &str, path: &str, token: &str, headers: &str, body: &str) -> (String, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or_default();
+    (head.to_owned(), body.to_owned())
+}
+
+/// What the banner of one `all` run says to do, done: the order it shows
+/// how to create, and a read from the user service with its token.
+fn run_the_banner(dir: &Path) -> i64 {
+    let mut all = demo(&[
+        "all",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir.to_str().unwrap(),
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let banner = lines(all.stdout.take().unwrap());
+    let user = wait_for(&banner, "user-service ");
+    let order = wait_for(&banner, "order-service ");
+    let url = |line: &str| {
+        line.split("http://")
+            .nth(1)
+            .expect("a URL")
+            .trim()
+            .to_owned()
+    };
+    let (user, order) = (url(&user), url(&order));
+    let jwt = wait_for(&banner, "TOKEN=")
+        .trim()
+        .trim_start_matches("TOKEN=")
+        .to_owned();
+    let key = wait_for(&banner, "Idempotency-Key:");
+    let key = key
+        .split("Idempotency-Key:")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .trim_end_matches(['\'', '\\', ' '])
+        .to_owned();
+    let body = wait_for(&banner, "-d '");
+    let body = body
+        .split("-d '")
+        .nth(1)
+        .unwrap()
+        .trim_end()
+        .trim_end_matches('\'');
+    let (head, answer) = post(
+        &order,
+        "/orders",
+        &jwt,
+        &format!("Idempotency-Key: {key}\r\n"),
+        body,
+    );
+    assert!(head.starts_with("HTTP/1.1 201"), "{head}\n{answer}");
+    assert!(!head.contains("idempotent-replayed"), "a new order: {head}");
+    let order: serde_json::Value = serde_json::from_str(&answer).unwrap();
+
+    // The ephemeral keys die with the process, so the banner gives the
+    // tokens for the other services and says how to mint more.
+    let user_token = wait_for(&banner, "USER_TOKEN=");
+    let user_token = user_token.trim().trim_start_matches("USER_TOKEN=");
+    wait_for(&banner, "keygen --out keys");
+    let (status, body) = get(&user, "/users/1", user_token);
+    assert!(status.contains("200"), "{status}: {body}");
+
+    kill(&mut all, "-TERM");
+    assert!(wait_exit(all, Duration::from_secs(10)).success());
+    order["id"].as_i64().unwrap()
+}
+
+#[test]
+fn the_banner_creates_a_new_order_on_each_run() {
+    let dir = TempDir::new("banner");
+    let first = run_the_banner(&dir.0);
+    let second = run_the_banner(&dir.0);
+    assert_eq!(
+        (first, second),
+        (1, 2),
+        "the second run made an order of its own"
+    );
+}
+
+/// A free loopback port: bound and released, for a service that must come
+/// back on the same port after a restart.
+fn free_port() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+/// A service started by [`start`]; killed if the test ends without
+/// [`stop`]ping it, so a failed assertion leaves no process behind.
+struct Service(Option<Child>);
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Starts `service` with `args` and the shared secret; waits (bounded) for
+/// it to listen and returns it with its address.
+fn start(service: &str, args: &[&str]) -> (Service, String) {
+    let mut all = vec![service];
+    all.extend_from_slice(args);
+    let mut child = demo(&all)
+        .env("SERVICE_JWT_SECRET", SECRET)
+        .env("RUST_LOG", "info,sqlx=warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = lines(child.stderr.take().unwrap());
+    let service_guard = Service(Some(child));
+    let addr = addr_in(&wait_for(&log, &format!("{service} service listening")));
+    // Keep reading so the process never blocks on a full pipe.
+    std::thread::spawn(move || while log.recv().is_ok() {});
+    (service_guard, addr)
+}
+
+fn stop(mut service: Service) {
+    let mut child = service.0.take().expect("a running service");
+    kill(&mut child, "-TERM");
+    assert!(wait_exit(child, Duration::from_secs(10)).success());
+}
+
+/// Waits (at most `within`) until `check` holds, looking every 50 ms (on
+/// tokio's clock, as the workspace's lints ask).
+fn eventually(within: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let deadline = tokio::time::Instant::now() + within;
+        while !check() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what} within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+}
+
+/// The steps of "Try an outage by hand" in the README, with its flags,
+/// and what its comments say each one shows.
+#[test]
+fn the_outage_walk_through_does_what_it_says() {
+    let dir = TempDir::new("walkthrough");
+    let data = dir.0.to_str().unwrap();
+    let (user_port, note_port) = (free_port(), free_port());
+    let (mut users, user_addr) = start("user", &["--data-dir", data, "--listen", &user_port]);
+    let (mut notes, _) = start(
+        "notification",
+        &["--data-dir", data, "--listen", &note_port],
+    );
+    let user_url = format!("http://{user_addr}");
+    let note_url = format!("http://{note_port}");
+    let (order_service, addr) = start(
+        "order",
+        &[
+            "--data-dir",
+            data,
+            "--listen",
+            "127.0.0.1:0",
+            "--user-url",
+            &user_url,
+            "--notification-url",
+            &note_url,
+            "--breaker-minimum-calls",
+            "2",
+            "--breaker-open-duration",
+            "5s",
+        ],
+    );
+    let jwt = token(
+        &["--service", "api-gateway", "--audience", "order-service"],
+        None,
+    );
+    let order = |user: u32| -> (String, serde_json::Value) {
+        let body = format!(
+            r#"{{"userId": {user}, "items": [{{"productId": "p-1", "quantity": 1, "unitPrice": 5}}]}}"#
+        );
+        let (head, body) = post(&addr, "/orders", &jwt, "", &body);
+        let status = head.lines().next().unwrap_or_default().to_owned();
+        (status, serde_json::from_str(&body).unwrap_or_default())
+    };
+
+    // order 1: "source": "live".
+    let (status, json) = order(1);
+    assert!(status.contains("201"), "{status} {json}");
+    assert_eq!(
+        (json["id"].as_i64(), json["user"]["source"].as_str()),
+        (Some(1), Some("live"))
+    );
+    // kill the user service; order 1 again: from the kept copy.
+    stop(users);
+    let (status, json) = order(1);
+    assert!(status.contains("201"), "{status} {json}");
+    assert_eq!(
+        (json["id"].as_i64(), json["user"]["source"].as_str()),
+        (Some(2), Some("cache"))
+    );
+    // order 2: never seen, breaker open: 503.
+    let (status, json) = order(2);
+    assert!(status.contains("503"), "{status} {json}");
+    assert_eq!(json["error"], "user_service_unavailable");
+    // The user service comes back; the README waits out the open breaker
+    // (5 s), this waits until /health says it is over.
+    (users, _) = start("user", &["--data-dir", data, "--listen", &user_port]);
+    eventually(
+        Duration::from_secs(15),
+        "the breaker lets a probe through",
+        || {
+            let (_, body) = get(&addr, "/health", "");
+            let health: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            health["dependencies"]["user-service"]["retryAfter"]
+                .as_f64()
+                .is_none_or(|left| left <= 0.0)
+        },
+    );
+    let (status, json) = order(2);
+    assert!(status.contains("201"), "{status} {json}");
+    assert_eq!(
+        (json["id"].as_i64(), json["user"]["source"].as_str()),
+        (Some(3), Some("live"))
+    );
+    // kill the notification service; order 3: 201, queued.
+    stop(notes);
+    let (status, json) = order(3);
+    assert!(status.contains("201"), "{status} {json}");
+    assert_eq!(
+        (json["id"].as_i64(), json["notification"].as_str()),
+        (Some(4), Some("queued"))
+    );
+    // It comes back; order 4's notification is delivered within the
+    // README's 10 s.
+    (notes, _) = start(
+        "notification",
+        &["--data-dir", data, "--listen", &note_port],
+    );
+    eventually(Duration::from_secs(10), "order 4 delivered", || {
+        let (_, body) = get(&addr, "/orders/4", &jwt);
+        body.contains(r#""notification":"delivered""#)
+    });
+    stop(order_service);
+    stop(users);
+    stop(notes);
+}

@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 use tower_jwt_service_auth::jwt::verify::ServiceIdentity;
 
 use super::State as AppState;
+use super::money::Cents;
 use super::store::{InsertError, Item, NewOrder, Order};
 use crate::api::{ApiError, Json, Page, Path, Query};
 
@@ -16,15 +17,26 @@ use crate::api::{ApiError, Json, Page, Path, Query};
 #[serde(rename_all = "camelCase")]
 pub(super) struct OrderInput {
     user_id: i64,
-    items: Vec<Item>,
+    items: Vec<ItemInput>,
+}
+
+/// An item of `POST /orders` as sent: the price a JSON number, checked
+/// and turned into cents by [`OrderInput::validate`].
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct ItemInput {
+    product_id: String,
+    quantity: i64,
+    unit_price: f64,
 }
 
 /// The most lines an order may have.
 const MAX_ITEMS: usize = 100;
 
 impl OrderInput {
-    /// Checks the input and computes the total, rounded to cents.
-    fn validate(&self) -> Result<f64, ApiError> {
+    /// Checks the input; the items with their prices in cents, and the
+    /// exact total.
+    fn validate(&self) -> Result<(Vec<Item>, Cents), ApiError> {
         if self.user_id < 1 {
             return Err(ApiError::bad_request("userId must be a positive integer"));
         }
@@ -36,7 +48,8 @@ impl OrderInput {
                 "an order has at most {MAX_ITEMS} items"
             )));
         }
-        let mut total = 0.0;
+        let mut items = Vec::with_capacity(self.items.len());
+        let mut total = Cents::default();
         for (i, item) in self.items.iter().enumerate() {
             if item.product_id.trim().is_empty() || item.product_id.len() > 100 {
                 return Err(ApiError::bad_request(format!(
@@ -48,14 +61,21 @@ impl OrderInput {
                     "items[{i}].quantity must be between 1 and 10000"
                 )));
             }
-            if !item.unit_price.is_finite() || !(0.0..=1e9).contains(&item.unit_price) {
-                return Err(ApiError::bad_request(format!(
-                    "items[{i}].unitPrice must be a number between 0 and 1e9"
-                )));
-            }
-            total += item.quantity as f64 * item.unit_price;
+            let unit_price = Cents::from_decimal(item.unit_price)
+                .map_err(|e| ApiError::bad_request(format!("items[{i}].unitPrice {e}")))?;
+            // At most 100 items × 10,000 × 10^11 cents: far below i64::MAX,
+            // checked all the same.
+            total = unit_price
+                .times(item.quantity)
+                .and_then(|line| total.plus(line))
+                .ok_or_else(|| ApiError::bad_request("the order's total is too large"))?;
+            items.push(Item {
+                product_id: item.product_id.clone(),
+                quantity: item.quantity,
+                unit_price,
+            });
         }
-        Ok((total * 100.0).round() / 100.0)
+        Ok((items, total))
     }
 
     /// A digest of the request, to tell a replay from a different request
@@ -106,7 +126,7 @@ pub(super) async fn create(
     headers: HeaderMap,
     Json(input): Json<OrderInput>,
 ) -> Result<Response, ApiError> {
-    let total = input.validate()?;
+    let (items, total) = input.validate()?;
     let key = idempotency_key(&headers)?;
     let digest = input.digest();
     if let Some(key) = &key
@@ -121,21 +141,21 @@ pub(super) async fn create(
     let user = state.upstream.user(&state.store, input.user_id).await?;
     let new = NewOrder {
         user_id: input.user_id,
-        items: &input.items,
+        items: &items,
         total,
         user: &user,
         idempotency: key
             .as_deref()
             .map(|k| (caller.service.as_str(), k, digest.as_str())),
     };
-    let message = format!("Your order #{{id}} of {total:.2} was created.");
+    let message = format!("Your order #{{id}} of {total} was created.");
     match state.store.insert(new, &message).await {
         Ok(order) => {
             state.outbox.stored();
             tracing::info!(
                 order = order.id,
                 user = order.user_id,
-                total = order.total,
+                total = %order.total,
                 user_source = %order.user.source,
                 "order created"
             );

@@ -14,6 +14,7 @@
 //! | `GET /health` | none |
 
 mod handlers;
+pub mod money;
 pub mod outbox;
 pub mod resilience;
 pub mod store;
@@ -125,7 +126,10 @@ impl State {
         let mut body = server::health(&self.ops);
         let dependency = |client: &tower_circuit::client::ServiceClient| {
             let metrics = client.breaker().stats();
-            let mut entry = serde_json::to_value(&metrics).unwrap_or_default();
+            // The breaker's snapshot serializes in Rust's snake_case; the
+            // API speaks camelCase everywhere.
+            let mut entry =
+                crate::api::camel_case_keys(serde_json::to_value(&metrics).unwrap_or_default());
             entry["circuit"] = serde_json::Value::from(metrics.state.as_str());
             entry
         };

@@ -9,6 +9,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::money::Cents;
 use crate::api::{Page, Paged};
 use crate::db::{self, Db};
 
@@ -17,7 +18,7 @@ CREATE TABLE IF NOT EXISTS orders (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
     user_id     INTEGER NOT NULL,
     items       TEXT NOT NULL,
-    total       REAL NOT NULL,
+    total_cents INTEGER NOT NULL,
     status      TEXT NOT NULL,
     created_at  TEXT NOT NULL,
     user_name   TEXT NOT NULL,
@@ -53,15 +54,44 @@ CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (next_attempt_at) WHERE deli
 ";
 
 /// One line of an order.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Item {
     /// What was ordered.
     pub product_id: String,
     /// How many, at least 1.
     pub quantity: i64,
-    /// Price of one.
-    pub unit_price: f64,
+    /// Price of one (a JSON number with at most two decimals).
+    pub unit_price: Cents,
+}
+
+/// An item as the `items` column holds it: the price in cents.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredItem {
+    product_id: String,
+    quantity: i64,
+    unit_price_cents: i64,
+}
+
+impl From<&Item> for StoredItem {
+    fn from(item: &Item) -> Self {
+        StoredItem {
+            product_id: item.product_id.clone(),
+            quantity: item.quantity,
+            unit_price_cents: item.unit_price.get(),
+        }
+    }
+}
+
+impl From<StoredItem> for Item {
+    fn from(item: StoredItem) -> Self {
+        Item {
+            product_id: item.product_id,
+            quantity: item.quantity,
+            unit_price: Cents::new(item.unit_price_cents),
+        }
+    }
 }
 
 /// The user an order was placed for, as known when it was placed.
@@ -77,7 +107,7 @@ pub struct OrderUser {
 }
 
 /// An order, as the API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Order {
     /// Its id.
@@ -86,8 +116,8 @@ pub struct Order {
     pub user_id: i64,
     /// What.
     pub items: Vec<Item>,
-    /// Sum of quantity × unit price, rounded to cents.
-    pub total: f64,
+    /// Sum of quantity × unit price, exact (computed in cents).
+    pub total: Cents,
     /// `created`.
     pub status: String,
     /// When (RFC 3339, UTC).
@@ -134,7 +164,7 @@ pub struct NewOrder<'a> {
     /// What.
     pub items: &'a [Item],
     /// The total.
-    pub total: f64,
+    pub total: Cents,
     /// The user's details.
     pub user: &'a OrderUser,
     /// The caller's idempotency key and the digest of its request.
@@ -160,7 +190,7 @@ type OrderRow = (
     i64,
     i64,
     String,
-    f64,
+    i64,
     String,
     String,
     String,
@@ -169,18 +199,22 @@ type OrderRow = (
     Option<String>,
 );
 
-const ORDER_SELECT: &str = "SELECT o.id, o.user_id, o.items, o.total, o.status, o.created_at,
+// The CAST: a database from before cents keeps the column's REAL type
+// (see `migrate_to_cents`), which stores whole numbers as floats.
+const ORDER_SELECT: &str = "SELECT o.id, o.user_id, o.items, CAST(o.total_cents AS INTEGER),
+    o.status, o.created_at,
     o.user_name, o.user_email, o.user_source, x.delivered_at
     FROM orders o LEFT JOIN outbox x ON x.order_id = o.id";
 
 fn order_from_row(row: OrderRow) -> Result<Order, sqlx::Error> {
     let (id, user_id, items, total, status, created_at, name, email, source, delivered) = row;
-    let items = serde_json::from_str(&items).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+    let items: Vec<StoredItem> =
+        serde_json::from_str(&items).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
     Ok(Order {
         id,
         user_id,
-        items,
-        total,
+        items: items.into_iter().map(Item::from).collect(),
+        total: Cents::new(total),
         status,
         created_at,
         user: OrderUser {
@@ -197,6 +231,67 @@ fn order_from_row(row: OrderRow) -> Result<Order, sqlx::Error> {
     })
 }
 
+/// Converts a database written before amounts were kept in cents
+/// (`orders.total` a float, item prices floats) in place, once: the column
+/// is renamed `total_cents` and every amount becomes whole cents, in one
+/// transaction.
+async fn migrate_to_cents(db: &Db) -> Result<(), sqlx::Error> {
+    let old: Option<i64> =
+        sqlx::query_scalar("SELECT 1 FROM pragma_table_info('orders') WHERE name = 'total'")
+            .fetch_optional(&db.writes)
+            .await?;
+    if old.is_none() {
+        return Ok(());
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct OldItem {
+        product_id: String,
+        quantity: i64,
+        unit_price: f64,
+    }
+    let cents = |amount: f64| (amount * 100.0).round() as i64;
+    let mut tx = db.writes.begin().await?;
+    sqlx::query("ALTER TABLE orders RENAME COLUMN total TO total_cents")
+        .execute(&mut *tx)
+        .await?;
+    // In batches, so a large table is not read into memory at once.
+    let mut after = 0_i64;
+    loop {
+        let rows: Vec<(i64, String, f64)> = sqlx::query_as(
+            "SELECT id, items, total_cents FROM orders WHERE id > ? ORDER BY id LIMIT 500",
+        )
+        .bind(after)
+        .fetch_all(&mut *tx)
+        .await?;
+        let Some(last) = rows.last() else { break };
+        after = last.0;
+        for (id, items, total) in rows {
+            let old: Vec<OldItem> =
+                serde_json::from_str(&items).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+            let new: Vec<StoredItem> = old
+                .into_iter()
+                .map(|i| StoredItem {
+                    product_id: i.product_id,
+                    quantity: i.quantity,
+                    unit_price_cents: cents(i.unit_price),
+                })
+                .collect();
+            let items =
+                serde_json::to_string(&new).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+            sqlx::query("UPDATE orders SET items = ?, total_cents = ? WHERE id = ?")
+                .bind(items)
+                .bind(cents(total))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    tx.commit().await?;
+    tracing::info!("orders.db: amounts converted to cents");
+    Ok(())
+}
+
 /// The order service's database, `<data-dir>/orders.db`.
 #[derive(Debug, Clone)]
 pub struct OrderStore {
@@ -206,24 +301,25 @@ pub struct OrderStore {
 impl OrderStore {
     /// Opens the database, creating it when new.
     pub async fn open(data_dir: &Path) -> Result<Self, sqlx::Error> {
-        Ok(OrderStore {
-            db: db::open(data_dir, "orders", SCHEMA).await?,
-        })
+        let db = db::open(data_dir, "orders", SCHEMA).await?;
+        migrate_to_cents(&db).await?;
+        Ok(OrderStore { db })
     }
 
     /// Stores an order, its notification record and its idempotency key
     /// in one transaction.
     pub async fn insert(&self, order: NewOrder<'_>, message: &str) -> Result<Order, InsertError> {
-        let items = serde_json::to_string(order.items)
+        let stored: Vec<StoredItem> = order.items.iter().map(StoredItem::from).collect();
+        let items = serde_json::to_string(&stored)
             .map_err(|e| InsertError::Db(sqlx::Error::Encode(Box::new(e))))?;
         let mut tx = self.db.writes.begin().await?;
         let (id, created_at): (i64, String) = sqlx::query_as(
-            "INSERT INTO orders (user_id, items, total, status, created_at, user_name, user_email, user_source)
+            "INSERT INTO orders (user_id, items, total_cents, status, created_at, user_name, user_email, user_source)
              VALUES (?, ?, ?, 'created', ?, ?, ?, ?) RETURNING id, created_at",
         )
         .bind(order.user_id)
         .bind(&items)
-        .bind(order.total)
+        .bind(order.total.get())
         .bind(db::timestamp())
         .bind(&order.user.name)
         .bind(&order.user.email)
@@ -412,5 +508,42 @@ impl OrderStore {
         .execute(&self.db.writes)
         .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database written before amounts were kept in cents opens with its
+    /// orders intact and their amounts in cents.
+    #[tokio::test]
+    async fn an_older_database_is_converted_to_cents() {
+        let dir = std::env::temp_dir().join(format!("orders-cents-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let old_schema = SCHEMA.replace("total_cents INTEGER NOT NULL", "total REAL NOT NULL");
+        let old = db::open(&dir, "orders", &old_schema).await.unwrap();
+        sqlx::query(
+            "INSERT INTO orders (user_id, items, total, status, created_at, user_name, user_email, user_source)
+             VALUES (1, '[{\"productId\":\"p-1\",\"quantity\":3,\"unitPrice\":0.1}]', 0.3, 'created',
+                     '2026-01-01T00:00:00.000Z', 'Ada', 'ada@example.com', 'live')",
+        )
+        .execute(&old.writes)
+        .await
+        .unwrap();
+        old.writes.close().await;
+        old.reads.close().await;
+
+        let store = OrderStore::open(&dir).await.unwrap();
+        let order = store.get(1).await.unwrap().unwrap();
+        assert_eq!(order.total, Cents::new(30));
+        assert_eq!(order.items[0].unit_price, Cents::new(10));
+        let json = serde_json::to_string(&order).unwrap();
+        assert!(json.contains(r#""total":0.3,"#), "{json}");
+        // Opening again changes nothing more.
+        drop(store);
+        let store = OrderStore::open(&dir).await.unwrap();
+        assert_eq!(store.get(1).await.unwrap().unwrap().total, Cents::new(30));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -66,46 +66,35 @@ pub(super) async fn get(
         .ok_or_else(|| no_user(id))
 }
 
-/// `?limit=&cursor=`, or the older `?page=&page_size=` (kept for
-/// existing callers; the two cannot be mixed).
+/// `?limit=&cursor=`, the paging of every list. `page` and `pageSize`
+/// (or `page_size`), the offset paging this list had before, are refused
+/// by name rather than ignored, so an old caller learns why its page 2
+/// does not come.
 #[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub(super) struct ListQuery {
     limit: Option<String>,
     cursor: Option<String>,
-    page: Option<u32>,
-    page_size: Option<u32>,
+    page: Option<String>,
+    #[serde(alias = "page_size")]
+    page_size: Option<String>,
 }
 
 pub(super) async fn list(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    if q.page.is_none() && q.page_size.is_none() {
-        let page = Page::parse(q.limit.as_deref(), q.cursor.as_deref())?;
-        let users = state.store.page(page).await?;
-        return Ok(Json(serde_json::json!({
-            "users": users.items,
-            "nextCursor": users.next_cursor,
-        })));
-    }
-    if q.limit.is_some() || q.cursor.is_some() {
+    if q.page.is_some() || q.page_size.is_some() {
         return Err(ApiError::bad_request(
-            "give limit and cursor, or the older page and page_size, not both",
+            "page and pageSize are not supported: page with limit and the nextCursor of the \
+             previous page as cursor",
         ));
     }
-    let page = q.page.unwrap_or(1);
-    let page_size = q.page_size.unwrap_or(20);
-    if page == 0 {
-        return Err(ApiError::bad_request("page counts from 1"));
-    }
-    if !(1..=100).contains(&page_size) {
-        return Err(ApiError::bad_request("page_size must be between 1 and 100"));
-    }
-    let users = state.store.list(page, page_size).await?;
+    let page = Page::parse(q.limit.as_deref(), q.cursor.as_deref())?;
+    let users = state.store.page(page).await?;
     Ok(Json(serde_json::json!({
-        "users": users,
-        "page": page,
-        "page_size": page_size,
+        "users": users.items,
+        "nextCursor": users.next_cursor,
     })))
 }
 

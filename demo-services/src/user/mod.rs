@@ -3,7 +3,7 @@
 //! | Route | Permission |
 //! |---|---|
 //! | `GET /users/{id}` | `read:users` |
-//! | `GET /users?limit=&cursor=` (or the older `?page=&page_size=`) | `read:users` |
+//! | `GET /users?limit=&cursor=` | `read:users` |
 //! | `POST /users` | `write:users` |
 //! | `PUT /users/{id}` | `write:users` |
 //! | `GET /health` | none |

@@ -20,8 +20,9 @@ INSERT OR IGNORE INTO users (id, name, email, created_at) VALUES
     (3, 'Alan Turing', 'alan@example.com', '2026-01-01T00:00:00.000Z');
 ";
 
-/// A user, as the API shows it.
+/// A user, as the API shows it (camelCase, like every field of the API).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct User {
     /// Its id.
     pub id: i64,
@@ -96,20 +97,6 @@ impl UserStore {
         .fetch_all(&self.db.reads)
         .await?;
         Ok(page.finish(rows.into_iter().map(from_row).collect(), |u| u.id))
-    }
-
-    /// One page of users by id; pages count from 1 (the older paging of
-    /// `?page=&page_size=`).
-    pub async fn list(&self, page: u32, page_size: u32) -> Result<Vec<User>, sqlx::Error> {
-        let offset = i64::from(page - 1) * i64::from(page_size);
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT id, name, email, created_at FROM users ORDER BY id LIMIT ? OFFSET ?",
-        )
-        .bind(i64::from(page_size))
-        .bind(offset)
-        .fetch_all(&self.db.reads)
-        .await?;
-        Ok(rows.into_iter().map(from_row).collect())
     }
 
     /// Creates a user.
