@@ -18,6 +18,12 @@ pub use demo_services::harness::{Answer, Http, Running};
 
 pub mod logs;
 
+/// The workspace README's Rust snippets, compiled as doc tests so they
+/// stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct WorkspaceReadme;
+
 /// A directory under the system's temp dir, removed on drop.
 #[derive(Debug)]
 pub struct TempDir(PathBuf);
