@@ -9,6 +9,7 @@
 //! verification → fault injection (off by default) → per-route permission
 //! (on each route) → handler. `/health` and `/metrics` sit outside the
 //! verification; unknown routes and methods answer JSON 404 and 405.
+//! [`stack`] writes the layers in this order.
 
 use std::any::Any;
 use std::future::Future;
@@ -21,6 +22,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{Response, StatusCode};
 use axum::response::IntoResponse;
 use tokio::net::TcpListener;
+use tower::ServiceBuilder;
 use tower_circuit::timeout::ServerDeadlineLayer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
@@ -96,6 +98,13 @@ impl Ops {
 
 /// Puts the common stack around a service's routes: `protected` behind the
 /// verifier, `public` (health, metrics) before it.
+///
+/// The layers read outermost first, as a request meets them. The shared
+/// part wraps the whole router (so `/health`, `/metrics` and the JSON
+/// 404/405 answers get an id, a span, metrics and a deadline too);
+/// verification and fault injection wrap the protected routes only, since
+/// an unauthenticated probe must reach `/health` and an unknown path must
+/// answer 404, not 401.
 pub fn stack(protected: Router, public: Router, ops: &Ops) -> Router {
     if !ops.layered {
         return protected
@@ -106,26 +115,30 @@ pub fn stack(protected: Router, public: Router, ops: &Ops) -> Router {
             .method_not_allowed_fallback(api::method_not_allowed);
     }
     let service = ops.service;
-    protected
-        .layer(ops.faults.layer())
-        .layer(ops.verify.clone())
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .merge(public)
-        .fallback(api::no_route)
-        .method_not_allowed_fallback(api::method_not_allowed)
-        .layer(ServerDeadlineLayer::new(SERVER_DEADLINE).min_budget(MIN_BUDGET))
-        .layer(CatchPanicLayer::custom(panic_response))
-        .layer(ops.metrics.http_layer())
-        .layer(request_id::ScopeLayer)
+    let shared = ServiceBuilder::new()
+        .layer(request_id::sanitize_layer())
+        .layer(SetRequestIdLayer::new(request_id::HEADER, MakeId))
+        .layer(PropagateRequestIdLayer::new(request_id::HEADER))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(move |req: &axum::http::Request<Body>| span(service, req))
                 .on_response(DefaultOnResponse::new().level(Level::INFO))
                 .on_failure(DefaultOnFailure::new().level(Level::WARN)),
         )
-        .layer(PropagateRequestIdLayer::new(request_id::HEADER))
-        .layer(SetRequestIdLayer::new(request_id::HEADER, MakeId))
-        .layer(request_id::sanitize_layer())
+        .layer(request_id::ScopeLayer)
+        .layer(ops.metrics.http_layer())
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(ServerDeadlineLayer::new(SERVER_DEADLINE).min_budget(MIN_BUDGET))
+        .layer(DefaultBodyLimit::max(MAX_BODY));
+    let verified = ServiceBuilder::new()
+        .layer(ops.verify.clone())
+        .layer(ops.faults.layer());
+    protected
+        .layer(verified)
+        .merge(public)
+        .fallback(api::no_route)
+        .method_not_allowed_fallback(api::method_not_allowed)
+        .layer(shared)
 }
 
 /// The caller every request is taken for without the stack: the gateway,
