@@ -66,7 +66,7 @@ pub struct Common {
     pub keys_dir: Option<PathBuf>,
     /// Leaves out the server and client layers (tokens, tracing, metrics,
     /// deadlines, retries, breakers, timeouts): only for measuring what
-    /// they cost. Every caller is trusted.
+    /// they cost. Every request is taken for the service's usual caller.
     #[arg(long)]
     pub without_layers: bool,
     /// How hard SQLite pushes commits to disk: `full` (every commit synced)
@@ -110,6 +110,46 @@ impl FaultArgs {
 impl Common {
     fn layered(&self) -> bool {
         !self.without_layers
+    }
+
+    // `--without-layers` is decided here, once per service: either the
+    // service's whole stack or its routes alone (`server::without_layers`,
+    // where the one stand-in caller is inserted).
+
+    fn user_app(&self, state: &user::State) -> axum::Router {
+        if self.without_layers {
+            server::without_layers(
+                user::routes(state.clone()),
+                server::public_routes(&state.ops),
+                auth::API_GATEWAY,
+            )
+        } else {
+            user::app(state.clone())
+        }
+    }
+
+    fn notification_app(&self, state: &notification::State) -> axum::Router {
+        if self.without_layers {
+            server::without_layers(
+                notification::routes(state.clone()),
+                server::public_routes(&state.ops),
+                auth::ORDER_SERVICE,
+            )
+        } else {
+            notification::app(state.clone())
+        }
+    }
+
+    fn order_app(&self, state: &order::State) -> axum::Router {
+        if self.without_layers {
+            server::without_layers(
+                order::routes(state.clone()),
+                order::public_routes(state.clone()),
+                auth::API_GATEWAY,
+            )
+        } else {
+            order::app(state.clone())
+        }
     }
 
     /// The connection limits for each of `services` services run in this
@@ -374,9 +414,9 @@ async fn serve(
             let limits = args.common.limits(1)?;
             let mut state =
                 user::State::open(&args.common.data_dir, &keys, args.faults.faults()).await?;
-            state.ops.layered = args.common.layered();
             state.ops.limits = limits;
-            user::run(listener, state, stopped()).await?;
+            let app = args.common.user_app(&state);
+            user::run(listener, state, app, stopped()).await?;
         }
         Command::Notification(args) => {
             let keys = args.common.prepare(false)?;
@@ -385,9 +425,9 @@ async fn serve(
             let mut state =
                 notification::State::open(&args.common.data_dir, &keys, args.faults.faults())
                     .await?;
-            state.ops.layered = args.common.layered();
             state.ops.limits = limits;
-            notification::run(listener, state, stopped()).await?;
+            let app = args.common.notification_app(&state);
+            notification::run(listener, state, app, stopped()).await?;
         }
         Command::Order(args) => {
             let keys = args.common.prepare(false)?;
@@ -407,9 +447,9 @@ async fn serve(
                 args.faults.faults(),
             )
             .await?;
-            state.ops.layered = args.common.layered();
             state.ops.limits = limits;
-            order::run(listener, state, stopped()).await?;
+            let app = args.common.order_app(&state);
+            order::run(listener, state, app, stopped()).await?;
         }
         Command::All(args) => {
             let keys = args.common.prepare(true)?;
@@ -457,9 +497,6 @@ async fn serve(
             let mut order_state =
                 order::State::open(dir, &keys, &settings, faults_for(auth::ORDER_SERVICE)).await?;
             let layered = args.common.layered();
-            user_state.ops.layered = layered;
-            notification_state.ops.layered = layered;
-            order_state.ops.layered = layered;
             user_state.ops.limits = limits;
             notification_state.ops.limits = limits;
             order_state.ops.limits = limits;
@@ -469,10 +506,18 @@ async fn serve(
                 );
             }
             print_banner(&keys, dir, user_addr, order_addr, notification_addr)?;
+            let user_app = args.common.user_app(&user_state);
+            let order_app = args.common.order_app(&order_state);
+            let notification_app = args.common.notification_app(&notification_state);
             let (a, b, c) = tokio::join!(
-                user::run(users, user_state, stopped()),
-                order::run(orders, order_state, stopped()),
-                notification::run(notifications, notification_state, stopped()),
+                user::run(users, user_state, user_app, stopped()),
+                order::run(orders, order_state, order_app, stopped()),
+                notification::run(
+                    notifications,
+                    notification_state,
+                    notification_app,
+                    stopped()
+                ),
             );
             a?;
             b?;

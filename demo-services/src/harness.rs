@@ -93,7 +93,7 @@ pub async fn start_user(
     let state = user::State::open(dir, keys, faults).await?;
     let handle = state.clone();
     let running = spawn(listen(addr).await?, move |l, rx| {
-        user::run(l, state, stopped(rx))
+        user::run(l, state.clone(), user::app(state), stopped(rx))
     })?;
     Ok((running, handle))
 }
@@ -108,7 +108,7 @@ pub async fn start_notification(
     let state = notification::State::open(dir, keys, faults).await?;
     let handle = state.clone();
     let running = spawn(listen(addr).await?, move |l, rx| {
-        notification::run(l, state, stopped(rx))
+        notification::run(l, state.clone(), notification::app(state), stopped(rx))
     })?;
     Ok((running, handle))
 }
@@ -124,7 +124,7 @@ pub async fn start_order(
     let state = order::State::open(dir, keys, settings, faults).await?;
     let handle = state.clone();
     let running = spawn(listen(addr).await?, move |l, rx| {
-        order::run(l, state, stopped(rx))
+        order::run(l, state.clone(), order::app(state), stopped(rx))
     })?;
     Ok((running, handle))
 }

@@ -51,9 +51,9 @@ impl State {
     }
 }
 
-/// The notification service's routes in the common stack.
-pub fn app(state: State) -> Router {
-    let protected = Router::new()
+/// The notification service's own routes, each with its permission check.
+pub fn routes(state: State) -> Router {
+    Router::new()
         .route(
             "/notifications",
             post(handlers::create)
@@ -63,18 +63,25 @@ pub fn app(state: State) -> Router {
                         .route_layer(RequirePermissionLayer::new("read:notifications")),
                 ),
         )
-        .with_state(state.clone());
-    let public = server::public_routes(&state.ops);
-    server::stack(protected, public, &state.ops)
+        .with_state(state)
 }
 
-/// Serves the notification service on `listener` until `shutdown`.
+/// The notification service: its routes, `/health` and `/metrics` in the common
+/// stack ([`server::stack`]).
+pub fn app(state: State) -> Router {
+    let public = server::public_routes(&state.ops);
+    server::stack(routes(state.clone()), public, &state.ops)
+}
+
+/// Serves `app` (the notification service made from `state`, [`app`] or
+/// [`server::without_layers`]) on `listener` until `shutdown`.
 pub async fn run(
     listener: TcpListener,
     state: State,
+    app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "notification service listening");
-    let ops = state.ops.clone();
-    server::serve(listener, app(state), &ops, shutdown).await
+    let ops = state.ops;
+    server::serve(listener, app, &ops, shutdown).await
 }

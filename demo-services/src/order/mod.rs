@@ -153,10 +153,10 @@ impl State {
     }
 }
 
-/// The order service's routes in the common stack.
-pub fn app(state: State) -> Router {
+/// The order service's own routes, each with its permission check.
+pub fn routes(state: State) -> Router {
     let read = || RequirePermissionLayer::new("read:orders");
-    let protected = Router::new()
+    Router::new()
         .route(
             "/orders",
             post(handlers::create)
@@ -164,8 +164,13 @@ pub fn app(state: State) -> Router {
                 .merge(get(handlers::list).route_layer(read())),
         )
         .route("/orders/{id}", get(handlers::get).route_layer(read()))
-        .with_state(state.clone());
-    let public = Router::new()
+        .with_state(state)
+}
+
+/// `/health` (with the dependencies' breakers and the outbox) and
+/// `/metrics`.
+pub fn public_routes(state: State) -> Router {
+    Router::new()
         .route(
             "/health",
             get(
@@ -182,15 +187,26 @@ pub fn app(state: State) -> Router {
                 },
             ),
         )
-        .with_state(state.clone());
-    server::stack(protected, public, &state.ops)
+        .with_state(state)
 }
 
-/// Serves the order service on `listener` and delivers notifications in
-/// the background, until `shutdown`.
+/// The order service: its routes, `/health` and `/metrics` in the common
+/// stack ([`server::stack`]).
+pub fn app(state: State) -> Router {
+    server::stack(
+        routes(state.clone()),
+        public_routes(state.clone()),
+        &state.ops,
+    )
+}
+
+/// Serves `app` (the order service made from `state`, [`app`] or
+/// [`server::without_layers`]) on `listener` and delivers notifications
+/// in the background, until `shutdown`.
 pub async fn run(
     listener: TcpListener,
     state: State,
+    app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     tracing::info!(
@@ -210,7 +226,7 @@ pub async fn run(
     });
     let outbox = tokio::spawn(state.outbox.clone().run(stopped(stop_rx.clone())));
     let ops = state.ops.clone();
-    let result = server::serve(listener, app(state), &ops, stopped(stop_rx)).await;
+    let result = server::serve(listener, app, &ops, stopped(stop_rx)).await;
     // The server may also end on an error: stop the sender either way.
     let _ = stop_tx.send(true);
     watcher.abort();

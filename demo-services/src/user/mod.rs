@@ -45,11 +45,11 @@ impl State {
     }
 }
 
-/// The user service's routes in the common stack.
-pub fn app(state: State) -> Router {
+/// The user service's own routes, each with its permission check.
+pub fn routes(state: State) -> Router {
     let read = || RequirePermissionLayer::new("read:users");
     let write = || RequirePermissionLayer::new("write:users");
-    let protected = Router::new()
+    Router::new()
         .route(
             "/users",
             get(handlers::list)
@@ -62,18 +62,25 @@ pub fn app(state: State) -> Router {
                 .route_layer(read())
                 .merge(axum::routing::put(handlers::update).route_layer(write())),
         )
-        .with_state(state.clone());
-    let public = server::public_routes(&state.ops);
-    server::stack(protected, public, &state.ops)
+        .with_state(state)
 }
 
-/// Serves the user service on `listener` until `shutdown`.
+/// The user service: its routes, `/health` and `/metrics` in the common
+/// stack ([`server::stack`]).
+pub fn app(state: State) -> Router {
+    let public = server::public_routes(&state.ops);
+    server::stack(routes(state.clone()), public, &state.ops)
+}
+
+/// Serves `app` (the user service made from `state`, [`app`] or
+/// [`server::without_layers`]) on `listener` until `shutdown`.
 pub async fn run(
     listener: TcpListener,
     state: State,
+    app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "user service listening");
-    let ops = state.ops.clone();
-    server::serve(listener, app(state), &ops, shutdown).await
+    let ops = state.ops;
+    server::serve(listener, app, &ops, shutdown).await
 }
