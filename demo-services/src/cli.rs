@@ -140,6 +140,25 @@ impl Common {
         }
     }
 
+    /// The order service's state: its clients through the whole client
+    /// stack, or with `--without-layers` the bare hyper-util client.
+    async fn open_order(
+        &self,
+        dir: &std::path::Path,
+        keys: &Keys,
+        settings: &Settings,
+        faults: Faults,
+    ) -> Result<order::State, order::StartError> {
+        if !self.without_layers {
+            return order::State::open(dir, keys, settings, faults).await;
+        }
+        let ops = server::Ops::new(auth::ORDER_SERVICE, keys, faults);
+        let upstream =
+            order::Upstream::without_layers(&settings.user_url, &settings.notification_url)
+                .map_err(order::StartError::Upstream)?;
+        order::State::with_upstream(dir, ops, upstream, settings).await
+    }
+
     fn order_app(&self, state: &order::State) -> axum::Router {
         if self.without_layers {
             server::without_layers(
@@ -433,20 +452,20 @@ async fn serve(
             let keys = args.common.prepare(false)?;
             let limits = args.common.limits(1)?;
             let listener = bind(args.listen).await?;
-            let mut resilience = args.resilience;
-            resilience.bypass_layers = !args.common.layered();
             let settings = Settings {
                 user_url: args.user_url,
                 notification_url: args.notification_url,
-                resilience,
+                resilience: args.resilience,
             };
-            let mut state = order::State::open(
-                &args.common.data_dir,
-                &keys,
-                &settings,
-                args.faults.faults(),
-            )
-            .await?;
+            let mut state = args
+                .common
+                .open_order(
+                    &args.common.data_dir,
+                    &keys,
+                    &settings,
+                    args.faults.faults(),
+                )
+                .await?;
             state.ops.limits = limits;
             let app = args.common.order_app(&state);
             order::run(listener, state, app, stopped()).await?;
@@ -474,10 +493,7 @@ async fn serve(
                 notification_url: args
                     .notification_url
                     .unwrap_or(format!("http://{notification_addr}")),
-                resilience: Resilience {
-                    bypass_layers: !args.common.layered(),
-                    ..args.resilience
-                },
+                resilience: args.resilience,
             };
             let dir = &args.common.data_dir;
             let faults_for = |service: &str| match &args.fault_target {
@@ -494,8 +510,10 @@ async fn serve(
             let mut notification_state =
                 notification::State::open(dir, &keys, faults_for(auth::NOTIFICATION_SERVICE))
                     .await?;
-            let mut order_state =
-                order::State::open(dir, &keys, &settings, faults_for(auth::ORDER_SERVICE)).await?;
+            let mut order_state = args
+                .common
+                .open_order(dir, &keys, &settings, faults_for(auth::ORDER_SERVICE))
+                .await?;
             let layered = args.common.layered();
             user_state.ops.limits = limits;
             notification_state.ops.limits = limits;

@@ -87,7 +87,8 @@ impl std::fmt::Display for StartError {
 impl std::error::Error for StartError {}
 
 impl State {
-    /// Opens the database under `data_dir` and builds the clients.
+    /// Opens the database under `data_dir` and builds the clients, each
+    /// through the whole client stack ([`Upstream::new`]).
     pub async fn open(
         data_dir: &Path,
         keys: &Keys,
@@ -95,7 +96,6 @@ impl State {
         faults: Faults,
     ) -> Result<State, StartError> {
         let ops = Ops::new(ORDER_SERVICE, keys, faults);
-        let store = OrderStore::open(data_dir).await.map_err(StartError::Db)?;
         let upstream = Upstream::new(
             &settings.user_url,
             &settings.notification_url,
@@ -104,9 +104,21 @@ impl State {
             &ops.metrics,
         )
         .map_err(StartError::Upstream)?;
+        State::with_upstream(data_dir, ops, upstream, settings).await
+    }
+
+    /// Opens the database under `data_dir` with `upstream`'s clients (for
+    /// `--without-layers`, [`Upstream::without_layers`]).
+    pub async fn with_upstream(
+        data_dir: &Path,
+        ops: Ops,
+        upstream: Upstream,
+        settings: &Settings,
+    ) -> Result<State, StartError> {
+        let store = OrderStore::open(data_dir).await.map_err(StartError::Db)?;
         let outbox = Outbox::new(
             store.clone(),
-            upstream.notifications.clone(),
+            upstream.notifications.client.clone(),
             settings.resilience.outbox_backoff(),
             ops.metrics.clone(),
         )
@@ -124,8 +136,8 @@ impl State {
     /// the undelivered notifications.
     pub fn health(&self) -> serde_json::Value {
         let mut body = server::health(&self.ops);
-        let dependency = |client: &tower_circuit::client::ServiceClient| {
-            let metrics = client.breaker().stats();
+        let dependency = |dependency: &upstream::Dependency| {
+            let metrics = dependency.breaker().stats();
             // The breaker's snapshot serializes in Rust's snake_case; the
             // API speaks camelCase everywhere.
             let mut entry =
@@ -145,8 +157,8 @@ impl State {
     pub fn metrics(&self) -> String {
         let m = &self.ops.metrics;
         m.observe_auth(&self.ops.verify);
-        m.observe_client(&self.upstream.users);
-        m.observe_client(&self.upstream.notifications);
+        m.observe_dependency(&self.upstream.users);
+        m.observe_dependency(&self.upstream.notifications);
         let pending = self.outbox.pending() as f64;
         m.record(|| metrics::gauge!("outbox_pending_notifications").set(pending));
         m.render()
