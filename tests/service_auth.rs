@@ -227,9 +227,14 @@ async fn without_layers_the_routes_run_alone_for_the_one_stand_in_caller() {
     // The notification service's routes alone are called by the order
     // service only, so they are given that caller and its permissions, not
     // every permission: its own handler checks still hold.
-    let notes = notification::State::open(data.path(), &keys, Default::default())
-        .await
-        .unwrap();
+    let notes = notification::State::open(
+        data.path(),
+        demo_services::db::Durability::Full,
+        &keys,
+        Default::default(),
+    )
+    .await
+    .unwrap();
     let app = server::without_layers(
         notification::routes(notes.clone()),
         server::public_routes(&notes.ops),

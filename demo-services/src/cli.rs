@@ -150,13 +150,13 @@ impl Common {
         faults: Faults,
     ) -> Result<order::State, order::StartError> {
         if !self.without_layers {
-            return order::State::open(dir, keys, settings, faults).await;
+            return order::State::open(dir, self.db_sync, keys, settings, faults).await;
         }
         let ops = server::Ops::new(auth::ORDER_SERVICE, keys, faults);
         let upstream =
             order::Upstream::without_layers(&settings.user_url, &settings.notification_url)
                 .map_err(order::StartError::Upstream)?;
-        order::State::with_upstream(dir, ops, upstream, settings).await
+        order::State::with_upstream(dir, self.db_sync, ops, upstream, settings).await
     }
 
     fn order_app(&self, state: &order::State) -> axum::Router {
@@ -185,10 +185,9 @@ impl Common {
         Ok(limits)
     }
 
-    /// Applies the database settings and finds the key material (logging
-    /// where it came from): what every service command starts with.
+    /// Finds the key material (logging where it came from): what every
+    /// service command starts with.
     fn prepare(&self, allow_ephemeral: bool) -> Result<Keys, Error> {
-        crate::db::set_durability(self.db_sync);
         let keys = Keys::resolve(self.keys_dir.as_deref(), allow_ephemeral)?;
         log_keys(&keys);
         Ok(keys)
@@ -431,8 +430,13 @@ async fn serve(
             let keys = args.common.prepare(false)?;
             let listener = bind(args.listen).await?;
             let limits = args.common.limits(1)?;
-            let mut state =
-                user::State::open(&args.common.data_dir, &keys, args.faults.faults()).await?;
+            let mut state = user::State::open(
+                &args.common.data_dir,
+                args.common.db_sync,
+                &keys,
+                args.faults.faults(),
+            )
+            .await?;
             state.ops.limits = limits;
             let app = args.common.user_app(&state);
             user::run(listener, state, app, stopped()).await?;
@@ -441,9 +445,13 @@ async fn serve(
             let keys = args.common.prepare(false)?;
             let listener = bind(args.listen).await?;
             let limits = args.common.limits(1)?;
-            let mut state =
-                notification::State::open(&args.common.data_dir, &keys, args.faults.faults())
-                    .await?;
+            let mut state = notification::State::open(
+                &args.common.data_dir,
+                args.common.db_sync,
+                &keys,
+                args.faults.faults(),
+            )
+            .await?;
             state.ops.limits = limits;
             let app = args.common.notification_app(&state);
             notification::run(listener, state, app, stopped()).await?;
@@ -505,11 +513,20 @@ async fn serve(
             {
                 return Err(format!("--fault-target: unknown service {target:?}").into());
             }
-            let mut user_state =
-                user::State::open(dir, &keys, faults_for(auth::USER_SERVICE)).await?;
-            let mut notification_state =
-                notification::State::open(dir, &keys, faults_for(auth::NOTIFICATION_SERVICE))
-                    .await?;
+            let mut user_state = user::State::open(
+                dir,
+                args.common.db_sync,
+                &keys,
+                faults_for(auth::USER_SERVICE),
+            )
+            .await?;
+            let mut notification_state = notification::State::open(
+                dir,
+                args.common.db_sync,
+                &keys,
+                faults_for(auth::NOTIFICATION_SERVICE),
+            )
+            .await?;
             let mut order_state = args
                 .common
                 .open_order(dir, &keys, &settings, faults_for(auth::ORDER_SERVICE))

@@ -1,6 +1,7 @@
 //! Running the services in-process and calling them: for the `drill`
 //! subcommand and for tests. Each service runs on a task, stops gracefully
-//! on request, and can start again on the same address and data.
+//! on request, and can start again on the same address and data. Their
+//! databases sync every commit ([`Durability::Full`]).
 
 use std::future::Future;
 use std::io;
@@ -20,6 +21,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::auth::Keys;
+use crate::db::Durability;
 use crate::fault::Faults;
 use crate::order::{self, Settings};
 use crate::{notification, user};
@@ -90,7 +92,7 @@ pub async fn start_user(
     faults: Faults,
     addr: Option<SocketAddr>,
 ) -> Result<(Running, user::State), Error> {
-    let state = user::State::open(dir, keys, faults).await?;
+    let state = user::State::open(dir, Durability::Full, keys, faults).await?;
     let handle = state.clone();
     let running = spawn(listen(addr).await?, move |l, rx| {
         user::run(l, state.clone(), user::app(state), stopped(rx))
@@ -105,7 +107,7 @@ pub async fn start_notification(
     faults: Faults,
     addr: Option<SocketAddr>,
 ) -> Result<(Running, notification::State), Error> {
-    let state = notification::State::open(dir, keys, faults).await?;
+    let state = notification::State::open(dir, Durability::Full, keys, faults).await?;
     let handle = state.clone();
     let running = spawn(listen(addr).await?, move |l, rx| {
         notification::run(l, state.clone(), notification::app(state), stopped(rx))
@@ -121,7 +123,7 @@ pub async fn start_order(
     faults: Faults,
     addr: Option<SocketAddr>,
 ) -> Result<(Running, order::State), Error> {
-    let state = order::State::open(dir, keys, settings, faults).await?;
+    let state = order::State::open(dir, Durability::Full, keys, settings, faults).await?;
     let handle = state.clone();
     let running = spawn(listen(addr).await?, move |l, rx| {
         order::run(l, state.clone(), order::app(state), stopped(rx))

@@ -27,6 +27,7 @@ use tokio::net::TcpListener;
 use tower_jwt_service_auth::jwt::server::RequirePermissionLayer;
 
 use crate::auth::{Keys, NOTIFICATION_SERVICE};
+use crate::db::Durability;
 use crate::fault::Faults;
 use crate::server::{self, Ops};
 
@@ -42,10 +43,15 @@ pub struct State {
 }
 
 impl State {
-    /// Opens the database under `data_dir`.
-    pub async fn open(data_dir: &Path, keys: &Keys, faults: Faults) -> Result<State, sqlx::Error> {
+    /// Opens the database under `data_dir`, with `durability`.
+    pub async fn open(
+        data_dir: &Path,
+        durability: Durability,
+        keys: &Keys,
+        faults: Faults,
+    ) -> Result<State, sqlx::Error> {
         Ok(State {
-            store: NotificationStore::open(data_dir).await?,
+            store: NotificationStore::open(data_dir, durability).await?,
             ops: Ops::new(NOTIFICATION_SERVICE, keys, faults),
         })
     }

@@ -30,6 +30,7 @@ use tokio::net::TcpListener;
 use tower_jwt_service_auth::jwt::server::RequirePermissionLayer;
 
 use crate::auth::{Keys, NOTIFICATION_SERVICE, ORDER_SERVICE, USER_SERVICE};
+use crate::db::Durability;
 use crate::fault::Faults;
 use crate::server::{self, Ops};
 
@@ -87,10 +88,12 @@ impl std::fmt::Display for StartError {
 impl std::error::Error for StartError {}
 
 impl State {
-    /// Opens the database under `data_dir` and builds the clients, each
+    /// Opens the database under `data_dir`, with `durability`, and builds
+    /// the clients, each
     /// through the whole client stack ([`Upstream::new`]).
     pub async fn open(
         data_dir: &Path,
+        durability: Durability,
         keys: &Keys,
         settings: &Settings,
         faults: Faults,
@@ -104,18 +107,21 @@ impl State {
             &ops.metrics,
         )
         .map_err(StartError::Upstream)?;
-        State::with_upstream(data_dir, ops, upstream, settings).await
+        State::with_upstream(data_dir, durability, ops, upstream, settings).await
     }
 
     /// Opens the database under `data_dir` with `upstream`'s clients (for
     /// `--without-layers`, [`Upstream::without_layers`]).
     pub async fn with_upstream(
         data_dir: &Path,
+        durability: Durability,
         ops: Ops,
         upstream: Upstream,
         settings: &Settings,
     ) -> Result<State, StartError> {
-        let store = OrderStore::open(data_dir).await.map_err(StartError::Db)?;
+        let store = OrderStore::open(data_dir, durability)
+            .await
+            .map_err(StartError::Db)?;
         let outbox = Outbox::new(
             store.clone(),
             upstream.notifications.client.clone(),

@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 use tower_jwt_service_auth::jwt::server::RequirePermissionLayer;
 
 use crate::auth::{Keys, USER_SERVICE};
+use crate::db::Durability;
 use crate::fault::Faults;
 use crate::server::{self, Ops};
 
@@ -36,10 +37,16 @@ pub struct State {
 }
 
 impl State {
-    /// Opens the database under `data_dir` (seeding users 1, 2 and 3).
-    pub async fn open(data_dir: &Path, keys: &Keys, faults: Faults) -> Result<State, sqlx::Error> {
+    /// Opens the database under `data_dir`, with `durability` (seeding
+    /// users 1, 2 and 3).
+    pub async fn open(
+        data_dir: &Path,
+        durability: Durability,
+        keys: &Keys,
+        faults: Faults,
+    ) -> Result<State, sqlx::Error> {
         Ok(State {
-            store: UserStore::open(data_dir).await?,
+            store: UserStore::open(data_dir, durability).await?,
             ops: Ops::new(USER_SERVICE, keys, faults),
         })
     }
