@@ -93,7 +93,7 @@ async fn a_service_cannot_grant_itself_the_right_to_place_orders() {
     assert_eq!(res.status, StatusCode::FORBIDDEN, "{:?}", res.json);
     assert_eq!(res.error(), "insufficient_scope");
     assert_eq!(c.orders.outbox.pending(), 0, "no order was placed");
-    let stats = c.orders.ops.verify.stats();
+    let stats = c.orders.server.verify.stats();
     assert_eq!(stats.permissions_trimmed, 1, "the receiver counted it");
 }
 
@@ -117,7 +117,7 @@ async fn a_service_cannot_grant_itself_the_right_to_change_users() {
     let user = http.get(&format!("{}/users/1", c.user.url()), &token).await;
     assert_eq!(user.status, StatusCode::OK);
     assert_eq!(user.json["name"], "Ada Lovelace", "unchanged");
-    assert_eq!(c.users.ops.verify.stats().permissions_trimmed, 2);
+    assert_eq!(c.users.server.verify.stats().permissions_trimmed, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -202,7 +202,7 @@ async fn without_layers_the_routes_run_alone_for_the_one_stand_in_caller() {
     // The user service's routes alone, every request taken for the gateway.
     let app = server::without_layers(
         user::routes(state.clone()),
-        server::public_routes(&state.ops),
+        server::public_routes(&state.server),
         API_GATEWAY,
     );
     let (addr, stop, server) = serve_bare(app, state).await;
@@ -237,7 +237,7 @@ async fn without_layers_the_routes_run_alone_for_the_one_stand_in_caller() {
     .unwrap();
     let app = server::without_layers(
         notification::routes(notes.clone()),
-        server::public_routes(&notes.ops),
+        server::public_routes(&notes.server),
         ORDER_SERVICE,
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -25,7 +25,7 @@ async fn a_request_in_flight_is_answered_before_the_server_stops() {
     )
     .await
     .unwrap();
-    let ops = state.ops.clone();
+    let ops = state.server.clone();
 
     // Tell the test when the request has reached the server.
     let (arrived_tx, arrived_rx) = oneshot::channel::<()>();

@@ -56,7 +56,7 @@ pub struct DrillArgs {
 
 /// Where keys and data live.
 #[derive(Debug, Clone, Args)]
-pub struct Common {
+pub struct ServiceArgs {
     /// Directory of the SQLite databases.
     #[arg(long, default_value = "data")]
     pub data_dir: PathBuf,
@@ -107,7 +107,7 @@ impl FaultArgs {
     }
 }
 
-impl Common {
+impl ServiceArgs {
     fn layered(&self) -> bool {
         !self.without_layers
     }
@@ -120,7 +120,7 @@ impl Common {
         if self.without_layers {
             server::without_layers(
                 user::routes(state.clone()),
-                server::public_routes(&state.ops),
+                server::public_routes(&state.server),
                 auth::API_GATEWAY,
             )
         } else {
@@ -132,7 +132,7 @@ impl Common {
         if self.without_layers {
             server::without_layers(
                 notification::routes(state.clone()),
-                server::public_routes(&state.ops),
+                server::public_routes(&state.server),
                 auth::ORDER_SERVICE,
             )
         } else {
@@ -152,7 +152,7 @@ impl Common {
         if !self.without_layers {
             return order::State::open(dir, self.db_sync, keys, settings, faults).await;
         }
-        let ops = server::Ops::new(auth::ORDER_SERVICE, keys, faults);
+        let ops = server::ServerParts::new(auth::ORDER_SERVICE, keys, faults);
         let upstream =
             order::Upstream::without_layers(&settings.user_url, &settings.notification_url)
                 .map_err(order::StartError::Upstream)?;
@@ -203,7 +203,7 @@ pub struct AllArgs {
     pub listen: SocketAddr,
     #[command(flatten)]
     #[allow(missing_docs)]
-    pub common: Common,
+    pub service: ServiceArgs,
     /// Where the order service finds the user service, http://HOST:PORT
     /// (default: the one started here).
     #[arg(long, value_parser = flags::http_url)]
@@ -233,7 +233,7 @@ pub struct UserArgs {
     pub listen: SocketAddr,
     #[command(flatten)]
     #[allow(missing_docs)]
-    pub common: Common,
+    pub service: ServiceArgs,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub faults: FaultArgs,
@@ -247,7 +247,7 @@ pub struct NotificationArgs {
     pub listen: SocketAddr,
     #[command(flatten)]
     #[allow(missing_docs)]
-    pub common: Common,
+    pub service: ServiceArgs,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub faults: FaultArgs,
@@ -261,7 +261,7 @@ pub struct OrderArgs {
     pub listen: SocketAddr,
     #[command(flatten)]
     #[allow(missing_docs)]
-    pub common: Common,
+    pub service: ServiceArgs,
     /// Base URL of the user service, http://HOST:PORT.
     #[arg(long, default_value = "http://127.0.0.1:3000", value_parser = flags::http_url)]
     pub user_url: String,
@@ -427,38 +427,38 @@ async fn serve(
     };
     match command {
         Command::User(args) => {
-            let keys = args.common.prepare(false)?;
+            let keys = args.service.prepare(false)?;
             let listener = bind(args.listen).await?;
-            let limits = args.common.limits(1)?;
+            let limits = args.service.limits(1)?;
             let mut state = user::State::open(
-                &args.common.data_dir,
-                args.common.db_sync,
+                &args.service.data_dir,
+                args.service.db_sync,
                 &keys,
                 args.faults.faults(),
             )
             .await?;
-            state.ops.limits = limits;
-            let app = args.common.user_app(&state);
+            state.server.limits = limits;
+            let app = args.service.user_app(&state);
             user::run(listener, state, app, stopped()).await?;
         }
         Command::Notification(args) => {
-            let keys = args.common.prepare(false)?;
+            let keys = args.service.prepare(false)?;
             let listener = bind(args.listen).await?;
-            let limits = args.common.limits(1)?;
+            let limits = args.service.limits(1)?;
             let mut state = notification::State::open(
-                &args.common.data_dir,
-                args.common.db_sync,
+                &args.service.data_dir,
+                args.service.db_sync,
                 &keys,
                 args.faults.faults(),
             )
             .await?;
-            state.ops.limits = limits;
-            let app = args.common.notification_app(&state);
+            state.server.limits = limits;
+            let app = args.service.notification_app(&state);
             notification::run(listener, state, app, stopped()).await?;
         }
         Command::Order(args) => {
-            let keys = args.common.prepare(false)?;
-            let limits = args.common.limits(1)?;
+            let keys = args.service.prepare(false)?;
+            let limits = args.service.limits(1)?;
             let listener = bind(args.listen).await?;
             let settings = Settings {
                 user_url: args.user_url,
@@ -466,21 +466,21 @@ async fn serve(
                 resilience: args.resilience,
             };
             let mut state = args
-                .common
+                .service
                 .open_order(
-                    &args.common.data_dir,
+                    &args.service.data_dir,
                     &keys,
                     &settings,
                     args.faults.faults(),
                 )
                 .await?;
-            state.ops.limits = limits;
-            let app = args.common.order_app(&state);
+            state.server.limits = limits;
+            let app = args.service.order_app(&state);
             order::run(listener, state, app, stopped()).await?;
         }
         Command::All(args) => {
-            let keys = args.common.prepare(true)?;
-            let limits = args.common.limits(3)?;
+            let keys = args.service.prepare(true)?;
+            let limits = args.service.limits(3)?;
             let port = |i: u16| {
                 let mut addr = args.listen;
                 if addr.port() != 0 {
@@ -503,7 +503,7 @@ async fn serve(
                     .unwrap_or(format!("http://{notification_addr}")),
                 resilience: args.resilience,
             };
-            let dir = &args.common.data_dir;
+            let dir = &args.service.data_dir;
             let faults_for = |service: &str| match &args.fault_target {
                 Some(target) if target != service => Faults::default(),
                 _ => args.faults.faults(),
@@ -515,35 +515,35 @@ async fn serve(
             }
             let mut user_state = user::State::open(
                 dir,
-                args.common.db_sync,
+                args.service.db_sync,
                 &keys,
                 faults_for(auth::USER_SERVICE),
             )
             .await?;
             let mut notification_state = notification::State::open(
                 dir,
-                args.common.db_sync,
+                args.service.db_sync,
                 &keys,
                 faults_for(auth::NOTIFICATION_SERVICE),
             )
             .await?;
             let mut order_state = args
-                .common
+                .service
                 .open_order(dir, &keys, &settings, faults_for(auth::ORDER_SERVICE))
                 .await?;
-            let layered = args.common.layered();
-            user_state.ops.limits = limits;
-            notification_state.ops.limits = limits;
-            order_state.ops.limits = limits;
+            let layered = args.service.layered();
+            user_state.server.limits = limits;
+            notification_state.server.limits = limits;
+            order_state.server.limits = limits;
             if !layered {
                 tracing::warn!(
                     "--without-layers: no authentication, tracing, metrics or resilience"
                 );
             }
             print_banner(&keys, dir, user_addr, order_addr, notification_addr)?;
-            let user_app = args.common.user_app(&user_state);
-            let order_app = args.common.order_app(&order_state);
-            let notification_app = args.common.notification_app(&notification_state);
+            let user_app = args.service.user_app(&user_state);
+            let order_app = args.service.order_app(&order_state);
+            let notification_app = args.service.notification_app(&notification_state);
             let (a, b, c) = tokio::join!(
                 user::run(users, user_state, user_app, stopped()),
                 order::run(orders, order_state, order_app, stopped()),

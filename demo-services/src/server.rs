@@ -58,7 +58,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// What every service's stack holds besides its routes: who it is, its
 /// verifier, its metrics and its fault settings.
 #[derive(Debug, Clone)]
-pub struct Ops {
+pub struct ServerParts {
     /// The service's name.
     pub service: &'static str,
     /// Its JWT verification layer (shared, so its counters are one).
@@ -71,9 +71,9 @@ pub struct Ops {
     pub limits: serve::Limits,
 }
 
-impl Ops {
+impl ServerParts {
     /// The parts of the service `service` with `keys` and `faults`.
-    pub fn new(service: &'static str, keys: &Keys, faults: Faults) -> Ops {
+    pub fn new(service: &'static str, keys: &Keys, faults: Faults) -> ServerParts {
         if faults.is_on() {
             tracing::warn!(
                 service,
@@ -82,7 +82,7 @@ impl Ops {
                 "fault injection is ON: authenticated requests will be failed or delayed on purpose"
             );
         }
-        Ops {
+        ServerParts {
             service,
             verify: keys.verify_layer(service),
             metrics: Metrics::new(),
@@ -101,7 +101,7 @@ impl Ops {
 /// verification and fault injection wrap the protected routes only, since
 /// an unauthenticated probe must reach `/health` and an unknown path must
 /// answer 404, not 401.
-pub fn stack(protected: Router, public: Router, ops: &Ops) -> Router {
+pub fn stack(protected: Router, public: Router, ops: &ServerParts) -> Router {
     let service = ops.service;
     let shared = ServiceBuilder::new()
         .layer(request_id::sanitize_layer())
@@ -197,7 +197,7 @@ fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response<Body> {
 pub async fn serve(
     listener: TcpListener,
     app: Router,
-    ops: &Ops,
+    ops: &ServerParts,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let upkeep = tokio::spawn(ops.metrics.clone().upkeep());
@@ -312,7 +312,7 @@ impl Signals {
 }
 
 /// The `/health` answer of a service without dependencies.
-pub fn health(ops: &Ops) -> serde_json::Value {
+pub fn health(ops: &ServerParts) -> serde_json::Value {
     let mut body = serde_json::json!({ "status": "ok", "service": ops.service });
     if ops.faults.is_on() {
         body["faults"] = serde_json::json!({
@@ -335,7 +335,7 @@ pub fn metrics_response(text: String) -> Response<Body> {
 
 /// The public routes of a service without dependencies: `/health` and
 /// `/metrics` (request figures and authentication failures).
-pub fn public_routes(ops: &Ops) -> Router {
+pub fn public_routes(ops: &ServerParts) -> Router {
     let health_ops = ops.clone();
     let metrics_ops = ops.clone();
     Router::new()

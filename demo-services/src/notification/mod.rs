@@ -29,7 +29,7 @@ use tower_jwt_service_auth::jwt::server::RequirePermissionLayer;
 use crate::auth::{Keys, NOTIFICATION_SERVICE};
 use crate::db::Durability;
 use crate::fault::Faults;
-use crate::server::{self, Ops};
+use crate::server::{self, ServerParts};
 
 pub use self::store::{Accepted, Notification, NotificationStore};
 
@@ -39,7 +39,7 @@ pub struct State {
     /// The notifications.
     pub store: NotificationStore,
     /// Verifier, metrics and faults.
-    pub ops: Ops,
+    pub server: ServerParts,
 }
 
 impl State {
@@ -52,7 +52,7 @@ impl State {
     ) -> Result<State, sqlx::Error> {
         Ok(State {
             store: NotificationStore::open(data_dir, durability).await?,
-            ops: Ops::new(NOTIFICATION_SERVICE, keys, faults),
+            server: ServerParts::new(NOTIFICATION_SERVICE, keys, faults),
         })
     }
 }
@@ -75,8 +75,8 @@ pub fn routes(state: State) -> Router {
 /// The notification service: its routes, `/health` and `/metrics` in the common
 /// stack ([`server::stack`]).
 pub fn app(state: State) -> Router {
-    let public = server::public_routes(&state.ops);
-    server::stack(routes(state.clone()), public, &state.ops)
+    let public = server::public_routes(&state.server);
+    server::stack(routes(state.clone()), public, &state.server)
 }
 
 /// Serves `app` (the notification service made from `state`, [`app`] or
@@ -88,6 +88,6 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "notification service listening");
-    let ops = state.ops;
+    let ops = state.server;
     server::serve(listener, app, &ops, shutdown).await
 }

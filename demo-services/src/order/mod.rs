@@ -32,7 +32,7 @@ use tower_jwt_service_auth::jwt::server::RequirePermissionLayer;
 use crate::auth::{Keys, NOTIFICATION_SERVICE, ORDER_SERVICE, USER_SERVICE};
 use crate::db::Durability;
 use crate::fault::Faults;
-use crate::server::{self, Ops};
+use crate::server::{self, ServerParts};
 
 pub use self::outbox::Outbox;
 pub use self::resilience::Resilience;
@@ -53,7 +53,7 @@ pub struct State {
     /// The notification sender's handle.
     pub outbox: Outbox,
     /// Verifier, metrics and faults.
-    pub ops: Ops,
+    pub server: ServerParts,
 }
 
 /// Where the order service's dependencies are and how to call them.
@@ -98,7 +98,7 @@ impl State {
         settings: &Settings,
         faults: Faults,
     ) -> Result<State, StartError> {
-        let ops = Ops::new(ORDER_SERVICE, keys, faults);
+        let ops = ServerParts::new(ORDER_SERVICE, keys, faults);
         let upstream = Upstream::new(
             &settings.user_url,
             &settings.notification_url,
@@ -115,7 +115,7 @@ impl State {
     pub async fn with_upstream(
         data_dir: &Path,
         durability: Durability,
-        ops: Ops,
+        parts: ServerParts,
         upstream: Upstream,
         settings: &Settings,
     ) -> Result<State, StartError> {
@@ -126,7 +126,7 @@ impl State {
             store.clone(),
             upstream.notifications.client.clone(),
             settings.resilience.outbox_backoff(),
-            ops.metrics.clone(),
+            parts.metrics.clone(),
         )
         .await
         .map_err(StartError::Db)?;
@@ -134,14 +134,14 @@ impl State {
             store,
             upstream,
             outbox,
-            ops,
+            server: parts,
         })
     }
 
     /// The `/health` answer: this service, each dependency's breaker, and
     /// the undelivered notifications.
     pub fn health(&self) -> serde_json::Value {
-        let mut body = server::health(&self.ops);
+        let mut body = server::health(&self.server);
         let dependency = |dependency: &upstream::Dependency| {
             let metrics = dependency.breaker().stats();
             // The breaker's snapshot serializes in Rust's snake_case; the
@@ -161,8 +161,8 @@ impl State {
 
     /// The `/metrics` answer's text.
     pub fn metrics(&self) -> String {
-        let m = &self.ops.metrics;
-        m.observe_auth(&self.ops.verify);
+        let m = &self.server.metrics;
+        m.observe_auth(&self.server.verify);
         m.observe_dependency(&self.upstream.users);
         m.observe_dependency(&self.upstream.notifications);
         let pending = self.outbox.pending() as f64;
@@ -214,7 +214,7 @@ pub fn app(state: State) -> Router {
     server::stack(
         routes(state.clone()),
         public_routes(state.clone()),
-        &state.ops,
+        &state.server,
     )
 }
 
@@ -243,7 +243,7 @@ pub async fn run(
         let _ = signal.send(true);
     });
     let outbox = tokio::spawn(state.outbox.clone().run(stopped(stop_rx.clone())));
-    let ops = state.ops.clone();
+    let ops = state.server.clone();
     let result = server::serve(listener, app, &ops, stopped(stop_rx)).await;
     // The server may also end on an error: stop the sender either way.
     let _ = stop_tx.send(true);

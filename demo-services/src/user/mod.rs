@@ -23,7 +23,7 @@ use tower_jwt_service_auth::jwt::server::RequirePermissionLayer;
 use crate::auth::{Keys, USER_SERVICE};
 use crate::db::Durability;
 use crate::fault::Faults;
-use crate::server::{self, Ops};
+use crate::server::{self, ServerParts};
 
 pub use self::store::{User, UserStore};
 
@@ -33,7 +33,7 @@ pub struct State {
     /// The users.
     pub store: UserStore,
     /// Verifier, metrics and faults.
-    pub ops: Ops,
+    pub server: ServerParts,
 }
 
 impl State {
@@ -47,7 +47,7 @@ impl State {
     ) -> Result<State, sqlx::Error> {
         Ok(State {
             store: UserStore::open(data_dir, durability).await?,
-            ops: Ops::new(USER_SERVICE, keys, faults),
+            server: ServerParts::new(USER_SERVICE, keys, faults),
         })
     }
 }
@@ -75,8 +75,8 @@ pub fn routes(state: State) -> Router {
 /// The user service: its routes, `/health` and `/metrics` in the common
 /// stack ([`server::stack`]).
 pub fn app(state: State) -> Router {
-    let public = server::public_routes(&state.ops);
-    server::stack(routes(state.clone()), public, &state.ops)
+    let public = server::public_routes(&state.server);
+    server::stack(routes(state.clone()), public, &state.server)
 }
 
 /// Serves `app` (the user service made from `state`, [`app`] or
@@ -88,6 +88,6 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "user service listening");
-    let ops = state.ops;
+    let ops = state.server;
     server::serve(listener, app, &ops, shutdown).await
 }
