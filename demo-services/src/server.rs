@@ -191,6 +191,23 @@ fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response<Body> {
     .into_response()
 }
 
+/// A service's state, as everything that starts a service uses it (the
+/// command line, [`crate::harness`] and so the tests): one pattern for
+/// the three services.
+pub trait ServiceState: Clone + Send + 'static {
+    /// The service: its routes in the common stack ([`stack`]).
+    fn app(&self) -> Router;
+
+    /// Serves `app` (usually [`ServiceState::app`]) on `listener` until
+    /// `shutdown`, with whatever the service runs beside it.
+    fn run(
+        self,
+        listener: TcpListener,
+        app: Router,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> impl Future<Output = io::Result<()>> + Send;
+}
+
 /// Serves `app` on `listener` under `ops.limits` until `shutdown`
 /// completes, then stops accepting and lets in-flight requests finish, for
 /// at most [`SHUTDOWN_GRACE`] (see [`serve::serve`]).

@@ -261,3 +261,18 @@ pub async fn run(
     }
     result
 }
+
+impl server::ServiceState for State {
+    fn app(&self) -> Router {
+        app(self.clone())
+    }
+
+    fn run(
+        self,
+        listener: TcpListener,
+        app: Router,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> impl Future<Output = io::Result<()>> + Send {
+        run(listener, self, app, shutdown)
+    }
+}
