@@ -73,7 +73,10 @@ async fn a_slow_user_service_times_out_each_attempt_retries_and_falls_back() {
         "live"
     );
 
-    c.users.ops.faults.set_latency(Duration::from_millis(400));
+    c.users
+        .server
+        .faults
+        .set_latency(Duration::from_millis(400));
     let id = request_id("slow");
     let res = http
         .post_with(
@@ -117,7 +120,7 @@ async fn half_the_user_requests_failing_is_absorbed_by_retries_under_a_60_percen
     resilience.breaker_minimum_calls = 4;
     resilience.breaker_failure_rate = 0.6;
     let c = Cluster::start_with(resilience).await;
-    c.users.ops.faults.set_error_rate(0.5);
+    c.users.server.faults.set_error_rate(0.5);
     let http = Http::default();
     let token = c.gateway(ORDER_SERVICE);
 
@@ -156,7 +159,7 @@ async fn half_the_user_requests_failing_reaches_the_default_threshold_and_opens(
     resilience.breaker_minimum_calls = 4;
     resilience.breaker_open_duration = Duration::from_secs(30);
     let c = Cluster::start_with(resilience).await;
-    c.users.ops.faults.set_error_rate(0.5);
+    c.users.server.faults.set_error_rate(0.5);
     let http = Http::default();
     let token = c.gateway(ORDER_SERVICE);
     let orders = format!("{}/orders", c.order.url());
@@ -289,7 +292,7 @@ async fn metrics_carry_every_family() {
         )
         .await;
     assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
-    c.users.ops.faults.set_error_rate(0.5);
+    c.users.server.faults.set_error_rate(0.5);
     for _ in 0..2 {
         http.post(&orders, &token, &order_body(2)).await;
     }
@@ -431,7 +434,10 @@ async fn a_callers_tiny_budget_never_opens_the_breaker_of_a_healthy_user_service
     assert_eq!(users.stats().calls, 0, "below the floor nobody is called");
 
     // Slower than the budget, not broken.
-    c.users.ops.faults.set_latency(Duration::from_millis(300));
+    c.users
+        .server
+        .faults
+        .set_latency(Duration::from_millis(300));
     for _ in 0..6 {
         let res = http
             .post_with(&orders, &token, &with_budget("100"), &order_body(2))
@@ -448,7 +454,7 @@ async fn a_callers_tiny_budget_never_opens_the_breaker_of_a_healthy_user_service
     assert_eq!(c.orders.upstream.users.retry_stats().retries, 0);
 
     // And the next order for a user never seen goes through, live.
-    c.users.ops.faults.set_latency(Duration::ZERO);
+    c.users.server.faults.set_latency(Duration::ZERO);
     let res = http.post(&orders, &token, &order_body(3)).await;
     assert_eq!(res.status, StatusCode::CREATED, "{:?}", res.json);
     assert_eq!(res.json["user"]["source"], "live");

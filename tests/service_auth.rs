@@ -93,7 +93,7 @@ async fn a_service_cannot_grant_itself_the_right_to_place_orders() {
     assert_eq!(res.status, StatusCode::FORBIDDEN, "{:?}", res.json);
     assert_eq!(res.error(), "insufficient_scope");
     assert_eq!(c.orders.outbox.pending(), 0, "no order was placed");
-    let stats = c.orders.ops.verify.stats();
+    let stats = c.orders.server.verify.stats();
     assert_eq!(stats.permissions_trimmed, 1, "the receiver counted it");
 }
 
@@ -117,7 +117,7 @@ async fn a_service_cannot_grant_itself_the_right_to_change_users() {
     let user = http.get(&format!("{}/users/1", c.user.url()), &token).await;
     assert_eq!(user.status, StatusCode::OK);
     assert_eq!(user.json["name"], "Ada Lovelace", "unchanged");
-    assert_eq!(c.users.ops.verify.stats().permissions_trimmed, 2);
+    assert_eq!(c.users.server.verify.stats().permissions_trimmed, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -168,24 +168,44 @@ async fn a_token_signed_by_keys_the_services_do_not_trust_is_refused() {
     assert_eq!(c.orders.outbox.pending(), 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_layers_every_caller_is_trusted_which_is_why_it_is_for_benchmarks_only() {
-    let keys = demo_services::auth::Keys::ephemeral();
-    let data = integration_tests::TempDir::new();
-    let (user, mut state) = integration_tests::start_user(data.path(), &keys, None).await;
-    let http = Http::default();
-    let url = format!("{}/users/1", user.url());
-    let anonymous = http.send(Method::GET, &url, None, &[], "").await;
-    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
-    user.stop().await.unwrap();
-
-    state.ops.layered = false;
+/// Serves `app` for `state` on a fresh loopback port until the sender is
+/// dropped or sent to.
+async fn serve_bare(
+    app: axum::Router,
+    state: demo_services::user::State,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(demo_services::user::run(listener, state, async {
+    let server = tokio::spawn(demo_services::user::run(listener, state, app, async {
         let _ = stopped.await;
     }));
+    (addr, stop, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_layers_the_routes_run_alone_for_the_one_stand_in_caller() {
+    use demo_services::{notification, server, user};
+    let keys = demo_services::auth::Keys::ephemeral();
+    let data = integration_tests::TempDir::new();
+    let (running, state) = integration_tests::start_user(data.path(), &keys, None).await;
+    let http = Http::default();
+    let url = format!("{}/users/1", running.url());
+    let anonymous = http.send(Method::GET, &url, None, &[], "").await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    running.stop().await.unwrap();
+
+    // The user service's routes alone, every request taken for the gateway.
+    let app = server::without_layers(
+        user::routes(state.clone()),
+        server::public_routes(&state.server),
+        API_GATEWAY,
+    );
+    let (addr, stop, server) = serve_bare(app, state).await;
     let res = http
         .send(
             Method::GET,
@@ -200,6 +220,58 @@ async fn without_layers_every_caller_is_trusted_which_is_why_it_is_for_benchmark
     assert!(
         res.headers.get("x-request-id").is_none(),
         "no request-id layer either"
+    );
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+
+    // The notification service's routes alone are called by the order
+    // service only, so they are given that caller and its permissions, not
+    // every permission: its own handler checks still hold.
+    let notes = notification::State::open(
+        data.path(),
+        demo_services::db::Durability::Full,
+        &keys,
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let app = server::without_layers(
+        notification::routes(notes.clone()),
+        server::public_routes(&notes.server),
+        ORDER_SERVICE,
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(notification::run(listener, notes, app, async {
+        let _ = stopped.await;
+    }));
+    let body = serde_json::json!({
+        "userId": 1, "orderId": 7, "channel": "email", "message": "hi"
+    });
+    let sent = http
+        .send(
+            Method::POST,
+            &format!("http://{addr}/notifications"),
+            None,
+            &[("content-type", "application/json")],
+            body.to_string(),
+        )
+        .await;
+    assert_eq!(sent.status, StatusCode::ACCEPTED, "{:?}", sent.json);
+    let listed = http
+        .send(
+            Method::GET,
+            &format!("http://{addr}/notifications?orderId=7"),
+            None,
+            &[],
+            "",
+        )
+        .await;
+    assert_eq!(
+        listed.status,
+        StatusCode::FORBIDDEN,
+        "the order service does not hold read:notifications"
     );
     let _ = stop.send(());
     server.await.unwrap().unwrap();

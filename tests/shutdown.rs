@@ -19,12 +19,13 @@ async fn a_request_in_flight_is_answered_before_the_server_stops() {
     // when shutdown begins.
     let state = user::State::open(
         data.path(),
+        demo_services::db::Durability::Full,
         &keys,
         Faults::new(0.0, Duration::from_millis(300)),
     )
     .await
     .unwrap();
-    let ops = state.ops.clone();
+    let ops = state.server.clone();
 
     // Tell the test when the request has reached the server.
     let (arrived_tx, arrived_rx) = oneshot::channel::<()>();

@@ -56,7 +56,7 @@ pub struct DrillArgs {
 
 /// Where keys and data live.
 #[derive(Debug, Clone, Args)]
-pub struct Common {
+pub struct ServiceArgs {
     /// Directory of the SQLite databases.
     #[arg(long, default_value = "data")]
     pub data_dir: PathBuf,
@@ -66,7 +66,7 @@ pub struct Common {
     pub keys_dir: Option<PathBuf>,
     /// Leaves out the server and client layers (tokens, tracing, metrics,
     /// deadlines, retries, breakers, timeouts): only for measuring what
-    /// they cost. Every caller is trusted.
+    /// they cost. Every request is taken for the service's usual caller.
     #[arg(long)]
     pub without_layers: bool,
     /// How hard SQLite pushes commits to disk: `full` (every commit synced)
@@ -107,9 +107,68 @@ impl FaultArgs {
     }
 }
 
-impl Common {
+impl ServiceArgs {
     fn layered(&self) -> bool {
         !self.without_layers
+    }
+
+    // `--without-layers` is decided here, once per service: either the
+    // service's whole stack or its routes alone (`server::without_layers`,
+    // where the one stand-in caller is inserted).
+
+    fn user_app(&self, state: &user::State) -> axum::Router {
+        if self.without_layers {
+            server::without_layers(
+                user::routes(state.clone()),
+                server::public_routes(&state.server),
+                auth::API_GATEWAY,
+            )
+        } else {
+            user::app(state.clone())
+        }
+    }
+
+    fn notification_app(&self, state: &notification::State) -> axum::Router {
+        if self.without_layers {
+            server::without_layers(
+                notification::routes(state.clone()),
+                server::public_routes(&state.server),
+                auth::ORDER_SERVICE,
+            )
+        } else {
+            notification::app(state.clone())
+        }
+    }
+
+    /// The order service's state: its clients through the whole client
+    /// stack, or with `--without-layers` the bare hyper-util client.
+    async fn open_order(
+        &self,
+        dir: &std::path::Path,
+        keys: &Keys,
+        settings: &Settings,
+        faults: Faults,
+    ) -> Result<order::State, order::StartError> {
+        if !self.without_layers {
+            return order::State::open(dir, self.db_sync, keys, settings, faults).await;
+        }
+        let ops = server::ServerParts::new(auth::ORDER_SERVICE, keys, faults);
+        let upstream =
+            order::Upstream::without_layers(&settings.user_url, &settings.notification_url)
+                .map_err(order::StartError::Upstream)?;
+        order::State::with_upstream(dir, self.db_sync, ops, upstream, settings).await
+    }
+
+    fn order_app(&self, state: &order::State) -> axum::Router {
+        if self.without_layers {
+            server::without_layers(
+                order::routes(state.clone()),
+                order::public_routes(state.clone()),
+                auth::API_GATEWAY,
+            )
+        } else {
+            order::app(state.clone())
+        }
     }
 
     /// The connection limits for each of `services` services run in this
@@ -126,10 +185,9 @@ impl Common {
         Ok(limits)
     }
 
-    /// Applies the database settings and finds the key material (logging
-    /// where it came from): what every service command starts with.
+    /// Finds the key material (logging where it came from): what every
+    /// service command starts with.
     fn prepare(&self, allow_ephemeral: bool) -> Result<Keys, Error> {
-        crate::db::set_durability(self.db_sync);
         let keys = Keys::resolve(self.keys_dir.as_deref(), allow_ephemeral)?;
         log_keys(&keys);
         Ok(keys)
@@ -145,7 +203,7 @@ pub struct AllArgs {
     pub listen: SocketAddr,
     #[command(flatten)]
     #[allow(missing_docs)]
-    pub common: Common,
+    pub service: ServiceArgs,
     /// Where the order service finds the user service, http://HOST:PORT
     /// (default: the one started here).
     #[arg(long, value_parser = flags::http_url)]
@@ -175,7 +233,7 @@ pub struct UserArgs {
     pub listen: SocketAddr,
     #[command(flatten)]
     #[allow(missing_docs)]
-    pub common: Common,
+    pub service: ServiceArgs,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub faults: FaultArgs,
@@ -189,7 +247,7 @@ pub struct NotificationArgs {
     pub listen: SocketAddr,
     #[command(flatten)]
     #[allow(missing_docs)]
-    pub common: Common,
+    pub service: ServiceArgs,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub faults: FaultArgs,
@@ -203,7 +261,7 @@ pub struct OrderArgs {
     pub listen: SocketAddr,
     #[command(flatten)]
     #[allow(missing_docs)]
-    pub common: Common,
+    pub service: ServiceArgs,
     /// Base URL of the user service, http://HOST:PORT.
     #[arg(long, default_value = "http://127.0.0.1:3000", value_parser = flags::http_url)]
     pub user_url: String,
@@ -369,51 +427,60 @@ async fn serve(
     };
     match command {
         Command::User(args) => {
-            let keys = args.common.prepare(false)?;
+            let keys = args.service.prepare(false)?;
             let listener = bind(args.listen).await?;
-            let limits = args.common.limits(1)?;
-            let mut state =
-                user::State::open(&args.common.data_dir, &keys, args.faults.faults()).await?;
-            state.ops.layered = args.common.layered();
-            state.ops.limits = limits;
-            user::run(listener, state, stopped()).await?;
-        }
-        Command::Notification(args) => {
-            let keys = args.common.prepare(false)?;
-            let listener = bind(args.listen).await?;
-            let limits = args.common.limits(1)?;
-            let mut state =
-                notification::State::open(&args.common.data_dir, &keys, args.faults.faults())
-                    .await?;
-            state.ops.layered = args.common.layered();
-            state.ops.limits = limits;
-            notification::run(listener, state, stopped()).await?;
-        }
-        Command::Order(args) => {
-            let keys = args.common.prepare(false)?;
-            let limits = args.common.limits(1)?;
-            let listener = bind(args.listen).await?;
-            let mut resilience = args.resilience;
-            resilience.bypass_layers = !args.common.layered();
-            let settings = Settings {
-                user_url: args.user_url,
-                notification_url: args.notification_url,
-                resilience,
-            };
-            let mut state = order::State::open(
-                &args.common.data_dir,
+            let limits = args.service.limits(1)?;
+            let mut state = user::State::open(
+                &args.service.data_dir,
+                args.service.db_sync,
                 &keys,
-                &settings,
                 args.faults.faults(),
             )
             .await?;
-            state.ops.layered = args.common.layered();
-            state.ops.limits = limits;
-            order::run(listener, state, stopped()).await?;
+            state.server.limits = limits;
+            let app = args.service.user_app(&state);
+            user::run(listener, state, app, stopped()).await?;
+        }
+        Command::Notification(args) => {
+            let keys = args.service.prepare(false)?;
+            let listener = bind(args.listen).await?;
+            let limits = args.service.limits(1)?;
+            let mut state = notification::State::open(
+                &args.service.data_dir,
+                args.service.db_sync,
+                &keys,
+                args.faults.faults(),
+            )
+            .await?;
+            state.server.limits = limits;
+            let app = args.service.notification_app(&state);
+            notification::run(listener, state, app, stopped()).await?;
+        }
+        Command::Order(args) => {
+            let keys = args.service.prepare(false)?;
+            let limits = args.service.limits(1)?;
+            let listener = bind(args.listen).await?;
+            let settings = Settings {
+                user_url: args.user_url,
+                notification_url: args.notification_url,
+                resilience: args.resilience,
+            };
+            let mut state = args
+                .service
+                .open_order(
+                    &args.service.data_dir,
+                    &keys,
+                    &settings,
+                    args.faults.faults(),
+                )
+                .await?;
+            state.server.limits = limits;
+            let app = args.service.order_app(&state);
+            order::run(listener, state, app, stopped()).await?;
         }
         Command::All(args) => {
-            let keys = args.common.prepare(true)?;
-            let limits = args.common.limits(3)?;
+            let keys = args.service.prepare(true)?;
+            let limits = args.service.limits(3)?;
             let port = |i: u16| {
                 let mut addr = args.listen;
                 if addr.port() != 0 {
@@ -434,12 +501,9 @@ async fn serve(
                 notification_url: args
                     .notification_url
                     .unwrap_or(format!("http://{notification_addr}")),
-                resilience: Resilience {
-                    bypass_layers: !args.common.layered(),
-                    ..args.resilience
-                },
+                resilience: args.resilience,
             };
-            let dir = &args.common.data_dir;
+            let dir = &args.service.data_dir;
             let faults_for = |service: &str| match &args.fault_target {
                 Some(target) if target != service => Faults::default(),
                 _ => args.faults.faults(),
@@ -449,30 +513,46 @@ async fn serve(
             {
                 return Err(format!("--fault-target: unknown service {target:?}").into());
             }
-            let mut user_state =
-                user::State::open(dir, &keys, faults_for(auth::USER_SERVICE)).await?;
-            let mut notification_state =
-                notification::State::open(dir, &keys, faults_for(auth::NOTIFICATION_SERVICE))
-                    .await?;
-            let mut order_state =
-                order::State::open(dir, &keys, &settings, faults_for(auth::ORDER_SERVICE)).await?;
-            let layered = args.common.layered();
-            user_state.ops.layered = layered;
-            notification_state.ops.layered = layered;
-            order_state.ops.layered = layered;
-            user_state.ops.limits = limits;
-            notification_state.ops.limits = limits;
-            order_state.ops.limits = limits;
+            let mut user_state = user::State::open(
+                dir,
+                args.service.db_sync,
+                &keys,
+                faults_for(auth::USER_SERVICE),
+            )
+            .await?;
+            let mut notification_state = notification::State::open(
+                dir,
+                args.service.db_sync,
+                &keys,
+                faults_for(auth::NOTIFICATION_SERVICE),
+            )
+            .await?;
+            let mut order_state = args
+                .service
+                .open_order(dir, &keys, &settings, faults_for(auth::ORDER_SERVICE))
+                .await?;
+            let layered = args.service.layered();
+            user_state.server.limits = limits;
+            notification_state.server.limits = limits;
+            order_state.server.limits = limits;
             if !layered {
                 tracing::warn!(
                     "--without-layers: no authentication, tracing, metrics or resilience"
                 );
             }
             print_banner(&keys, dir, user_addr, order_addr, notification_addr)?;
+            let user_app = args.service.user_app(&user_state);
+            let order_app = args.service.order_app(&order_state);
+            let notification_app = args.service.notification_app(&notification_state);
             let (a, b, c) = tokio::join!(
-                user::run(users, user_state, stopped()),
-                order::run(orders, order_state, stopped()),
-                notification::run(notifications, notification_state, stopped()),
+                user::run(users, user_state, user_app, stopped()),
+                order::run(orders, order_state, order_app, stopped()),
+                notification::run(
+                    notifications,
+                    notification_state,
+                    notification_app,
+                    stopped()
+                ),
             );
             a?;
             b?;

@@ -3,13 +3,13 @@
 //! WAL mode lets readers run beside the one writer; `synchronous = FULL`
 //! (the default) syncs the log on every commit, so what a service
 //! acknowledged survives a crash of the machine, not only of the process.
-//! `--db-sync normal` ([`set_durability`]) syncs only at checkpoints:
+//! `--db-sync normal` ([`Durability::Normal`], given to [`open`]) syncs
+//! only at checkpoints:
 //! faster, and still safe against a crash of the process, but the last
 //! commits can be lost when the machine loses power.
 
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::SqlitePool;
@@ -23,14 +23,6 @@ pub enum Durability {
     /// `synchronous = NORMAL`: synced at checkpoints; survives a crash of
     /// the process, not of the machine.
     Normal,
-}
-
-static RELAXED: AtomicBool = AtomicBool::new(false);
-
-/// Sets the durability of databases opened from now on in this process
-/// (the command line's `--db-sync`).
-pub fn set_durability(durability: Durability) {
-    RELAXED.store(durability == Durability::Normal, Ordering::Relaxed);
 }
 
 /// A database as two pools: one connection for writes, several for reads.
@@ -49,8 +41,9 @@ pub struct Db {
     pub writes: SqlitePool,
 }
 
-/// Opens (creating it when missing) `<dir>/<name>.db` and applies `schema`,
-/// a script of `CREATE ... IF NOT EXISTS` statements.
+/// Opens (creating it when missing) `<dir>/<name>.db` with `durability`
+/// (the command line's `--db-sync`) and applies `schema`, a script of
+/// `CREATE ... IF NOT EXISTS` statements.
 ///
 /// The databases hold e-mail addresses: a directory this creates is 0700
 /// and a database file 0600 (on Unix), whatever the umask. SQLite gives
@@ -59,13 +52,20 @@ pub struct Db {
 ///
 /// Every error names the directory or file it is about, so a data
 /// directory that cannot be written says which one.
-pub async fn open(dir: &Path, name: &str, schema: &str) -> Result<Db, sqlx::Error> {
+pub async fn open(
+    dir: &Path,
+    name: &str,
+    schema: &str,
+    durability: Durability,
+) -> Result<Db, sqlx::Error> {
     let file = dir.join(format!("{name}.db"));
     create_private(dir, &file).map_err(sqlx::Error::Io)?;
-    open_file(&file, schema).await.map_err(|e| match e {
-        sqlx::Error::Io(e) => sqlx::Error::Io(at(&file, e)),
-        e => sqlx::Error::Io(at(&file, std::io::Error::other(e))),
-    })
+    open_file(&file, schema, durability)
+        .await
+        .map_err(|e| match e {
+            sqlx::Error::Io(e) => sqlx::Error::Io(at(&file, e)),
+            e => sqlx::Error::Io(at(&file, std::io::Error::other(e))),
+        })
 }
 
 /// `e`, with `path` in front of its message.
@@ -73,15 +73,14 @@ fn at(path: &Path, e: std::io::Error) -> std::io::Error {
     std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
 
-async fn open_file(file: &Path, schema: &str) -> Result<Db, sqlx::Error> {
+async fn open_file(file: &Path, schema: &str, durability: Durability) -> Result<Db, sqlx::Error> {
     let options = SqliteConnectOptions::from_str("sqlite:")?
         .filename(file)
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(if RELAXED.load(Ordering::Relaxed) {
-            SqliteSynchronous::Normal
-        } else {
-            SqliteSynchronous::Full
+        .synchronous(match durability {
+            Durability::Normal => SqliteSynchronous::Normal,
+            Durability::Full => SqliteSynchronous::Full,
         })
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(5));
@@ -166,6 +165,32 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each database gets the durability it is opened with, whatever
+    /// another one in the same process got.
+    #[tokio::test]
+    async fn durability_is_per_database() {
+        let dir = std::env::temp_dir().join(format!("db-durability-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let synchronous = |db: Db| async move {
+            // 1 is NORMAL, 2 is FULL.
+            let (n,): (i64,) = sqlx::query_as("PRAGMA synchronous")
+                .fetch_one(&db.writes)
+                .await
+                .unwrap();
+            let (r,): (i64,) = sqlx::query_as("PRAGMA synchronous")
+                .fetch_one(&db.reads)
+                .await
+                .unwrap();
+            assert_eq!(n, r, "reads and writes alike");
+            n
+        };
+        let relaxed = open(&dir, "relaxed", "", Durability::Normal).await.unwrap();
+        let full = open(&dir, "full", "", Durability::Full).await.unwrap();
+        assert_eq!(synchronous(relaxed).await, 1);
+        assert_eq!(synchronous(full).await, 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn formats_known_instants() {

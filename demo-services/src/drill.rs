@@ -17,9 +17,11 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use crate::auth::{API_GATEWAY, Keys, NOTIFICATION_SERVICE, ORDER_SERVICE, USER_SERVICE};
+use crate::db::Durability;
 use crate::fault::Faults;
 use crate::harness::{self, Error, Http, Running};
 use crate::order::{self, Resilience, Settings};
+use crate::{notification, user};
 
 /// The drill's resilience settings: the defaults' shape, in seconds rather
 /// than tens of seconds, so the story fits in a few seconds.
@@ -176,17 +178,26 @@ impl Drill<'_> {
 /// `say`, one line at a time.
 pub async fn run(data_dir: &Path, say: &mut dyn FnMut(String)) -> Result<Report, Error> {
     let keys = Keys::ephemeral();
-    let (user, _) = harness::start_user(data_dir, &keys, Faults::default(), None).await?;
-    let (notification, _) =
-        harness::start_notification(data_dir, &keys, Faults::default(), None).await?;
+    let users = user::State::open(data_dir, Durability::Full, &keys, Faults::default()).await?;
+    let notifications =
+        notification::State::open(data_dir, Durability::Full, &keys, Faults::default()).await?;
+    let user = harness::start(users.clone(), None).await?;
+    let notification = harness::start(notifications.clone(), None).await?;
     let resilience = settings();
     let settings = Settings {
         user_url: user.url(),
         notification_url: notification.url(),
         resilience: resilience.clone(),
     };
-    let (order, state) =
-        harness::start_order(data_dir, &keys, &settings, Faults::default(), None).await?;
+    let state = order::State::open(
+        data_dir,
+        Durability::Full,
+        &keys,
+        &settings,
+        Faults::default(),
+    )
+    .await?;
+    let order = harness::start(state.clone(), None).await?;
     let token = keys.token(API_GATEWAY, ORDER_SERVICE, None, Duration::from_secs(600))?;
     let mut drill = Drill {
         http: Http::default(),
@@ -229,8 +240,7 @@ pub async fn run(data_dir: &Path, say: &mut dyn FnMut(String)) -> Result<Report,
     drill.health();
 
     drill.say("\n3. The user service comes back.");
-    let (user, _) =
-        harness::start_user(data_dir, &keys, Faults::default(), Some(user_addr)).await?;
+    let user = harness::start(users, Some(user_addr)).await?;
     let breaker = drill.state.upstream.users.breaker().clone();
     if let Some(left) = breaker.retry_after() {
         drill.say(format!(
@@ -255,8 +265,7 @@ pub async fn run(data_dir: &Path, say: &mut dyn FnMut(String)) -> Result<Report,
     drill.health();
 
     drill.say("\n5. The notification service comes back; the outbox drains.");
-    let (notification, _) =
-        harness::start_notification(data_dir, &keys, Faults::default(), Some(note_addr)).await?;
+    let notification = harness::start(notifications, Some(note_addr)).await?;
     let start = Instant::now();
     let deadline = start + Duration::from_secs(15);
     loop {

@@ -5,7 +5,6 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,10 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::auth::Keys;
-use crate::fault::Faults;
-use crate::order::{self, Settings};
-use crate::{notification, user};
+use crate::server::ServiceState;
 
 /// A service running on a task, stoppable.
 #[derive(Debug)]
@@ -82,51 +78,13 @@ async fn stopped(rx: oneshot::Receiver<()>) {
     let _ = rx.await;
 }
 
-/// Starts the user service (on `addr`, or a fresh loopback port); returns
-/// its state too, for its faults.
-pub async fn start_user(
-    dir: &Path,
-    keys: &Keys,
-    faults: Faults,
-    addr: Option<SocketAddr>,
-) -> Result<(Running, user::State), Error> {
-    let state = user::State::open(dir, keys, faults).await?;
-    let handle = state.clone();
-    let running = spawn(listen(addr).await?, move |l, rx| {
-        user::run(l, state, stopped(rx))
-    })?;
-    Ok((running, handle))
-}
-
-/// Starts the notification service.
-pub async fn start_notification(
-    dir: &Path,
-    keys: &Keys,
-    faults: Faults,
-    addr: Option<SocketAddr>,
-) -> Result<(Running, notification::State), Error> {
-    let state = notification::State::open(dir, keys, faults).await?;
-    let handle = state.clone();
-    let running = spawn(listen(addr).await?, move |l, rx| {
-        notification::run(l, state, stopped(rx))
-    })?;
-    Ok((running, handle))
-}
-
-/// Starts the order service; its state gives the outbox and breakers.
-pub async fn start_order(
-    dir: &Path,
-    keys: &Keys,
-    settings: &Settings,
-    faults: Faults,
-    addr: Option<SocketAddr>,
-) -> Result<(Running, order::State), Error> {
-    let state = order::State::open(dir, keys, settings, faults).await?;
-    let handle = state.clone();
-    let running = spawn(listen(addr).await?, move |l, rx| {
-        order::run(l, state, stopped(rx))
-    })?;
-    Ok((running, handle))
+/// Starts the service of `state` on `addr` (or a fresh loopback port) on
+/// a task, serving its whole stack; keep a clone of `state` for its
+/// breakers, outbox or metrics.
+pub async fn start(state: impl ServiceState, addr: Option<SocketAddr>) -> Result<Running, Error> {
+    let listener = listen(addr).await?;
+    let app = state.app();
+    spawn(listener, move |l, rx| state.run(l, app, stopped(rx)))
 }
 
 /// An answer: status, headers and the body as JSON (or `Value::Null`).

@@ -1,9 +1,12 @@
 //! Three services that call each other through this project's layers: the
 //! user service, the order service and the notification service.
 //!
-//! Each service is a module with a `State`, an `app(state) -> Router` and a
-//! `run(listener, state, shutdown)`, so tests start them on `127.0.0.1:0`
-//! the same way `main` does on fixed ports:
+//! Each service is a module with a `State`, its `routes(state)`, an
+//! `app(state) -> Router` that puts them in the common stack
+//! ([`server::stack`]) and a `run(listener, state, app, shutdown)`; the
+//! `State`s share one [`server::ServiceState`] pattern, so
+//! [`harness::start`] starts any of them on `127.0.0.1:0` for the drill
+//! and the tests the same way `main` does on fixed ports:
 //!
 //! - [`user`]: users in SQLite.
 //! - [`order`]: order creation, which fetches the user through the

@@ -9,6 +9,7 @@
 //! verification → fault injection (off by default) → per-route permission
 //! (on each route) → handler. `/health` and `/metrics` sit outside the
 //! verification; unknown routes and methods answer JSON 404 and 405.
+//! [`stack`] writes the layers in this order.
 
 use std::any::Any;
 use std::future::Future;
@@ -21,6 +22,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{Response, StatusCode};
 use axum::response::IntoResponse;
 use tokio::net::TcpListener;
+use tower::ServiceBuilder;
 use tower_circuit::timeout::ServerDeadlineLayer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
@@ -56,7 +58,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// What every service's stack holds besides its routes: who it is, its
 /// verifier, its metrics and its fault settings.
 #[derive(Debug, Clone)]
-pub struct Ops {
+pub struct ServerParts {
     /// The service's name.
     pub service: &'static str,
     /// Its JWT verification layer (shared, so its counters are one).
@@ -65,16 +67,13 @@ pub struct Ops {
     pub metrics: Metrics,
     /// Its fault injection settings.
     pub faults: Faults,
-    /// `false` with `--without-layers`: the stack is left out (for
-    /// benchmarks), and every caller is taken for the gateway.
-    pub layered: bool,
     /// The connection limits its serve loop enforces.
     pub limits: serve::Limits,
 }
 
-impl Ops {
+impl ServerParts {
     /// The parts of the service `service` with `keys` and `faults`.
-    pub fn new(service: &'static str, keys: &Keys, faults: Faults) -> Ops {
+    pub fn new(service: &'static str, keys: &Keys, faults: Faults) -> ServerParts {
         if faults.is_on() {
             tracing::warn!(
                 service,
@@ -83,12 +82,11 @@ impl Ops {
                 "fault injection is ON: authenticated requests will be failed or delayed on purpose"
             );
         }
-        Ops {
+        ServerParts {
             service,
             verify: keys.verify_layer(service),
             metrics: Metrics::new(),
             faults,
-            layered: true,
             limits: serve::Limits::default(),
         }
     }
@@ -96,53 +94,68 @@ impl Ops {
 
 /// Puts the common stack around a service's routes: `protected` behind the
 /// verifier, `public` (health, metrics) before it.
-pub fn stack(protected: Router, public: Router, ops: &Ops) -> Router {
-    if !ops.layered {
-        return protected
-            .layer(axum::Extension(unverified_caller()))
-            .layer(DefaultBodyLimit::max(MAX_BODY))
-            .merge(public)
-            .fallback(api::no_route)
-            .method_not_allowed_fallback(api::method_not_allowed);
-    }
+///
+/// The layers read outermost first, as a request meets them. The shared
+/// part wraps the whole router (so `/health`, `/metrics` and the JSON
+/// 404/405 answers get an id, a span, metrics and a deadline too);
+/// verification and fault injection wrap the protected routes only, since
+/// an unauthenticated probe must reach `/health` and an unknown path must
+/// answer 404, not 401.
+pub fn stack(protected: Router, public: Router, ops: &ServerParts) -> Router {
     let service = ops.service;
-    protected
-        .layer(ops.faults.layer())
-        .layer(ops.verify.clone())
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .merge(public)
-        .fallback(api::no_route)
-        .method_not_allowed_fallback(api::method_not_allowed)
-        .layer(ServerDeadlineLayer::new(SERVER_DEADLINE).min_budget(MIN_BUDGET))
-        .layer(CatchPanicLayer::custom(panic_response))
-        .layer(ops.metrics.http_layer())
-        .layer(request_id::ScopeLayer)
+    let shared = ServiceBuilder::new()
+        .layer(request_id::sanitize_layer())
+        .layer(SetRequestIdLayer::new(request_id::HEADER, MakeId))
+        .layer(PropagateRequestIdLayer::new(request_id::HEADER))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(move |req: &axum::http::Request<Body>| span(service, req))
                 .on_response(DefaultOnResponse::new().level(Level::INFO))
                 .on_failure(DefaultOnFailure::new().level(Level::WARN)),
         )
-        .layer(PropagateRequestIdLayer::new(request_id::HEADER))
-        .layer(SetRequestIdLayer::new(request_id::HEADER, MakeId))
-        .layer(request_id::sanitize_layer())
+        .layer(request_id::ScopeLayer)
+        .layer(ops.metrics.http_layer())
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(ServerDeadlineLayer::new(SERVER_DEADLINE).min_budget(MIN_BUDGET))
+        .layer(DefaultBodyLimit::max(MAX_BODY));
+    let verified = ServiceBuilder::new()
+        .layer(ops.verify.clone())
+        .layer(ops.faults.layer());
+    protected
+        .layer(verified)
+        .merge(public)
+        .fallback(api::no_route)
+        .method_not_allowed_fallback(api::method_not_allowed)
+        .layer(shared)
 }
 
-/// The caller every request is taken for without the stack: the gateway,
-/// with every permission.
-fn unverified_caller() -> tower_jwt_service_auth::jwt::verify::ServiceIdentity {
-    let permissions = crate::auth::SERVICES
-        .iter()
-        .filter_map(|s| crate::auth::permissions_of(s))
-        .flatten()
-        .map(|p| p.to_string())
-        .collect();
-    tower_jwt_service_auth::jwt::verify::ServiceIdentity {
-        service: crate::auth::API_GATEWAY.to_owned(),
-        permissions,
+/// `routes` and `public` with none of the stack, for `--without-layers`
+/// (measuring what the stack costs): no verification, tracing, metrics,
+/// deadline or request ids; the body limit stays, as axum has one anyway.
+///
+/// The per-route permission checks stay on the routes and read the
+/// caller's identity, which the verifier would have set: here, and only
+/// here, every request is taken for `caller` with its own permissions
+/// (the API gateway for the user and order services, the order service for
+/// the notification service), so the handlers run as they do in the
+/// layered run.
+pub fn without_layers(routes: Router, public: Router, caller: &'static str) -> Router {
+    let identity = tower_jwt_service_auth::jwt::verify::ServiceIdentity {
+        service: caller.to_owned(),
+        permissions: crate::auth::permissions_of(caller)
+            .unwrap_or_default()
+            .iter()
+            .map(|p| p.to_string())
+            .collect(),
         token_id: None,
         expires_at: std::time::SystemTime::now() + Duration::from_secs(365 * 24 * 3600),
-    }
+    };
+    routes
+        .layer(axum::Extension(identity))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .merge(public)
+        .fallback(api::no_route)
+        .method_not_allowed_fallback(api::method_not_allowed)
 }
 
 fn span(service: &'static str, req: &axum::http::Request<Body>) -> Span {
@@ -178,13 +191,30 @@ fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response<Body> {
     .into_response()
 }
 
+/// A service's state, as everything that starts a service uses it (the
+/// command line, [`crate::harness`] and so the tests): one pattern for
+/// the three services.
+pub trait ServiceState: Clone + Send + 'static {
+    /// The service: its routes in the common stack ([`stack`]).
+    fn app(&self) -> Router;
+
+    /// Serves `app` (usually [`ServiceState::app`]) on `listener` until
+    /// `shutdown`, with whatever the service runs beside it.
+    fn run(
+        self,
+        listener: TcpListener,
+        app: Router,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> impl Future<Output = io::Result<()>> + Send;
+}
+
 /// Serves `app` on `listener` under `ops.limits` until `shutdown`
 /// completes, then stops accepting and lets in-flight requests finish, for
 /// at most [`SHUTDOWN_GRACE`] (see [`serve::serve`]).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
-    ops: &Ops,
+    ops: &ServerParts,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let upkeep = tokio::spawn(ops.metrics.clone().upkeep());
@@ -299,7 +329,7 @@ impl Signals {
 }
 
 /// The `/health` answer of a service without dependencies.
-pub fn health(ops: &Ops) -> serde_json::Value {
+pub fn health(ops: &ServerParts) -> serde_json::Value {
     let mut body = serde_json::json!({ "status": "ok", "service": ops.service });
     if ops.faults.is_on() {
         body["faults"] = serde_json::json!({
@@ -322,7 +352,7 @@ pub fn metrics_response(text: String) -> Response<Body> {
 
 /// The public routes of a service without dependencies: `/health` and
 /// `/metrics` (request figures and authentication failures).
-pub fn public_routes(ops: &Ops) -> Router {
+pub fn public_routes(ops: &ServerParts) -> Router {
     let health_ops = ops.clone();
     let metrics_ops = ops.clone();
     Router::new()

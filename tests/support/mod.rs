@@ -8,9 +8,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use demo_services::auth::{self, Keys};
+use demo_services::db::Durability;
 use demo_services::fault::Faults;
 use demo_services::harness;
 use demo_services::order::{self, Resilience, Settings};
+use demo_services::server::ServiceState;
 use demo_services::{notification, user};
 use serde_json::Value;
 
@@ -60,15 +62,24 @@ impl Drop for TempDir {
     }
 }
 
-/// Starts the user service (on `addr`, or a fresh port).
+/// Starts the service of `state` (on `addr`, or a fresh port).
+async fn start<S: ServiceState>(state: S, addr: Option<SocketAddr>) -> (Running, S) {
+    let running = harness::start(state.clone(), addr)
+        .await
+        .expect("start the service");
+    (running, state)
+}
+
+/// Starts the user service (on `addr`, or a fresh port), without faults.
 pub async fn start_user(
     dir: &Path,
     keys: &Keys,
     addr: Option<SocketAddr>,
 ) -> (Running, user::State) {
-    harness::start_user(dir, keys, Faults::default(), addr)
+    let state = user::State::open(dir, Durability::Full, keys, Faults::default())
         .await
-        .expect("start the user service")
+        .expect("open the user service");
+    start(state, addr).await
 }
 
 /// Starts the notification service.
@@ -77,9 +88,10 @@ pub async fn start_notification(
     keys: &Keys,
     addr: Option<SocketAddr>,
 ) -> (Running, notification::State) {
-    harness::start_notification(dir, keys, Faults::default(), addr)
+    let state = notification::State::open(dir, Durability::Full, keys, Faults::default())
         .await
-        .expect("start the notification service")
+        .expect("open the notification service");
+    start(state, addr).await
 }
 
 /// Starts the order service.
@@ -89,9 +101,10 @@ pub async fn start_order(
     settings: &Settings,
     addr: Option<SocketAddr>,
 ) -> (Running, order::State) {
-    harness::start_order(dir, keys, settings, Faults::default(), addr)
+    let state = order::State::open(dir, Durability::Full, keys, settings, Faults::default())
         .await
-        .expect("start the order service")
+        .expect("open the order service");
+    start(state, addr).await
 }
 
 /// Resilience settings in milliseconds, so outage tests stay fast.

@@ -28,8 +28,8 @@ pub(super) async fn create(
     // Order ids are the order service's: only it may say what an order's
     // notification is, so no other holder of `write:notifications` can
     // store one first for an order to come (and have the real one dropped
-    // as a duplicate). Without the stack every caller is the gateway.
-    if state.ops.layered && caller.service != ORDER_SERVICE {
+    // as a duplicate).
+    if caller.service != ORDER_SERVICE {
         tracing::warn!(
             caller = ?caller.service,
             order = input.order_id,

@@ -27,8 +27,9 @@ use tokio::net::TcpListener;
 use tower_jwt_service_auth::jwt::server::RequirePermissionLayer;
 
 use crate::auth::{Keys, NOTIFICATION_SERVICE};
+use crate::db::Durability;
 use crate::fault::Faults;
-use crate::server::{self, Ops};
+use crate::server::{self, ServerParts};
 
 pub use self::store::{Accepted, Notification, NotificationStore};
 
@@ -38,22 +39,27 @@ pub struct State {
     /// The notifications.
     pub store: NotificationStore,
     /// Verifier, metrics and faults.
-    pub ops: Ops,
+    pub server: ServerParts,
 }
 
 impl State {
-    /// Opens the database under `data_dir`.
-    pub async fn open(data_dir: &Path, keys: &Keys, faults: Faults) -> Result<State, sqlx::Error> {
+    /// Opens the database under `data_dir`, with `durability`.
+    pub async fn open(
+        data_dir: &Path,
+        durability: Durability,
+        keys: &Keys,
+        faults: Faults,
+    ) -> Result<State, sqlx::Error> {
         Ok(State {
-            store: NotificationStore::open(data_dir).await?,
-            ops: Ops::new(NOTIFICATION_SERVICE, keys, faults),
+            store: NotificationStore::open(data_dir, durability).await?,
+            server: ServerParts::new(NOTIFICATION_SERVICE, keys, faults),
         })
     }
 }
 
-/// The notification service's routes in the common stack.
-pub fn app(state: State) -> Router {
-    let protected = Router::new()
+/// The notification service's own routes, each with its permission check.
+pub fn routes(state: State) -> Router {
+    Router::new()
         .route(
             "/notifications",
             post(handlers::create)
@@ -63,18 +69,40 @@ pub fn app(state: State) -> Router {
                         .route_layer(RequirePermissionLayer::new("read:notifications")),
                 ),
         )
-        .with_state(state.clone());
-    let public = server::public_routes(&state.ops);
-    server::stack(protected, public, &state.ops)
+        .with_state(state)
 }
 
-/// Serves the notification service on `listener` until `shutdown`.
+/// The notification service: its routes, `/health` and `/metrics` in the common
+/// stack ([`server::stack`]).
+pub fn app(state: State) -> Router {
+    let public = server::public_routes(&state.server);
+    server::stack(routes(state.clone()), public, &state.server)
+}
+
+/// Serves `app` (the notification service made from `state`, [`app`] or
+/// [`server::without_layers`]) on `listener` until `shutdown`.
 pub async fn run(
     listener: TcpListener,
     state: State,
+    app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "notification service listening");
-    let ops = state.ops.clone();
-    server::serve(listener, app(state), &ops, shutdown).await
+    let ops = state.server;
+    server::serve(listener, app, &ops, shutdown).await
+}
+
+impl server::ServiceState for State {
+    fn app(&self) -> Router {
+        app(self.clone())
+    }
+
+    fn run(
+        self,
+        listener: TcpListener,
+        app: Router,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> impl Future<Output = io::Result<()>> + Send {
+        run(listener, self, app, shutdown)
+    }
 }

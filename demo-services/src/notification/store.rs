@@ -77,9 +77,9 @@ pub struct NotificationStore {
 
 impl NotificationStore {
     /// Opens the database, creating it when new.
-    pub async fn open(data_dir: &Path) -> Result<Self, sqlx::Error> {
+    pub async fn open(data_dir: &Path, durability: db::Durability) -> Result<Self, sqlx::Error> {
         Ok(NotificationStore {
-            db: db::open(data_dir, "notifications", SCHEMA).await?,
+            db: db::open(data_dir, "notifications", SCHEMA, durability).await?,
         })
     }
 

@@ -30,8 +30,9 @@ use tokio::net::TcpListener;
 use tower_jwt_service_auth::jwt::server::RequirePermissionLayer;
 
 use crate::auth::{Keys, NOTIFICATION_SERVICE, ORDER_SERVICE, USER_SERVICE};
+use crate::db::Durability;
 use crate::fault::Faults;
-use crate::server::{self, Ops};
+use crate::server::{self, ServerParts};
 
 pub use self::outbox::Outbox;
 pub use self::resilience::Resilience;
@@ -52,7 +53,7 @@ pub struct State {
     /// The notification sender's handle.
     pub outbox: Outbox,
     /// Verifier, metrics and faults.
-    pub ops: Ops,
+    pub server: ServerParts,
 }
 
 /// Where the order service's dependencies are and how to call them.
@@ -87,15 +88,17 @@ impl std::fmt::Display for StartError {
 impl std::error::Error for StartError {}
 
 impl State {
-    /// Opens the database under `data_dir` and builds the clients.
+    /// Opens the database under `data_dir`, with `durability`, and builds
+    /// the clients, each
+    /// through the whole client stack ([`Upstream::new`]).
     pub async fn open(
         data_dir: &Path,
+        durability: Durability,
         keys: &Keys,
         settings: &Settings,
         faults: Faults,
     ) -> Result<State, StartError> {
-        let ops = Ops::new(ORDER_SERVICE, keys, faults);
-        let store = OrderStore::open(data_dir).await.map_err(StartError::Db)?;
+        let ops = ServerParts::new(ORDER_SERVICE, keys, faults);
         let upstream = Upstream::new(
             &settings.user_url,
             &settings.notification_url,
@@ -104,11 +107,26 @@ impl State {
             &ops.metrics,
         )
         .map_err(StartError::Upstream)?;
+        State::with_upstream(data_dir, durability, ops, upstream, settings).await
+    }
+
+    /// Opens the database under `data_dir` with `upstream`'s clients (for
+    /// `--without-layers`, [`Upstream::without_layers`]).
+    pub async fn with_upstream(
+        data_dir: &Path,
+        durability: Durability,
+        parts: ServerParts,
+        upstream: Upstream,
+        settings: &Settings,
+    ) -> Result<State, StartError> {
+        let store = OrderStore::open(data_dir, durability)
+            .await
+            .map_err(StartError::Db)?;
         let outbox = Outbox::new(
             store.clone(),
-            upstream.notifications.clone(),
+            upstream.notifications.client.clone(),
             settings.resilience.outbox_backoff(),
-            ops.metrics.clone(),
+            parts.metrics.clone(),
         )
         .await
         .map_err(StartError::Db)?;
@@ -116,16 +134,16 @@ impl State {
             store,
             upstream,
             outbox,
-            ops,
+            server: parts,
         })
     }
 
     /// The `/health` answer: this service, each dependency's breaker, and
     /// the undelivered notifications.
     pub fn health(&self) -> serde_json::Value {
-        let mut body = server::health(&self.ops);
-        let dependency = |client: &tower_circuit::client::ServiceClient| {
-            let metrics = client.breaker().stats();
+        let mut body = server::health(&self.server);
+        let dependency = |dependency: &upstream::Dependency| {
+            let metrics = dependency.breaker().stats();
             // The breaker's snapshot serializes in Rust's snake_case; the
             // API speaks camelCase everywhere.
             let mut entry =
@@ -143,20 +161,20 @@ impl State {
 
     /// The `/metrics` answer's text.
     pub fn metrics(&self) -> String {
-        let m = &self.ops.metrics;
-        m.observe_auth(&self.ops.verify);
-        m.observe_client(&self.upstream.users);
-        m.observe_client(&self.upstream.notifications);
+        let m = &self.server.metrics;
+        m.observe_auth(&self.server.verify);
+        m.observe_dependency(&self.upstream.users);
+        m.observe_dependency(&self.upstream.notifications);
         let pending = self.outbox.pending() as f64;
         m.record(|| metrics::gauge!("outbox_pending_notifications").set(pending));
         m.render()
     }
 }
 
-/// The order service's routes in the common stack.
-pub fn app(state: State) -> Router {
+/// The order service's own routes, each with its permission check.
+pub fn routes(state: State) -> Router {
     let read = || RequirePermissionLayer::new("read:orders");
-    let protected = Router::new()
+    Router::new()
         .route(
             "/orders",
             post(handlers::create)
@@ -164,8 +182,13 @@ pub fn app(state: State) -> Router {
                 .merge(get(handlers::list).route_layer(read())),
         )
         .route("/orders/{id}", get(handlers::get).route_layer(read()))
-        .with_state(state.clone());
-    let public = Router::new()
+        .with_state(state)
+}
+
+/// `/health` (with the dependencies' breakers and the outbox) and
+/// `/metrics`.
+pub fn public_routes(state: State) -> Router {
+    Router::new()
         .route(
             "/health",
             get(
@@ -182,15 +205,26 @@ pub fn app(state: State) -> Router {
                 },
             ),
         )
-        .with_state(state.clone());
-    server::stack(protected, public, &state.ops)
+        .with_state(state)
 }
 
-/// Serves the order service on `listener` and delivers notifications in
-/// the background, until `shutdown`.
+/// The order service: its routes, `/health` and `/metrics` in the common
+/// stack ([`server::stack`]).
+pub fn app(state: State) -> Router {
+    server::stack(
+        routes(state.clone()),
+        public_routes(state.clone()),
+        &state.server,
+    )
+}
+
+/// Serves `app` (the order service made from `state`, [`app`] or
+/// [`server::without_layers`]) on `listener` and delivers notifications
+/// in the background, until `shutdown`.
 pub async fn run(
     listener: TcpListener,
     state: State,
+    app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     tracing::info!(
@@ -209,8 +243,8 @@ pub async fn run(
         let _ = signal.send(true);
     });
     let outbox = tokio::spawn(state.outbox.clone().run(stopped(stop_rx.clone())));
-    let ops = state.ops.clone();
-    let result = server::serve(listener, app(state), &ops, stopped(stop_rx)).await;
+    let ops = state.server.clone();
+    let result = server::serve(listener, app, &ops, stopped(stop_rx)).await;
     // The server may also end on an error: stop the sender either way.
     let _ = stop_tx.send(true);
     watcher.abort();
@@ -226,4 +260,19 @@ pub async fn run(
         outbox.abort();
     }
     result
+}
+
+impl server::ServiceState for State {
+    fn app(&self) -> Router {
+        app(self.clone())
+    }
+
+    fn run(
+        self,
+        listener: TcpListener,
+        app: Router,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> impl Future<Output = io::Result<()>> + Send {
+        run(listener, self, app, shutdown)
+    }
 }

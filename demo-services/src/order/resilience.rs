@@ -49,10 +49,6 @@ pub struct Resilience {
     /// Turns the breakers off (for comparing with them on).
     #[arg(long)]
     pub no_breaker: bool,
-    /// Leaves out every client layer (deadline, retry, breaker, timeout,
-    /// signing, request id): set by `--without-layers`, for benchmarks.
-    #[arg(skip)]
-    pub bypass_layers: bool,
 }
 
 impl Default for Resilience {
@@ -69,7 +65,6 @@ impl Default for Resilience {
             call_deadline: Duration::from_secs(15),
             outbox_backoff_cap: Duration::from_secs(5),
             no_breaker: false,
-            bypass_layers: false,
         }
     }
 }

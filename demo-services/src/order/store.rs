@@ -300,8 +300,8 @@ pub struct OrderStore {
 
 impl OrderStore {
     /// Opens the database, creating it when new.
-    pub async fn open(data_dir: &Path) -> Result<Self, sqlx::Error> {
-        let db = db::open(data_dir, "orders", SCHEMA).await?;
+    pub async fn open(data_dir: &Path, durability: db::Durability) -> Result<Self, sqlx::Error> {
+        let db = db::open(data_dir, "orders", SCHEMA, durability).await?;
         migrate_to_cents(&db).await?;
         Ok(OrderStore { db })
     }
@@ -522,7 +522,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("orders-cents-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let old_schema = SCHEMA.replace("total_cents INTEGER NOT NULL", "total REAL NOT NULL");
-        let old = db::open(&dir, "orders", &old_schema).await.unwrap();
+        let old = db::open(&dir, "orders", &old_schema, db::Durability::Full)
+            .await
+            .unwrap();
         sqlx::query(
             "INSERT INTO orders (user_id, items, total, status, created_at, user_name, user_email, user_source)
              VALUES (1, '[{\"productId\":\"p-1\",\"quantity\":3,\"unitPrice\":0.1}]', 0.3, 'created',
@@ -534,7 +536,7 @@ mod tests {
         old.writes.close().await;
         old.reads.close().await;
 
-        let store = OrderStore::open(&dir).await.unwrap();
+        let store = OrderStore::open(&dir, db::Durability::Full).await.unwrap();
         let order = store.get(1).await.unwrap().unwrap();
         assert_eq!(order.total, Cents::new(30));
         assert_eq!(order.items[0].unit_price, Cents::new(10));
@@ -542,7 +544,7 @@ mod tests {
         assert!(json.contains(r#""total":0.3,"#), "{json}");
         // Opening again changes nothing more.
         drop(store);
-        let store = OrderStore::open(&dir).await.unwrap();
+        let store = OrderStore::open(&dir, db::Durability::Full).await.unwrap();
         assert_eq!(store.get(1).await.unwrap().unwrap().total, Cents::new(30));
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -49,7 +49,6 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, Prometheu
 use tokio::time::Instant;
 use tower::{Layer, Service};
 use tower_circuit::breaker::CircuitState;
-use tower_circuit::client::ServiceClient;
 use tower_circuit::retry::RetryReason;
 use tower_jwt_service_auth::jwt::server::VerifyLayer;
 
@@ -147,9 +146,9 @@ impl Metrics {
     }
 
     /// Reads a client's breaker and retry counters into the registry.
-    pub fn observe_client(&self, client: &ServiceClient) {
-        let breaker = client.breaker().stats();
-        let retry = client.retry_stats();
+    pub fn observe_dependency(&self, dependency: &crate::order::upstream::Dependency) {
+        let breaker = dependency.breaker().stats();
+        let retry = dependency.retry_stats();
         let name = breaker.name.clone();
         self.record(|| {
             for state in STATES {

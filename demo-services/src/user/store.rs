@@ -71,9 +71,9 @@ pub struct UserStore {
 
 impl UserStore {
     /// Opens the database, creating and seeding it when new.
-    pub async fn open(data_dir: &Path) -> Result<Self, sqlx::Error> {
+    pub async fn open(data_dir: &Path, durability: db::Durability) -> Result<Self, sqlx::Error> {
         Ok(UserStore {
-            db: db::open(data_dir, "users", SCHEMA).await?,
+            db: db::open(data_dir, "users", SCHEMA, durability).await?,
         })
     }
 

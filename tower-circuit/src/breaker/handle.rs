@@ -126,12 +126,8 @@ impl BreakerBuilder {
     /// Reads tokio's clock, so call it where tests pause time (inside the
     /// runtime) for the breaker to follow the paused clock.
     pub fn build(&self) -> Result<Breaker, BreakerConfigError> {
-        self.build_named(self.name.clone())
-    }
-
-    pub(crate) fn build_named(&self, name: Arc<str>) -> Result<Breaker, BreakerConfigError> {
         self.validate()?;
-        Ok(self.build_validated(name))
+        Ok(self.build_validated(self.name.clone()))
     }
 
     pub(crate) fn validate(&self) -> Result<(), BreakerConfigError> {

@@ -7,8 +7,7 @@ use bytes::Bytes;
 use http::StatusCode;
 
 use crate::BoxError;
-use crate::breaker::{BreakerConfigError, CircuitOpen};
-use crate::retry::RetryConfigError;
+use crate::breaker::CircuitOpen;
 use crate::timeout::Elapsed;
 
 /// Why a [`ServiceClient`](super::ServiceClient) call failed.
@@ -89,17 +88,13 @@ impl std::error::Error for ClientError {
     }
 }
 
-/// A setting of [`ServiceClientBuilder`](super::ServiceClientBuilder) that
-/// is out of range.
+/// [`ServiceClient::new`](super::ServiceClient::new) was given a base URL
+/// it cannot join paths to.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum BuildError {
     /// The base URL is not an absolute `http://host[:port]` URL.
     BaseUrl(String),
-    /// The breaker's configuration.
-    Breaker(BreakerConfigError),
-    /// The retry settings.
-    Retry(RetryConfigError),
 }
 
 impl fmt::Display for BuildError {
@@ -109,22 +104,8 @@ impl fmt::Display for BuildError {
                 f,
                 "base URL `{url}` must be absolute, like http://127.0.0.1:3000"
             ),
-            BuildError::Breaker(e) => write!(f, "breaker: {e}"),
-            BuildError::Retry(e) => write!(f, "retry: {e}"),
         }
     }
 }
 
 impl std::error::Error for BuildError {}
-
-impl From<BreakerConfigError> for BuildError {
-    fn from(e: BreakerConfigError) -> Self {
-        BuildError::Breaker(e)
-    }
-}
-
-impl From<RetryConfigError> for BuildError {
-    fn from(e: RetryConfigError) -> Self {
-        BuildError::Retry(e)
-    }
-}

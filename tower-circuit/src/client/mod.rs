@@ -1,26 +1,43 @@
-//! A JSON client for one target service, made from this crate's layers.
+//! A JSON facade over a client stack you build, and the `hyper-util`
+//! service at its bottom.
 //!
-//! [`ServiceClient`] assembles the [recommended stack](crate#the-recommended-client-stack)
-//! over a `hyper-util` client: deadline, retry, circuit breaker, per-attempt
-//! timeout, deadline propagation, then any layers of your own that belong
-//! on the wire (service authentication, say), and offers `get`, `post`,
-//! `put` and `delete` helpers that send and parse JSON. Each attempt reads
-//! the whole response body, capped, inside its own timeout, so a server
-//! that stalls mid-body counts as a timeout too.
+//! [`ServiceClient`] offers `get`, `post`, `put` and `delete` helpers that
+//! send and parse JSON through any `Service<Request<Full<Bytes>>, Response
+//! = Response<Bytes>>`: usually the [recommended
+//! stack](crate#the-recommended-client-stack) over [`wire`], written out
+//! where it is used, outermost first, so it reads as what it is. [`wire`]
+//! reads each whole response body, capped; put it innermost, inside the
+//! per-attempt timeout, so a server that stalls mid-body counts as a
+//! timeout too.
 //!
 //! Behind the `client` feature.
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use tower_circuit::client::ServiceClient;
+//!
+//! use hyper_util::client::legacy::Client;
+//! use hyper_util::rt::TokioExecutor;
+//! use tower::ServiceBuilder;
+//! use tower_circuit::breaker::Breaker;
+//! use tower_circuit::client::{DEFAULT_MAX_BODY, ServiceClient, wire};
+//! use tower_circuit::retry::RetryLayer;
+//! use tower_circuit::timeout::{ByMethod, DeadlineLayer, PropagateDeadlineLayer, RequestTimeoutLayer};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! #[derive(serde::Deserialize)]
 //! struct User { id: u64, name: String }
 //!
-//! let users = ServiceClient::builder("user-service", "http://127.0.0.1:3000")
-//!     .deadline(Duration::from_secs(15))
-//!     .build()?;
+//! let breaker = Breaker::builder("user-service").build()?;
+//! let retry = RetryLayer::builder("user-service").build()?;
+//! let http = Client::builder(TokioExecutor::new()).build_http();
+//! let stack = ServiceBuilder::new()
+//!     .layer(DeadlineLayer::new(Duration::from_secs(15)))
+//!     .layer(retry)
+//!     .layer(breaker.layer())
+//!     .layer(RequestTimeoutLayer::new(ByMethod::default()))
+//!     .layer(PropagateDeadlineLayer::new())
+//!     .service(wire(http, DEFAULT_MAX_BODY));
+//! let users = ServiceClient::new("user-service", "http://127.0.0.1:3000", stack)?;
 //! let user: User = users.get("/users/7").await?;
 //! println!("{} is {}", user.id, user.name);
 //! # Ok(())
@@ -31,7 +48,6 @@ mod error;
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
@@ -39,199 +55,49 @@ use http::{Method, Request, Response};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tower::util::BoxCloneSyncService;
-use tower::{Layer, Service, ServiceBuilder, ServiceExt, service_fn};
+use tower::{Service, ServiceExt, service_fn};
 
 pub use self::error::{BuildError, ClientError};
 
 use crate::BoxError;
-use crate::breaker::{Breaker, BreakerBuilder, Config};
-use crate::retry::{RetryBuilder, RetryLayer, RetryStats};
-use crate::timeout::{ByMethod, DeadlineLayer, PropagateDeadlineLayer, RequestTimeoutLayer};
 
-/// The service every layer of the client wraps: requests with a buffered
-/// body, responses with the whole body read.
+/// A client stack behind one type: requests with a buffered body,
+/// responses with the whole body read.
 pub type WireService = BoxCloneSyncService<Request<Full<Bytes>>, Response<Bytes>, BoxError>;
 
-/// The plain HTTP/1 client the stack sends through.
+/// The plain HTTP/1 client [`wire`] sends through.
 pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
-type WireLayer = Box<dyn FnOnce(WireService) -> WireService + Send>;
+/// The response body [`wire`] reads at most unless told otherwise: 4 MiB.
+pub const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;
 
-/// Builds a [`ServiceClient`].
-pub struct ServiceClientBuilder {
-    name: Arc<str>,
-    base_url: String,
-    breaker: BreakerBuilder,
-    retry: RetryBuilder,
-    timeouts: ByMethod,
-    deadline: Duration,
-    min_budget: Duration,
-    max_body: usize,
-    http: Option<HttpClient>,
-    wire: Vec<WireLayer>,
-    bypass: bool,
-}
-
-impl fmt::Debug for ServiceClientBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ServiceClientBuilder")
-            .field("name", &self.name)
-            .field("base_url", &self.base_url)
-            .field("breaker", &self.breaker)
-            .field("retry", &self.retry)
-            .field("timeouts", &self.timeouts)
-            .field("deadline", &self.deadline)
-            .field("min_budget", &self.min_budget)
-            .field("max_body", &self.max_body)
-            .finish_non_exhaustive()
-    }
-}
-
-impl ServiceClientBuilder {
-    /// The breaker's configuration (default: [`Config::default`]).
-    pub fn breaker(mut self, config: Config) -> Self {
-        self.breaker = self.breaker.config(config);
-        self
-    }
-
-    /// The breaker's configuration and hooks (state changes, rejections),
-    /// e.g. to count transitions in metrics. The breaker takes the
-    /// client's name.
-    pub fn breaker_builder(mut self, builder: BreakerBuilder) -> Self {
-        self.breaker = builder;
-        self
-    }
-
-    /// The retry settings; the builder's name is replaced by the client's.
-    pub fn retry(mut self, retry: RetryBuilder) -> Self {
-        self.retry = retry;
-        self
-    }
-
-    /// Per-attempt timeouts (default: 3 s for reads, 10 s for writes).
-    pub fn timeouts(mut self, timeouts: ByMethod) -> Self {
-        self.timeouts = timeouts;
-        self
-    }
-
-    /// The budget of one logical call, retries included (default 30 s).
-    pub fn deadline(mut self, deadline: Duration) -> Self {
-        self.deadline = deadline;
-        self
-    }
-
-    /// The least budget worth sending (default 1 ms): with less time left,
-    /// a call fails at once with a deadline [`Elapsed`](crate::timeout::Elapsed),
-    /// which the breaker does not count, instead of reaching the server.
-    /// See [`PropagateDeadlineLayer::min_budget`].
-    pub fn min_budget(mut self, floor: Duration) -> Self {
-        self.min_budget = floor;
-        self
-    }
-
-    /// The largest response body read (default 4 MiB); a larger one fails
-    /// the attempt.
-    pub fn max_response_body(mut self, bytes: usize) -> Self {
-        self.max_body = bytes;
-        self
-    }
-
-    /// Sends through `client` instead of a new one (to share its pool).
-    pub fn http_client(mut self, client: HttpClient) -> Self {
-        self.http = Some(client);
-        self
-    }
-
-    /// Adds a layer on the wire side, below the timeout: it runs once per
-    /// attempt. Layers added first end up outermost among them.
-    pub fn layer<L>(mut self, layer: L) -> Self
-    where
-        L: Layer<WireService> + Send + 'static,
-        L::Service: Service<Request<Full<Bytes>>, Response = Response<Bytes>>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        <L::Service as Service<Request<Full<Bytes>>>>::Error: Into<BoxError>,
-        <L::Service as Service<Request<Full<Bytes>>>>::Future: Send + 'static,
-    {
-        self.wire.push(Box::new(move |inner: WireService| {
-            BoxCloneSyncService::new(layer.layer(inner).map_err(Into::into))
-        }));
-        self
-    }
-
-    /// Leaves out the deadline, retry, breaker, timeout and propagation
-    /// layers: requests go through the wire layers straight to the HTTP
-    /// client. For measuring what those layers cost, not for production;
-    /// the breaker and retry handles still exist but see no calls.
-    pub fn bypass_layers(mut self) -> Self {
-        self.bypass = true;
-        self
-    }
-
-    /// Validates the settings and builds the client.
-    pub fn build(self) -> Result<ServiceClient, BuildError> {
-        let base_url = self.base_url.trim_end_matches('/').to_owned();
-        base_url
-            .parse::<http::Uri>()
-            .ok()
-            .filter(|u| u.scheme().is_some() && u.authority().is_some())
-            .ok_or_else(|| BuildError::BaseUrl(self.base_url.clone()))?;
-        let breaker = self.breaker.build_named(self.name.clone())?;
-        let retry = self.retry.rename(self.name.clone()).build()?;
-        let http = self
-            .http
-            .unwrap_or_else(|| Client::builder(TokioExecutor::new()).build_http());
-        let max_body = self.max_body;
-        let mut wire: WireService = BoxCloneSyncService::new(service_fn(move |req| {
-            let http = http.clone();
-            async move {
-                let res = http.request(req).await?;
-                let (parts, body) = res.into_parts();
-                let bytes = Limited::new(body, max_body).collect().await?.to_bytes();
-                Ok::<_, BoxError>(Response::from_parts(parts, bytes))
-            }
-        }));
-        for layer in self.wire.into_iter().rev() {
-            wire = layer(wire);
+/// The bottom of a client stack: sends through `http` and reads the whole
+/// response body, failing the attempt when it is longer than `max_body`
+/// bytes. Reading the body here, under the per-attempt timeout, makes a
+/// server that stalls mid-body a timeout like any other.
+pub fn wire(http: HttpClient, max_body: usize) -> WireService {
+    BoxCloneSyncService::new(service_fn(move |req| {
+        let http = http.clone();
+        async move {
+            let res = http.request(req).await?;
+            let (parts, body) = res.into_parts();
+            let bytes = Limited::new(body, max_body).collect().await?.to_bytes();
+            Ok::<_, BoxError>(Response::from_parts(parts, bytes))
         }
-        let service = if self.bypass {
-            wire
-        } else {
-            BoxCloneSyncService::new(
-                ServiceBuilder::new()
-                    .layer(DeadlineLayer::new(self.deadline))
-                    .layer(retry.clone())
-                    .layer(breaker.layer())
-                    .layer(RequestTimeoutLayer::new(self.timeouts))
-                    .layer(PropagateDeadlineLayer::new().min_budget(self.min_budget))
-                    .service(wire),
-            )
-        };
-        Ok(ServiceClient {
-            name: self.name,
-            base_url: base_url.into(),
-            service,
-            breaker,
-            retry,
-        })
-    }
+    }))
 }
 
-/// A resilient JSON client for one target service. Cheap to clone; clones
-/// share the breaker, the retry budget and the connection pool.
+/// A JSON client for one target service over the stack the caller built.
+/// Cheap to clone; clones share the stack (its breaker, retry budget and
+/// connection pool).
 #[derive(Clone)]
 pub struct ServiceClient {
     name: Arc<str>,
     base_url: Arc<str>,
     service: WireService,
-    breaker: Breaker,
-    retry: RetryLayer,
 }
 
 impl fmt::Debug for ServiceClient {
@@ -239,39 +105,50 @@ impl fmt::Debug for ServiceClient {
         f.debug_struct("ServiceClient")
             .field("name", &self.name)
             .field("base_url", &self.base_url)
-            .field("breaker", &self.breaker)
             .finish_non_exhaustive()
     }
 }
 
 impl ServiceClient {
-    /// Starts a builder for the service `name` (used for the breaker, logs
-    /// and events) at `base_url`, e.g. `http://127.0.0.1:3000`.
-    pub fn builder(name: impl Into<Arc<str>>, base_url: impl Into<String>) -> ServiceClientBuilder {
-        let name = name.into();
-        ServiceClientBuilder {
-            retry: RetryLayer::builder(name.clone()),
-            breaker: Breaker::builder(name.clone()),
-            name,
+    /// A client for the service `name` (for the caller's logs and metrics)
+    /// at `base_url`, e.g. `http://127.0.0.1:3000`, sending through
+    /// `service`. Fails when the URL is not absolute.
+    pub fn new<S>(
+        name: impl Into<Arc<str>>,
+        base_url: impl Into<String>,
+        service: S,
+    ) -> Result<ServiceClient, BuildError>
+    where
+        S: Service<Request<Full<Bytes>>, Response = Response<Bytes>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send + 'static,
+    {
+        let given = base_url.into();
+        let base_url = given.trim_end_matches('/').to_owned();
+        base_url
+            .parse::<http::Uri>()
+            .ok()
+            .filter(|u| u.scheme().is_some() && u.authority().is_some())
+            .ok_or_else(|| BuildError::BaseUrl(given.clone()))?;
+        Ok(ServiceClient {
+            name: name.into(),
             base_url: base_url.into(),
-            timeouts: ByMethod::default(),
-            deadline: Duration::from_secs(30),
-            min_budget: Duration::from_millis(1),
-            max_body: 4 * 1024 * 1024,
-            http: None,
-            wire: Vec::new(),
-            bypass: false,
-        }
+            service: BoxCloneSyncService::new(service.map_err(Into::into)),
+        })
     }
 
-    /// The breaker guarding the service, for health endpoints.
-    pub fn breaker(&self) -> &Breaker {
-        &self.breaker
+    /// The target service's name.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
-    /// Retry counts, for metrics.
-    pub fn retry_stats(&self) -> RetryStats {
-        self.retry.stats()
+    /// The base URL paths are joined to, without a trailing `/`.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
     }
 
     /// `GET path`, parsing the JSON answer.
@@ -322,7 +199,7 @@ impl ServiceClient {
         Ok(())
     }
 
-    /// Sends a request through the whole stack as it is; the URI must be
+    /// Sends a request through the stack as it is; the URI must be
     /// absolute. Non-2xx answers are returned, not turned into errors.
     pub async fn send(&self, req: Request<Full<Bytes>>) -> Result<Response<Bytes>, BoxError> {
         self.service.clone().oneshot(req).await

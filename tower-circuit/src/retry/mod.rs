@@ -235,12 +235,6 @@ impl RetryBuilder {
         self
     }
 
-    /// Renames the layer (used in logs and events).
-    pub fn rename(mut self, name: impl Into<Arc<str>>) -> Self {
-        self.name = name.into();
-        self
-    }
-
     /// Validates and builds the layer.
     pub fn build(self) -> Result<RetryLayer, RetryConfigError> {
         self.backoff.validate()?;
