@@ -120,7 +120,8 @@ impl Upstream {
                 .layer(PropagateDeadlineLayer::new().min_budget(crate::server::MIN_BUDGET))
                 // The inbound request's id, as `x-request-id`.
                 .layer(request_id::outbound_layer())
-                // A fresh token per attempt, addressed to `name`.
+                // A service token addressed to `name`, signed once and
+                // reused until 80 % of its lifetime.
                 .layer(SignTokenLayer::new(signer.clone(), name))
                 // hyper-util, reading the whole body (at most 4 MiB)
                 // inside the attempt's timeout.
