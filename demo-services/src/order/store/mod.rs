@@ -13,6 +13,8 @@ use super::money::Cents;
 use crate::api::{Page, Paged};
 use crate::db::{self, Db};
 
+mod migrate;
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS orders (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -200,7 +202,7 @@ type OrderRow = (
 );
 
 // The CAST: a database from before cents keeps the column's REAL type
-// (see `migrate_to_cents`), which stores whole numbers as floats.
+// (see `migrate::to_cents`), which stores whole numbers as floats.
 const ORDER_SELECT: &str = "SELECT o.id, o.user_id, o.items, CAST(o.total_cents AS INTEGER),
     o.status, o.created_at,
     o.user_name, o.user_email, o.user_source, x.delivered_at
@@ -231,67 +233,6 @@ fn order_from_row(row: OrderRow) -> Result<Order, sqlx::Error> {
     })
 }
 
-/// Converts a database written before amounts were kept in cents
-/// (`orders.total` a float, item prices floats) in place, once: the column
-/// is renamed `total_cents` and every amount becomes whole cents, in one
-/// transaction.
-async fn migrate_to_cents(db: &Db) -> Result<(), sqlx::Error> {
-    let old: Option<i64> =
-        sqlx::query_scalar("SELECT 1 FROM pragma_table_info('orders') WHERE name = 'total'")
-            .fetch_optional(&db.writes)
-            .await?;
-    if old.is_none() {
-        return Ok(());
-    }
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct OldItem {
-        product_id: String,
-        quantity: i64,
-        unit_price: f64,
-    }
-    let cents = |amount: f64| (amount * 100.0).round() as i64;
-    let mut tx = db.writes.begin().await?;
-    sqlx::query("ALTER TABLE orders RENAME COLUMN total TO total_cents")
-        .execute(&mut *tx)
-        .await?;
-    // In batches, so a large table is not read into memory at once.
-    let mut after = 0_i64;
-    loop {
-        let rows: Vec<(i64, String, f64)> = sqlx::query_as(
-            "SELECT id, items, total_cents FROM orders WHERE id > ? ORDER BY id LIMIT 500",
-        )
-        .bind(after)
-        .fetch_all(&mut *tx)
-        .await?;
-        let Some(last) = rows.last() else { break };
-        after = last.0;
-        for (id, items, total) in rows {
-            let old: Vec<OldItem> =
-                serde_json::from_str(&items).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-            let new: Vec<StoredItem> = old
-                .into_iter()
-                .map(|i| StoredItem {
-                    product_id: i.product_id,
-                    quantity: i.quantity,
-                    unit_price_cents: cents(i.unit_price),
-                })
-                .collect();
-            let items =
-                serde_json::to_string(&new).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-            sqlx::query("UPDATE orders SET items = ?, total_cents = ? WHERE id = ?")
-                .bind(items)
-                .bind(cents(total))
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-        }
-    }
-    tx.commit().await?;
-    tracing::info!("orders.db: amounts converted to cents");
-    Ok(())
-}
-
 /// The order service's database, `<data-dir>/orders.db`.
 #[derive(Debug, Clone)]
 pub struct OrderStore {
@@ -302,7 +243,7 @@ impl OrderStore {
     /// Opens the database, creating it when new.
     pub async fn open(data_dir: &Path, durability: db::Durability) -> Result<Self, sqlx::Error> {
         let db = db::open(data_dir, "orders", SCHEMA, durability).await?;
-        migrate_to_cents(&db).await?;
+        migrate::to_cents(&db).await?;
         Ok(OrderStore { db })
     }
 
@@ -508,44 +449,5 @@ impl OrderStore {
         .execute(&self.db.writes)
         .await?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A database written before amounts were kept in cents opens with its
-    /// orders intact and their amounts in cents.
-    #[tokio::test]
-    async fn an_older_database_is_converted_to_cents() {
-        let dir = std::env::temp_dir().join(format!("orders-cents-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let old_schema = SCHEMA.replace("total_cents INTEGER NOT NULL", "total REAL NOT NULL");
-        let old = db::open(&dir, "orders", &old_schema, db::Durability::Full)
-            .await
-            .unwrap();
-        sqlx::query(
-            "INSERT INTO orders (user_id, items, total, status, created_at, user_name, user_email, user_source)
-             VALUES (1, '[{\"productId\":\"p-1\",\"quantity\":3,\"unitPrice\":0.1}]', 0.3, 'created',
-                     '2026-01-01T00:00:00.000Z', 'Ada', 'ada@example.com', 'live')",
-        )
-        .execute(&old.writes)
-        .await
-        .unwrap();
-        old.writes.close().await;
-        old.reads.close().await;
-
-        let store = OrderStore::open(&dir, db::Durability::Full).await.unwrap();
-        let order = store.get(1).await.unwrap().unwrap();
-        assert_eq!(order.total, Cents::new(30));
-        assert_eq!(order.items[0].unit_price, Cents::new(10));
-        let json = serde_json::to_string(&order).unwrap();
-        assert!(json.contains(r#""total":0.3,"#), "{json}");
-        // Opening again changes nothing more.
-        drop(store);
-        let store = OrderStore::open(&dir, db::Durability::Full).await.unwrap();
-        assert_eq!(store.get(1).await.unwrap().unwrap().total, Cents::new(30));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

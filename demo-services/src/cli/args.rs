@@ -1,0 +1,217 @@
+//! The command line's arguments: every subcommand and flag, with the
+//! value parsers that refuse what cannot work (`crate::flags`). What each
+//! command does is in the parent module.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::fault::Faults;
+use crate::flags;
+use crate::order::Resilience;
+
+/// User, Order and Notification services calling each other through
+/// tower-circuit and tower-jwt-service-auth.
+#[derive(Debug, Parser)]
+#[command(name = "demo-services", version)]
+pub struct Cli {
+    /// What to run; `all` when left out.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// All three services in one process (the default).
+    All(AllArgs),
+    /// The user service alone.
+    User(UserArgs),
+    /// The order service alone.
+    Order(OrderArgs),
+    /// The notification service alone.
+    Notification(NotificationArgs),
+    /// Prints a signed service token on stdout.
+    Token(TokenArgs),
+    /// Writes an Ed25519 key pair per service and the public key set.
+    Keygen(KeygenArgs),
+    /// Runs the services on loopback through a scripted outage and tells
+    /// what happened, step by step.
+    Drill(DrillArgs),
+}
+
+/// `drill`.
+#[derive(Debug, Clone, Args)]
+pub struct DrillArgs {
+    /// Where the drill's databases go (default: a fresh temporary
+    /// directory, removed afterwards).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Where keys and data live.
+#[derive(Debug, Clone, Args)]
+pub struct ServiceArgs {
+    /// Directory of the SQLite databases.
+    #[arg(long, default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Per-service Ed25519 keys written by `keygen`; otherwise
+    /// SERVICE_JWT_SECRET is used.
+    #[arg(long)]
+    pub keys_dir: Option<PathBuf>,
+    /// Leaves out the server and client layers (tokens, tracing, metrics,
+    /// deadlines, retries, breakers, timeouts): only for measuring what
+    /// they cost. Every request is taken for the service's usual caller.
+    #[arg(long)]
+    pub without_layers: bool,
+    /// How hard SQLite pushes commits to disk: `full` (every commit synced)
+    /// or `normal` (synced at checkpoints; the last commits can be lost on
+    /// power loss, not on a crash of the process).
+    #[arg(long, value_enum, default_value = "full")]
+    pub db_sync: crate::db::Durability,
+    /// How long a new connection has to send a complete request head
+    /// before it is closed.
+    #[arg(long, default_value = "10s", value_parser = flags::positive_duration)]
+    pub header_read_timeout: Duration,
+    /// How long a kept-alive connection may wait between requests before
+    /// it is closed.
+    #[arg(long, default_value = "60s", value_parser = flags::positive_duration)]
+    pub idle_timeout: Duration,
+    /// The most connections each service holds at once (default: the
+    /// open-file limit less an eighth, shared between the services of
+    /// `all`).
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+}
+
+/// Fault injection, off by default.
+#[derive(Debug, Clone, Args)]
+pub struct FaultArgs {
+    /// Answer 503 to this fraction of authenticated requests (0 to 1,
+    /// evenly spread).
+    #[arg(long, default_value = "0", value_parser = flags::fraction)]
+    pub fault_error_rate: f64,
+    /// Delay every authenticated request by this much, e.g. 300ms.
+    #[arg(long, default_value = "0ms", value_parser = flags::duration)]
+    pub fault_latency: Duration,
+}
+
+impl FaultArgs {
+    pub(super) fn faults(&self) -> Faults {
+        Faults::new(self.fault_error_rate, self.fault_latency)
+    }
+}
+
+/// `all`.
+#[derive(Debug, Clone, Args)]
+pub struct AllArgs {
+    /// The user service's address; order and notification take the next
+    /// two ports (or, with port 0, ports of their own).
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub service: ServiceArgs,
+    /// Where the order service finds the user service, http://HOST:PORT
+    /// (default: the one started here).
+    #[arg(long, value_parser = flags::http_url)]
+    pub user_url: Option<String>,
+    /// Where the order service finds the notification service,
+    /// http://HOST:PORT (default: the one started here).
+    #[arg(long, value_parser = flags::http_url)]
+    pub notification_url: Option<String>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub resilience: Resilience,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub faults: FaultArgs,
+    /// With fault flags: the one service to inject them into
+    /// (user-service, order-service or notification-service); all three
+    /// when left out.
+    #[arg(long)]
+    pub fault_target: Option<String>,
+}
+
+/// `user`.
+#[derive(Debug, Clone, Args)]
+pub struct UserArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub service: ServiceArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub faults: FaultArgs,
+}
+
+/// `notification`.
+#[derive(Debug, Clone, Args)]
+pub struct NotificationArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:3002")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub service: ServiceArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub faults: FaultArgs,
+}
+
+/// `order`.
+#[derive(Debug, Clone, Args)]
+pub struct OrderArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:3001")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub service: ServiceArgs,
+    /// Base URL of the user service, http://HOST:PORT.
+    #[arg(long, default_value = "http://127.0.0.1:3000", value_parser = flags::http_url)]
+    pub user_url: String,
+    /// Base URL of the notification service, http://HOST:PORT.
+    #[arg(long, default_value = "http://127.0.0.1:3002", value_parser = flags::http_url)]
+    pub notification_url: String,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub resilience: Resilience,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub faults: FaultArgs,
+}
+
+/// `token`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// The calling service (subject and issuer), e.g. api-gateway.
+    #[arg(long)]
+    pub service: String,
+    /// The target service: user-service, order-service or
+    /// notification-service.
+    #[arg(long, value_parser = flags::audience)]
+    pub audience: String,
+    /// Comma-separated permissions; the service's usual ones when left out.
+    #[arg(long, value_delimiter = ',')]
+    pub permissions: Option<Vec<String>>,
+    /// Lifetime, e.g. 5m or 30s (at most 1h: the services refuse tokens
+    /// living longer).
+    #[arg(long, default_value = "5m", value_parser = flags::token_ttl)]
+    pub ttl: Duration,
+    /// Per-service keys written by `keygen`; otherwise SERVICE_JWT_SECRET.
+    #[arg(long)]
+    pub keys_dir: Option<PathBuf>,
+}
+
+/// `keygen`.
+#[derive(Debug, Clone, Args)]
+pub struct KeygenArgs {
+    /// Directory to write the keys into.
+    #[arg(long)]
+    pub out: PathBuf,
+}
