@@ -139,7 +139,7 @@ pub fn stack(protected: Router, public: Router, ops: &ServerParts) -> Router {
 /// (the API gateway for the user and order services, the order service for
 /// the notification service), so the handlers run as they do in the
 /// layered run.
-pub fn without_layers(routes: Router, public: Router, caller: &'static str) -> Router {
+pub(crate) fn without_layers(routes: Router, public: Router, caller: &'static str) -> Router {
     let identity = tower_jwt_service_auth::jwt::verify::ServiceIdentity {
         service: caller.to_owned(),
         permissions: crate::auth::permissions_of(caller)

@@ -714,3 +714,47 @@ fn the_outage_walk_through_does_what_it_says() {
     stop(users);
     stop(notes);
 }
+
+/// `--without-layers` (the benchmark switch) serves each service's routes
+/// alone: no token is needed, and every request is taken for the one caller
+/// the service really has, with that caller's own permissions, so the
+/// handlers' permission checks still hold.
+#[test]
+fn without_layers_the_routes_run_alone_for_the_one_stand_in_caller() {
+    let data = TempDir::new("bare");
+    let dir = data.0.to_str().unwrap();
+    let (users, addr) = start(
+        "user",
+        &[
+            "--data-dir",
+            dir,
+            "--listen",
+            &free_port(),
+            "--without-layers",
+        ],
+    );
+    let (status, body) = get(&addr, "/users/1", "not-a-token");
+    assert!(status.contains("200"), "{status} {body}");
+    assert!(body.contains("Ada Lovelace"), "{body}");
+    stop(users);
+
+    let (notes, addr) = start(
+        "notification",
+        &[
+            "--data-dir",
+            dir,
+            "--listen",
+            &free_port(),
+            "--without-layers",
+        ],
+    );
+    let body = r#"{"userId": 1, "orderId": 7, "channel": "email", "message": "hi"}"#;
+    let (head, answer) = post(&addr, "/notifications", "not-a-token", "", body);
+    assert!(head.starts_with("HTTP/1.1 202"), "{head} {answer}");
+    let (status, body) = get(&addr, "/notifications?orderId=7", "not-a-token");
+    assert!(
+        status.contains("403"),
+        "the order service does not hold read:notifications: {status} {body}"
+    );
+    stop(notes);
+}

@@ -143,7 +143,7 @@ impl Upstream {
     /// straight through hyper-util, with no deadline, retry, breaker,
     /// timeout, request id or token. The breaker and retry handles exist
     /// for `/health` and `/metrics` but see no calls.
-    pub fn without_layers(
+    pub(crate) fn without_layers(
         user_url: &str,
         notification_url: &str,
     ) -> Result<Upstream, UpstreamError> {
