@@ -111,7 +111,7 @@ impl State {
     }
 
     /// Opens the database under `data_dir` with `upstream`'s clients (for
-    /// `--without-layers`, [`Upstream::without_layers`]).
+    /// `--without-layers`, clients without the stack).
     pub async fn with_upstream(
         data_dir: &Path,
         durability: Durability,
@@ -219,7 +219,7 @@ pub fn app(state: State) -> Router {
 }
 
 /// Serves `app` (the order service made from `state`, [`app`] or
-/// [`server::without_layers`]) on `listener` and delivers notifications
+/// its routes alone for `--without-layers`) on `listener` and delivers notifications
 /// in the background, until `shutdown`.
 pub async fn run(
     listener: TcpListener,

@@ -80,7 +80,7 @@ pub fn app(state: State) -> Router {
 }
 
 /// Serves `app` (the user service made from `state`, [`app`] or
-/// [`server::without_layers`]) on `listener` until `shutdown`.
+/// its routes alone for `--without-layers`) on `listener` until `shutdown`.
 pub async fn run(
     listener: TcpListener,
     state: State,
