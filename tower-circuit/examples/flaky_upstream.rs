@@ -4,7 +4,7 @@
 //! The example starts a small axum server on a loopback port whose
 //! `GET /item` answers `200 ok` while it is healthy and `503` while it is
 //! not, then calls it through a `hyper_util` client wrapped in
-//! [`Breaker::http_layer`] (5xx responses and transport errors count as
+//! [`Breaker::layer`] (5xx responses and transport errors count as
 //! failures). It walks the breaker through its whole cycle:
 //!
 //! 1. a few healthy calls: the circuit stays **closed**;
@@ -127,8 +127,8 @@ async fn main() -> Result<(), BoxError> {
     // --- The guarded client ---------------------------------------------------
     let client: Client<HttpConnector, Full<Bytes>> =
         Client::builder(TokioExecutor::new()).build_http();
-    // `http_layer` counts 5xx answers as failures: a plain `layer()` would
-    // only count transport errors, and a 503 is an `Ok` response to hyper.
+    // `layer()` counts 5xx answers as failures, not only transport errors: a
+    // 503 is an `Ok` response to hyper (`errors_layer()` would miss it).
     let mut service = ServiceBuilder::new().layer(breaker.layer()).service(client);
 
     let mut n = 0;
