@@ -42,7 +42,7 @@
 //!   does, for every call it completes) or the call is not counted.
 //!
 //! Codes are judged by a [`ClassifyCode`], by default
-//! [`ServerCodesAsFailures`](crate::grpc::ServerCodesAsFailures). Before
+//! [`ServerCodesAsFailures`]. Before
 //! it is asked, a `DEADLINE_EXCEEDED` answer that carries
 //! `x-request-budget-ms: 0` (the server saying the budget this caller sent
 //! ran out there), to a request that had a deadline, is ignored.
