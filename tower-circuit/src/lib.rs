@@ -27,6 +27,9 @@
 //!   configuration, sliding windows, events and metrics.
 //! - [`classify`]: what counts as a failure, built on `tower_http::classify`.
 //! - [`fallback`]: answers in place of an open circuit or a failed call.
+//! - `grpc` (feature `grpc`): the breaker for tonic clients, judging calls
+//!   by `grpc-status` in headers and trailers, and the layers' errors as
+//!   `tonic::Status`.
 //! - [`keyed`]: one breaker per key (per host, per tenant) with bounded
 //!   size and idle eviction.
 //! - [`registry`]: every breaker of a process, for health and metrics endpoints.
@@ -115,6 +118,8 @@ pub mod classify;
 #[cfg(feature = "client")]
 pub mod client;
 pub mod fallback;
+#[cfg(feature = "grpc")]
+pub mod grpc;
 pub mod keyed;
 pub mod registry;
 pub mod retry;

@@ -95,7 +95,8 @@ where
 /// Whether the call failed because the caller's deadline ran out, which
 /// says nothing about the dependency's health (see the module docs). The
 /// error is an [`Elapsed`] itself or, as the layers return it, boxed.
-fn cut_by_deadline<E: 'static>(error: &E) -> bool {
+/// Shared with the gRPC breaker, which applies the same rule.
+pub(crate) fn cut_by_deadline<E: 'static>(error: &E) -> bool {
     let error: &dyn Any = error;
     if let Some(elapsed) = error.downcast_ref::<Elapsed>() {
         return elapsed.is_deadline();

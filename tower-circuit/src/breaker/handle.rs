@@ -230,6 +230,18 @@ impl Breaker {
         CircuitBreakerLayer::new(self.clone()).classifier(ErrorsAsFailures)
     }
 
+    /// A layer for gRPC clients whose services all use this breaker: calls
+    /// are judged by their `grpc-status`, read from the response head or
+    /// from the trailers at the end of the stream (see
+    /// [`crate::grpc::breaker`]). Server-side codes (`UNAVAILABLE`,
+    /// `INTERNAL`, ...), HTTP answers from proxies and errors are failures;
+    /// the caller's mistakes (`NOT_FOUND`, `INVALID_ARGUMENT`, ...) are
+    /// not. Feature `grpc`.
+    #[cfg(feature = "grpc")]
+    pub fn grpc_layer(&self) -> crate::grpc::GrpcBreakerLayer {
+        crate::grpc::GrpcBreakerLayer::new(self.clone())
+    }
+
     /// The breaker's name.
     pub fn name(&self) -> &str {
         &self.inner.shared.name

@@ -98,7 +98,7 @@ pub mod future;
 
 mod announce;
 mod config;
-mod guard;
+pub(crate) mod guard;
 mod handle;
 mod layer;
 mod machine;
