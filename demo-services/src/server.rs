@@ -2,8 +2,9 @@
 //! under connection limits with graceful shutdown ([`mod@serve`]), and waiting
 //! for SIGINT or SIGTERM.
 //!
-//! Stack, outermost first: request id (accept or make `x-request-id`, echo
-//! it) → trace (a span per request carrying the id) → request-id scope
+//! Stack, outermost first: gRPC answers for gRPC requests (any HTTP-shaped
+//! refusal from inside becomes a `grpc-status`, see [`grpc_errors`]) →
+//! request id (accept or make `x-request-id`, echo it) → trace (a span per request carrying the id) → request-id scope
 //! (for outbound calls) → metrics → catch-panic → deadline (the caller's
 //! `x-request-budget-ms`, capped by this server's own) → body limit → JWT
 //! verification → fault injection (off by default) → per-route permission
@@ -33,9 +34,11 @@ use tracing::{Level, Span};
 use crate::api::{self, ApiError};
 use crate::auth::Keys;
 use crate::fault::Faults;
+use crate::server::grpc_errors::GrpcErrorsLayer;
 use crate::telemetry::request_id::{self, MakeId};
 use crate::telemetry::{Escaped, Metrics};
 
+pub mod grpc_errors;
 pub mod serve;
 
 /// The largest request body accepted: 1 MiB, then 413.
@@ -100,10 +103,13 @@ impl ServerParts {
 /// 404/405 answers get an id, a span, metrics and a deadline too);
 /// verification and fault injection wrap the protected routes only, since
 /// an unauthenticated probe must reach `/health` and an unknown path must
-/// answer 404, not 401.
+/// answer 404, not 401. The gRPC translation comes first, outside every
+/// layer that can refuse (and outside metrics and traces, which so record
+/// the refusal's own status).
 pub fn stack(protected: Router, public: Router, ops: &ServerParts) -> Router {
     let service = ops.service;
     let shared = ServiceBuilder::new()
+        .layer(GrpcErrorsLayer::new())
         .layer(request_id::sanitize_layer())
         .layer(SetRequestIdLayer::new(request_id::HEADER, MakeId))
         .layer(PropagateRequestIdLayer::new(request_id::HEADER))

@@ -5,7 +5,11 @@
 //! Every refusal is asserted whole: the status, the exact
 //! `WWW-Authenticate` value, the JSON body (`error` and the message, which
 //! names the fault, so a test cannot pass on the wrong refusal), the
-//! reason the layer counted, and that the handler never ran. Tokens are
+//! reason the layer counted, and that the handler never ran. Each attack
+//! is also sent as a gRPC call (`content-type: application/grpc`, the same
+//! `authorization` metadata) to a second service, which must refuse it
+//! the gRPC way: HTTP 200, `grpc-status` 16 or 7, the JSON body's message
+//! in `grpc-message`, no body, the same reason counted, no handler call. Tokens are
 //! forged by hand (serde_json, base64url, jsonwebtoken's raw signing), not
 //! with this crate's signer. The positive controls at the top show that the
 //! same setup lets a valid token through, so the suite cannot pass by
@@ -97,6 +101,89 @@ impl UserService {
     }
 }
 
+/// `req` as a gRPC call: POST, `content-type: application/grpc`, `te:
+/// trailers`, and the same URI and `authorization` headers.
+fn as_grpc(req: &Request<String>) -> Request<String> {
+    let mut grpc = Request::post(req.uri().clone())
+        .body(String::new())
+        .unwrap();
+    *grpc.headers_mut() = req.headers().clone();
+    grpc.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    grpc.headers_mut()
+        .insert("te", HeaderValue::from_static("trailers"));
+    grpc
+}
+
+/// `grpc-message` decoded: `%XX` to the byte, then UTF-8.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
+            out.push(u8::from_str_radix(hex, 16).unwrap());
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// Asserts a trailers-only gRPC refusal: HTTP 200, `content-type:
+/// application/grpc`, `grpc-status: code`, `grpc-message` decoding to
+/// `message`, and an empty body.
+fn assert_grpc_refusal(res: &Response<String>, code: &str, message: &str) {
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()[CONTENT_TYPE], "application/grpc");
+    assert_eq!(res.headers()["grpc-status"], code);
+    let sent = res.headers()["grpc-message"].to_str().unwrap();
+    assert_eq!(percent_decode(sent), message);
+    assert!(res.body().is_empty(), "a trailers-only answer has no body");
+}
+
+/// The gRPC status matching an HTTP refusal's.
+fn grpc_code(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::UNAUTHORIZED => "16",
+        StatusCode::FORBIDDEN => "7",
+        other => panic!("no gRPC status for {other}"),
+    }
+}
+
+/// Sends `req` to a fresh user service, and the same request as a gRPC
+/// call ([`as_grpc`]) to another; asserts the HTTP refusal whole
+/// ([`assert_refusal`]), the gRPC one ([`assert_grpc_refusal`], with the
+/// JSON body's message), and that neither handler ran. Returns both
+/// services, HTTP first.
+async fn assert_refused(
+    req: Request<String>,
+    status: StatusCode,
+    www_authenticate: &str,
+    error: &str,
+    message: &str,
+) -> [UserService; 2] {
+    let grpc = as_grpc(&req);
+    let users = UserService::new();
+    let res = users.send(req).await;
+    assert_refusal(&res, status, www_authenticate, error, message);
+    assert_eq!(users.handler_calls(), 0, "the handler must not run");
+
+    let grpc_users = UserService::new();
+    let res = grpc_users.send(grpc).await;
+    assert_grpc_refusal(&res, grpc_code(status), message);
+    assert_eq!(
+        grpc_users.handler_calls(),
+        0,
+        "the gRPC handler must not run"
+    );
+    assert_eq!(grpc_users.stats(), users.stats(), "counted alike");
+    [users, grpc_users]
+}
+
 /// Asserts a refusal that never reached the handler, answered with
 /// `status`, `www_authenticate`, and exactly `{"error", "message"}`.
 fn assert_refusal(
@@ -119,36 +206,33 @@ fn assert_refusal(
 }
 
 /// Sends `req` to a fresh user service and asserts `401 invalid_token`
-/// with `message`, counted by the verifier under `reason`.
+/// with `message`, counted by the verifier under `reason`
+/// (and as gRPC, `UNAUTHENTICATED`: see [`assert_refused`]).
 async fn assert_invalid_token(req: Request<String>, reason: &str, message: &str) {
-    let users = UserService::new();
-    let res = users.send(req).await;
-    assert_refusal(
-        &res,
+    let [users, _] = assert_refused(
+        req,
         StatusCode::UNAUTHORIZED,
         INVALID_TOKEN,
         "invalid_token",
         message,
-    );
-    assert_eq!(users.handler_calls(), 0, "the handler must not run");
+    )
+    .await;
     let stats = users.stats();
     assert_eq!(stats.rejected, [(reason, 1)]);
     assert_eq!(stats.verified, 0);
 }
 
 /// Sends `req` to a fresh user service and asserts `403
-/// insufficient_scope` with `message`.
+/// insufficient_scope` with `message` (and as gRPC, `PERMISSION_DENIED`).
 async fn assert_forbidden(req: Request<String>, message: &str) -> AuthStats {
-    let users = UserService::new();
-    let res = users.send(req).await;
-    assert_refusal(
-        &res,
+    let [users, _] = assert_refused(
+        req,
         StatusCode::FORBIDDEN,
         INSUFFICIENT_SCOPE,
         "insufficient_scope",
         message,
-    );
-    assert_eq!(users.handler_calls(), 0, "the handler must not run");
+    )
+    .await;
     users.stats()
 }
 
@@ -259,6 +343,19 @@ async fn valid_eddsa_token_reaches_the_handler_with_its_identity() {
 }
 
 #[tokio::test]
+async fn valid_token_in_grpc_metadata_reaches_the_handler() {
+    // The gRPC refusals below cannot pass by refusing every gRPC call.
+    let users = UserService::new();
+    let res = users
+        .send(as_grpc(&bearer(&forge(header(), claims()))))
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.body(), "handled");
+    assert_eq!(users.handler_calls(), 1);
+    assert!(users.stats().rejected.is_empty());
+}
+
+#[tokio::test]
 async fn valid_hs256_token_reaches_the_handler() {
     let users = UserService::new();
     let res = users
@@ -272,16 +369,14 @@ async fn valid_hs256_token_reaches_the_handler() {
 
 #[tokio::test]
 async fn missing_authorization_header() {
-    let users = UserService::new();
-    let res = users.send(request(&[])).await;
-    assert_refusal(
-        &res,
+    let [users, _] = assert_refused(
+        request(&[]),
         StatusCode::UNAUTHORIZED,
         "Bearer",
         "missing_token",
         "a bearer token is required",
-    );
-    assert_eq!(users.handler_calls(), 0);
+    )
+    .await;
     assert_eq!(users.stats().rejected, [("missing", 1)]);
 }
 
@@ -293,16 +388,14 @@ async fn access_token_in_the_query_string_is_not_accepted() {
     let req = Request::get(format!("/users/7?access_token={token}"))
         .body(String::new())
         .unwrap();
-    let users = UserService::new();
-    let res = users.send(req).await;
-    assert_refusal(
-        &res,
+    assert_refused(
+        req,
         StatusCode::UNAUTHORIZED,
         "Bearer",
         "missing_token",
         "a bearer token is required",
-    );
-    assert_eq!(users.handler_calls(), 0);
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -630,6 +723,11 @@ async fn forged_signature_on_a_cached_tokens_claims() {
     );
     assert_eq!(users.handler_calls(), 1, "only the valid request ran");
     assert_eq!(users.stats().rejected, [("bad_signature", 1)]);
+    // And as a gRPC call, after the valid token was cached.
+    let res = users.send(as_grpc(&bearer(&forged))).await;
+    assert_grpc_refusal(&res, "16", "the token's signature is invalid");
+    assert_eq!(users.handler_calls(), 1);
+    assert_eq!(users.stats().rejected, [("bad_signature", 2)]);
 }
 
 // === time ===

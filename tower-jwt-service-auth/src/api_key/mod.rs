@@ -3,8 +3,9 @@
 //! The caller sends its name in `X-Service-Name` and its key in `X-API-Key`
 //! ([`ApiKeyClientLayer`]); the server checks the pair against an
 //! [`ApiKeys`] store ([`ApiKeyLayer`]), answers `401` with a JSON body when
-//! it does not hold, and otherwise hands the handler an [`ApiKeyIdentity`]
-//! in the request's extensions.
+//! it does not hold (a gRPC call: `grpc-status` 16, `UNAUTHENTICATED`), and
+//! otherwise hands the handler an [`ApiKeyIdentity`] in the request's
+//! extensions.
 //!
 //! ```
 //! use std::convert::Infallible;

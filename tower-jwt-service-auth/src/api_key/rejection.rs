@@ -1,9 +1,10 @@
 use std::fmt;
 
 use http::header::{HeaderValue, WWW_AUTHENTICATE};
-use http::{Response, StatusCode};
+use http::{HeaderMap, Response, StatusCode};
 
 use super::{API_KEY_HEADER, MAX_HEADER_BYTES, SERVICE_NAME_HEADER};
+use crate::response::{self, GrpcCode};
 
 /// Why an API key was refused.
 ///
@@ -15,6 +16,9 @@ use super::{API_KEY_HEADER, MAX_HEADER_BYTES, SERVICE_NAME_HEADER};
 /// `invalid_api_key` for everything else. [`UnknownService`] and
 /// [`WrongKey`] answer identically, so a caller cannot probe which
 /// services have keys; only the logs and [`ApiKeyStats`] tell them apart.
+///
+/// A gRPC call is refused `UNAUTHENTICATED` with the same message
+/// (see [`ApiKey`](super::ApiKey)).
 ///
 /// [`UnknownService`]: Rejection::UnknownService
 /// [`WrongKey`]: Rejection::WrongKey
@@ -98,11 +102,22 @@ impl Rejection {
     /// [`body_error`]: Rejection::body_error
     /// [`Display`]: fmt::Display
     pub fn to_response<B: From<String>>(&self) -> Response<B> {
-        let mut res =
-            crate::response::json_error(self.status(), self.body_error(), &self.to_string());
+        let mut res = response::json_error(self.status(), self.body_error(), &self.to_string());
         res.headers_mut()
             .insert(WWW_AUTHENTICATE, self.www_authenticate());
         res
+    }
+
+    /// The answer to a request with `request_headers`: for a gRPC call,
+    /// `UNAUTHENTICATED` (16) with the JSON body's message, as a
+    /// trailers-only response; [`to_response`](Rejection::to_response)
+    /// otherwise.
+    pub(crate) fn respond_to<B: From<String>>(&self, request_headers: &HeaderMap) -> Response<B> {
+        if response::is_grpc(request_headers) {
+            response::grpc_error(GrpcCode::Unauthenticated, &self.to_string())
+        } else {
+            self.to_response()
+        }
     }
 }
 

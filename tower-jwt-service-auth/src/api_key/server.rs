@@ -61,7 +61,10 @@ impl<S> Layer<S> for ApiKeyLayer {
 
 /// Calls the inner service only with a valid API key, with the caller's
 /// [`ApiKeyIdentity`] in the request's extensions; answers `401`
-/// otherwise. Built by [`ApiKeyLayer`].
+/// otherwise, or to a gRPC call (`content-type: application/grpc...`,
+/// the key and name in its metadata) HTTP 200 with `grpc-status: 16`
+/// (`UNAUTHENTICATED`), the same message in `grpc-message` and no body.
+/// Built by [`ApiKeyLayer`].
 #[derive(Debug, Clone)]
 pub struct ApiKey<S> {
     inner: S,
@@ -160,7 +163,7 @@ where
                     service = claimed,
                     "API key rejected"
                 );
-                return ResponseFuture::answered(rejection.to_response());
+                return ResponseFuture::answered(rejection.respond_to(req.headers()));
             }
         };
         self.stats.counters.accepted.fetch_add(1, Ordering::Relaxed);

@@ -27,7 +27,9 @@ impl<S: Send + Sync> FromRequestParts<S> for ServiceIdentity {
                     "{}",
                     MissingVerifyLayer::MESSAGE
                 );
-                Err(MissingVerifyLayer { _private: () })
+                Err(MissingVerifyLayer {
+                    grpc: crate::response::is_grpc(&parts.headers),
+                })
             }
         }
     }
@@ -42,6 +44,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ServiceIdentity {
 /// authenticate. It is answered `500` with
 /// `{"error": "internal", "message": ...}` and logged as an error, rather
 /// than a `401` that would send the caller hunting for a token problem.
+/// A gRPC call gets `grpc-status: 13` (`INTERNAL`) with the same message.
 ///
 /// ```
 /// use axum::Router;
@@ -86,7 +89,8 @@ impl<S: Send + Sync> FromRequestParts<S> for ServiceIdentity {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MissingVerifyLayer {
-    _private: (),
+    /// The request was a gRPC call, so the answer is a gRPC status.
+    grpc: bool,
 }
 
 impl MissingVerifyLayer {
@@ -103,6 +107,12 @@ impl std::error::Error for MissingVerifyLayer {}
 
 impl IntoResponse for MissingVerifyLayer {
     fn into_response(self) -> Response {
+        if self.grpc {
+            return crate::response::grpc_error(
+                crate::response::GrpcCode::Internal,
+                &self.to_string(),
+            );
+        }
         crate::response::json_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",

@@ -6,8 +6,13 @@
 //! `401` with `Bearer error="invalid_token"` for any token that does not
 //! prove who the caller is, `403` with `Bearer error="insufficient_scope"`
 //! for a known caller without the right; each with a JSON body
-//! `{"error": ..., "message": ...}`. The services keep their inner error
-//! type, so they fit axum's infallible services.
+//! `{"error": ..., "message": ...}`. A gRPC call (`content-type:
+//! application/grpc...`, the token in its `authorization` metadata) is
+//! refused as gRPC servers refuse calls: HTTP 200 with `grpc-status` 16
+//! (`UNAUTHENTICATED`) where HTTP says 401, 7 (`PERMISSION_DENIED`) where
+//! it says 403, the same message in `grpc-message`, and no body. The
+//! services keep their inner error type, so they fit axum's infallible
+//! services.
 //!
 //! ```
 //! use http::{Request, Response, StatusCode};
@@ -310,7 +315,7 @@ where
             }
             Err(rejection) => {
                 self.shared.refused(&rejection);
-                ResponseFuture::answered(rejection.to_response())
+                ResponseFuture::answered(rejection.respond_to(req.headers()))
             }
         }
     }

@@ -13,7 +13,9 @@ use crate::jwt::verify::{Rejection, ServiceIdentity};
 ///
 /// A request without a verified identity (the layer was put above the
 /// verifier, or the verifier is missing) is answered `401`; a caller
-/// without the permission `403 insufficient_scope`.
+/// without the permission `403 insufficient_scope`. gRPC calls get
+/// `UNAUTHENTICATED` and `PERMISSION_DENIED` instead (see the
+/// [module docs](super)).
 #[derive(Debug, Clone)]
 pub struct RequirePermissionLayer {
     permission: Arc<str>,
@@ -90,7 +92,7 @@ where
         };
         match verdict {
             Ok(()) => ResponseFuture::called(self.inner.call(req)),
-            Err(rejection) => ResponseFuture::answered(rejection.to_response()),
+            Err(rejection) => ResponseFuture::answered(rejection.respond_to(req.headers())),
         }
     }
 }

@@ -1,12 +1,14 @@
-//! Why a token was refused, and how each refusal is answered over HTTP.
+//! Why a token was refused, and how each refusal is answered over HTTP
+//! and gRPC.
 
 use std::fmt;
 
 use http::header::{HeaderValue, WWW_AUTHENTICATE};
-use http::{Response, StatusCode};
+use http::{HeaderMap, Response, StatusCode};
 
 use crate::escape::Escaped;
 use crate::jwt::claims::TOKEN_TYPE;
+use crate::response::{self, GrpcCode};
 
 /// Why a token was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,12 +113,27 @@ impl Rejection {
     /// [`body_error`]: Rejection::body_error
     /// [`Display`]: fmt::Display
     pub fn to_response<B: From<String>>(&self) -> Response<B> {
-        let mut res =
-            crate::response::json_error(self.status(), self.body_error(), &self.to_string());
+        let mut res = response::json_error(self.status(), self.body_error(), &self.to_string());
         if let Ok(value) = HeaderValue::from_str(&self.www_authenticate()) {
             res.headers_mut().insert(WWW_AUTHENTICATE, value);
         }
         res
+    }
+
+    /// The answer to a request with `request_headers`: a trailers-only
+    /// gRPC status for a gRPC call, [`to_response`](Rejection::to_response)
+    /// otherwise. The gRPC message is the JSON body's message.
+    pub(crate) fn respond_to<B: From<String>>(&self, request_headers: &HeaderMap) -> Response<B> {
+        if !response::is_grpc(request_headers) {
+            return self.to_response();
+        }
+        // Follows `status`: 401 is UNAUTHENTICATED, 403 PERMISSION_DENIED.
+        let code = if self.status() == StatusCode::FORBIDDEN {
+            GrpcCode::PermissionDenied
+        } else {
+            GrpcCode::Unauthenticated
+        };
+        response::grpc_error(code, &self.to_string())
     }
 
     /// A short label for logs and metrics.
