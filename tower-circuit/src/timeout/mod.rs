@@ -50,7 +50,9 @@
 pub mod error;
 pub mod future;
 
+mod body;
 mod deadline;
+mod grpc_timeout;
 mod layer;
 mod policy;
 mod propagate;
@@ -61,8 +63,12 @@ use std::task::{Context, Poll};
 use tokio::time::{Instant, sleep_until};
 use tower_service::Service;
 
+pub use self::body::DeadlineBody;
 pub use self::deadline::{Deadline, DeadlineLayer, Scoped, WithDeadline};
 pub use self::error::Elapsed;
+pub use self::grpc_timeout::{
+    GRPC_TIMEOUT_HEADER, GrpcTimeout, MalformedGrpcTimeout, format_grpc_timeout, parse_grpc_timeout,
+};
 pub use self::layer::RequestTimeoutLayer;
 pub use self::policy::{ByMethod, Fixed, TimeoutPolicy};
 pub use self::propagate::{
