@@ -327,8 +327,7 @@ async fn pushback_run(pushback: &'static str) -> Vec<Duration> {
         .oneshot(call(GET_USER, Chunks::new(&[b"\x00\x00\x00\x00\x00"])))
         .await
         .unwrap();
-    let times = times.lock().unwrap().clone();
-    times
+    times.lock().unwrap().clone()
 }
 
 #[tokio::test(start_paused = true)]

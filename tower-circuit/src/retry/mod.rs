@@ -107,7 +107,9 @@ pub use self::config::{RetryBudget, RetryConfigError};
 pub use self::idempotency::{DefaultIdempotency, Idempotency};
 
 use self::budget::RetryBudgetState;
-pub(crate) use self::classify::{classify_error, digits};
+#[cfg(feature = "grpc")]
+pub(crate) use self::classify::classify_error;
+pub(crate) use self::classify::digits;
 use self::future::ResponseFuture;
 use crate::BoxError;
 use crate::timeout::Deadline;

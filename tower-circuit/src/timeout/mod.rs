@@ -15,10 +15,13 @@
 //! - [`PropagateDeadlineLayer`]: sends the time left to the next service in
 //!   [`BUDGET_HEADER`] (`x-request-budget-ms`, relative milliseconds, so
 //!   clock skew does not matter).
-//! - [`ServerDeadlineLayer`]: reads it on the server, bounds the handler by
-//!   the smaller of its own timeout and the caller's budget (`504` with a
-//!   JSON body when it runs out) and makes it the deadline of every call the
-//!   handler makes.
+//!   For a gRPC call it also writes [`GRPC_TIMEOUT_HEADER`] (`grpc-timeout`,
+//!   see [`format_grpc_timeout`]).
+//! - [`ServerDeadlineLayer`]: reads it (and a gRPC call's `grpc-timeout`) on
+//!   the server, bounds the handler by the smaller of its own timeout and
+//!   the caller's budget (`504` with a JSON body when it runs out; for a
+//!   gRPC call `DEADLINE_EXCEEDED`, also when its response stream is still
+//!   going) and makes it the deadline of every call the handler makes.
 //!
 //! ```
 //! use std::time::Duration;
