@@ -6,10 +6,22 @@
 //! - [`into_status`] and [`StatusLayer`]: the layers' errors (an open
 //!   circuit, a timeout, a refused connection) as the [`tonic::Status`]
 //!   with the right code, not `UNKNOWN`.
+//! - [`retry`]: which calls may be retried (a table of methods, streams
+//!   never) and what is retried (`UNAVAILABLE`, with the server's
+//!   pushback), for the [`RetryLayer`](crate::retry::RetryLayer).
+//! - [`replay`]: tonic's request bodies stream and are not `Clone`; the
+//!   [`ReplayLayer`](replay::ReplayLayer) reads a retryable call's body
+//!   once, bounded, so each attempt sends the same bytes.
+//!
+//! The deadline layers need no feature: `ServerDeadline` reads
+//! `grpc-timeout` and answers gRPC calls in gRPC, and `PropagateDeadline`
+//! writes `grpc-timeout` (see [`crate::timeout`]).
 //!
 //! [`Breaker::grpc_layer`]: crate::breaker::Breaker::grpc_layer
 
 pub mod breaker;
+pub mod replay;
+pub mod retry;
 
 mod classify;
 mod status;

@@ -19,6 +19,9 @@ pub enum RetryReason {
     Timeout,
     /// The server answered with a retryable status.
     Status(StatusCode),
+    /// A gRPC server answered with a retryable `grpc-status` (a code, e.g.
+    /// 14 for `UNAVAILABLE`).
+    GrpcStatus(u16),
 }
 
 impl fmt::Display for RetryReason {
@@ -27,6 +30,7 @@ impl fmt::Display for RetryReason {
             RetryReason::Transport => f.write_str("transport error"),
             RetryReason::Timeout => f.write_str("attempt timed out"),
             RetryReason::Status(s) => write!(f, "status {}", s.as_u16()),
+            RetryReason::GrpcStatus(code) => write!(f, "grpc-status {code}"),
         }
     }
 }
@@ -106,24 +110,28 @@ impl<B> RetryClassifier<B> for DefaultRetryClassifier {
                     not_before,
                 }
             }
-            Err(e) if e.is::<CircuitOpen>() => Decision::Done,
-            // The whole call's deadline ran out (here or, as a downstream
-            // server said, there): no attempt can still finish in time.
-            Err(e)
-                if e.downcast_ref::<Elapsed>()
-                    .is_some_and(Elapsed::is_deadline) =>
-            {
-                Decision::Done
-            }
-            Err(e) if e.is::<Elapsed>() => Decision::Retry {
-                reason: RetryReason::Timeout,
-                not_before: None,
-            },
-            Err(_) => Decision::Retry {
-                reason: RetryReason::Transport,
-                not_before: None,
-            },
+            Err(e) => classify_error(e),
         }
+    }
+}
+
+/// The verdict on an error, the same for HTTP and gRPC: an open circuit
+/// never (it fails fast on purpose), a deadline [`Elapsed`] never, an
+/// attempt's own timeout and any other error (the transport) yes.
+pub(crate) fn classify_error(e: &BoxError) -> Decision {
+    match e.downcast_ref::<Elapsed>() {
+        // The whole call's deadline ran out (here or, as a downstream
+        // server said, there): no attempt can still finish in time.
+        Some(elapsed) if elapsed.is_deadline() => Decision::Done,
+        Some(_) => Decision::Retry {
+            reason: RetryReason::Timeout,
+            not_before: None,
+        },
+        None if e.is::<CircuitOpen>() => Decision::Done,
+        None => Decision::Retry {
+            reason: RetryReason::Transport,
+            not_before: None,
+        },
     }
 }
 

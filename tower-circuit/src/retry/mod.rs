@@ -15,8 +15,10 @@
 //!   0.3 allows 30 % and 0.7 allows 70 %; tower's `TpsBudget`, used
 //!   before, truncates `1 / share` and allowed 33 % and 100 %;
 //! - **idempotency**: only requests that may safely run twice are retried:
-//!   GET, HEAD, OPTIONS, PUT, DELETE and TRACE, and POST or PATCH only with
-//!   an `Idempotency-Key` header.
+//!   by default GET, HEAD, OPTIONS, PUT, DELETE and TRACE, and POST or
+//!   PATCH only with an `Idempotency-Key` header; another rule (an
+//!   [`Idempotency`], e.g. a table of gRPC methods) can be given with
+//!   [`RetryBuilder::idempotency`].
 //!
 //! Transport errors, attempt timeouts ([`Elapsed`]), 500, 502, 503 and 504
 //! are retried; 503 not before its `Retry-After`; 429 only when it carries
@@ -84,6 +86,7 @@ mod budget;
 mod classify;
 mod config;
 pub mod future;
+mod idempotency;
 
 use std::fmt;
 use std::sync::Arc;
@@ -101,8 +104,11 @@ pub use self::classify::{
     is_idempotent, retry_after,
 };
 pub use self::config::{RetryBudget, RetryConfigError};
+pub use self::idempotency::{DefaultIdempotency, Idempotency};
 
 use self::budget::RetryBudgetState;
+#[cfg(feature = "grpc")]
+pub(crate) use self::classify::classify_error;
 pub(crate) use self::classify::digits;
 use self::future::ResponseFuture;
 use crate::BoxError;
@@ -166,7 +172,7 @@ impl Shared {
 
 /// Builds a [`RetryLayer`].
 #[derive(Clone)]
-pub struct RetryBuilder {
+pub struct RetryBuilder<I = DefaultIdempotency> {
     name: Arc<str>,
     max_retries: u32,
     backoff: Backoff,
@@ -174,9 +180,10 @@ pub struct RetryBuilder {
     retry_non_idempotent: bool,
     budget: Option<RetryBudget>,
     on_retry: Option<OnRetry>,
+    idempotency: I,
 }
 
-impl fmt::Debug for RetryBuilder {
+impl<I> fmt::Debug for RetryBuilder<I> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RetryBuilder")
             .field("name", &self.name)
@@ -187,7 +194,7 @@ impl fmt::Debug for RetryBuilder {
     }
 }
 
-impl RetryBuilder {
+impl<I> RetryBuilder<I> {
     /// At most this many retries per call (default 3, so 4 attempts).
     pub fn max_retries(mut self, n: u32) -> Self {
         self.max_retries = n;
@@ -219,7 +226,24 @@ impl RetryBuilder {
         self
     }
 
-    /// Retries POST and PATCH without an `Idempotency-Key` too. Only for
+    /// The rule that says which requests may be retried (default
+    /// [`DefaultIdempotency`]: by method, and POST or PATCH with an
+    /// `Idempotency-Key`). A gRPC client, whose calls are all POSTs, gives
+    /// its table of methods (`grpc::retry::GrpcMethods`, feature `grpc`).
+    pub fn idempotency<I2: Idempotency>(self, rule: I2) -> RetryBuilder<I2> {
+        RetryBuilder {
+            name: self.name,
+            max_retries: self.max_retries,
+            backoff: self.backoff,
+            max_retry_after: self.max_retry_after,
+            retry_non_idempotent: self.retry_non_idempotent,
+            budget: self.budget,
+            on_retry: self.on_retry,
+            idempotency: rule,
+        }
+    }
+
+    /// Retries every request, whatever the idempotency rule says. Only for
     /// services known to make them idempotent some other way.
     pub fn retry_non_idempotent(mut self) -> Self {
         self.retry_non_idempotent = true;
@@ -236,7 +260,7 @@ impl RetryBuilder {
     }
 
     /// Validates and builds the layer.
-    pub fn build(self) -> Result<RetryLayer, RetryConfigError> {
+    pub fn build(self) -> Result<RetryLayer<DefaultRetryClassifier, I>, RetryConfigError> {
         self.backoff.validate()?;
         let budget = match self.budget {
             None => None,
@@ -263,6 +287,7 @@ impl RetryBuilder {
                 budget_exhausted: AtomicU64::new(0),
             }),
             classifier: DefaultRetryClassifier,
+            idempotency: self.idempotency,
         })
     }
 }
@@ -270,12 +295,13 @@ impl RetryBuilder {
 /// Wraps services in a [`Retry`]. Every service built from one layer (and
 /// its clones) shares the budget and the counts.
 #[derive(Clone)]
-pub struct RetryLayer<C = DefaultRetryClassifier> {
+pub struct RetryLayer<C = DefaultRetryClassifier, I = DefaultIdempotency> {
     shared: Arc<Shared>,
     classifier: C,
+    idempotency: I,
 }
 
-impl fmt::Debug for RetryLayer {
+impl<C, I> fmt::Debug for RetryLayer<C, I> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RetryLayer")
             .field("name", &self.shared.name)
@@ -295,16 +321,18 @@ impl RetryLayer {
             retry_non_idempotent: false,
             budget: Some(RetryBudget::default()),
             on_retry: None,
+            idempotency: DefaultIdempotency,
         }
     }
 }
 
-impl<C> RetryLayer<C> {
+impl<C, I> RetryLayer<C, I> {
     /// Replaces the classifier that decides what is retried.
-    pub fn classifier<C2>(self, classifier: C2) -> RetryLayer<C2> {
+    pub fn classifier<C2>(self, classifier: C2) -> RetryLayer<C2, I> {
         RetryLayer {
             shared: self.shared,
             classifier,
+            idempotency: self.idempotency,
         }
     }
 
@@ -317,27 +345,29 @@ impl<C> RetryLayer<C> {
     }
 }
 
-impl<S, C: Clone> Layer<S> for RetryLayer<C> {
-    type Service = Retry<S, C>;
+impl<S, C: Clone, I: Clone> Layer<S> for RetryLayer<C, I> {
+    type Service = Retry<S, C, I>;
 
     fn layer(&self, inner: S) -> Self::Service {
         Retry {
             inner,
             shared: self.shared.clone(),
             classifier: self.classifier.clone(),
+            idempotency: self.idempotency.clone(),
         }
     }
 }
 
 /// Retries failed attempts. Built by [`RetryLayer`].
 #[derive(Clone)]
-pub struct Retry<S, C = DefaultRetryClassifier> {
+pub struct Retry<S, C = DefaultRetryClassifier, I = DefaultIdempotency> {
     inner: S,
     shared: Arc<Shared>,
     classifier: C,
+    idempotency: I,
 }
 
-impl<S: fmt::Debug, C> fmt::Debug for Retry<S, C> {
+impl<S: fmt::Debug, C, I> fmt::Debug for Retry<S, C, I> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Retry")
             .field("inner", &self.inner)
@@ -346,7 +376,7 @@ impl<S: fmt::Debug, C> fmt::Debug for Retry<S, C> {
     }
 }
 
-impl<S, C> Retry<S, C> {
+impl<S, C, I> Retry<S, C, I> {
     /// A reference to the inner service.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -363,12 +393,13 @@ impl<S, C> Retry<S, C> {
     }
 }
 
-impl<S, C, B, ResB> Service<Request<B>> for Retry<S, C>
+impl<S, C, I, B, ResB> Service<Request<B>> for Retry<S, C, I>
 where
     S: Service<Request<B>, Response = Response<ResB>> + Clone,
     S::Error: Into<BoxError>,
     B: Clone,
     C: RetryClassifier<ResB> + Clone,
+    I: Idempotency,
 {
     type Response = Response<ResB>;
     type Error = BoxError;
@@ -382,8 +413,8 @@ where
         if let Some(budget) = &self.shared.budget {
             budget.deposit();
         }
-        let template =
-            (self.shared.retry_non_idempotent || is_idempotent(&req)).then(|| clone_request(&req));
+        let template = (self.shared.retry_non_idempotent || self.idempotency.is_idempotent(&req))
+            .then(|| clone_request(&req));
         let deadline = Deadline::of(&req);
         // The service that was polled ready makes this call; the future
         // keeps it for the retries, and a fresh clone stays here.

@@ -15,10 +15,13 @@
 //! - [`PropagateDeadlineLayer`]: sends the time left to the next service in
 //!   [`BUDGET_HEADER`] (`x-request-budget-ms`, relative milliseconds, so
 //!   clock skew does not matter).
-//! - [`ServerDeadlineLayer`]: reads it on the server, bounds the handler by
-//!   the smaller of its own timeout and the caller's budget (`504` with a
-//!   JSON body when it runs out) and makes it the deadline of every call the
-//!   handler makes.
+//!   For a gRPC call it also writes [`GRPC_TIMEOUT_HEADER`] (`grpc-timeout`,
+//!   see [`format_grpc_timeout`]).
+//! - [`ServerDeadlineLayer`]: reads it (and a gRPC call's `grpc-timeout`) on
+//!   the server, bounds the handler by the smaller of its own timeout and
+//!   the caller's budget (`504` with a JSON body when it runs out; for a
+//!   gRPC call `DEADLINE_EXCEEDED`, also when its response stream is still
+//!   going) and makes it the deadline of every call the handler makes.
 //!
 //! ```
 //! use std::time::Duration;
@@ -50,7 +53,9 @@
 pub mod error;
 pub mod future;
 
+mod body;
 mod deadline;
+mod grpc_timeout;
 mod layer;
 mod policy;
 mod propagate;
@@ -61,8 +66,12 @@ use std::task::{Context, Poll};
 use tokio::time::{Instant, sleep_until};
 use tower_service::Service;
 
+pub use self::body::DeadlineBody;
 pub use self::deadline::{Deadline, DeadlineLayer, Scoped, WithDeadline};
 pub use self::error::Elapsed;
+pub use self::grpc_timeout::{
+    GRPC_TIMEOUT_HEADER, GrpcTimeout, MalformedGrpcTimeout, format_grpc_timeout, parse_grpc_timeout,
+};
 pub use self::layer::RequestTimeoutLayer;
 pub use self::policy::{ByMethod, Fixed, TimeoutPolicy};
 pub use self::propagate::{

@@ -1,4 +1,4 @@
-//! Deadline propagation across processes over plain HTTP.
+//! Deadline propagation across processes over plain HTTP and gRPC.
 //!
 //! The client sends the time left in the [`BUDGET_HEADER`] header, in whole
 //! milliseconds, relative rather than absolute (as gRPC's `grpc-timeout`
@@ -14,13 +14,15 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use http::header::{HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode};
+use http::{HeaderMap, Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use super::body::{DEADLINE_EXCEEDED, GRPC_STATUS};
 use super::deadline::Deadline;
 use super::error::Elapsed;
+use super::grpc_timeout::{GRPC_TIMEOUT_HEADER, format_grpc_timeout, is_grpc, parse_grpc_timeout};
 use crate::BoxError;
 
 /// The header that carries the caller's remaining budget, in milliseconds.
@@ -29,14 +31,19 @@ pub const BUDGET_HEADER: HeaderName = HeaderName::from_static("x-request-budget-
 // === client side ===
 
 /// Sends the request's remaining budget (see [`Deadline::of`]) in
-/// [`BUDGET_HEADER`]; fails at once, without sending, when less than
+/// [`BUDGET_HEADER`] and, for a gRPC call (`content-type:
+/// application/grpc`), in [`grpc-timeout`](super::GRPC_TIMEOUT_HEADER) too
+/// (to the microsecond or finer, rounded down), unless the caller set a
+/// smaller `grpc-timeout` itself, which is kept; fails at once, without sending, when less than
 /// [`min_budget`](Self::min_budget) (by default a millisecond) is left.
 ///
 /// Both ways of running out of budget end in a deadline [`Elapsed`]
 /// (`is_deadline()`), which the circuit breaker does not count and the
 /// retry layer does not retry: too little time left before sending, and a
 /// `504` from a [`ServerDeadline`](super::ServerDeadline) saying that the budget *this layer sent*
-/// ran out there (it marks such answers with `x-request-budget-ms: 0`).
+/// ran out there (it marks such answers with `x-request-budget-ms: 0`), or
+/// for a gRPC call a `DEADLINE_EXCEEDED` in the answer's headers carrying
+/// the same mark.
 /// Either way the caller's deadline, not the dependency's health, ended
 /// the call; counting it would let any caller with a tiny budget open the
 /// breaker of a healthy dependency for everyone.
@@ -120,6 +127,7 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let mut sent = None;
+        let mut grpc = false;
         if let Some(deadline) = Deadline::of(&req) {
             let remaining = deadline.remaining();
             if remaining < self.min_budget {
@@ -135,11 +143,17 @@ where
             req.headers_mut()
                 .insert(BUDGET_HEADER, HeaderValue::from(millis));
             sent = Some(Duration::from_millis(millis));
+            // Only calls with a deadline pay for this look-up.
+            grpc = is_grpc(req.headers());
+            if grpc {
+                write_grpc_timeout(req.headers_mut(), remaining);
+            }
         }
         PropagateFuture {
             kind: PropagateKind::Called {
                 inner: self.inner.call(req),
                 sent,
+                grpc,
             },
         }
     }
@@ -163,6 +177,8 @@ pin_project! {
             inner: F,
             // The budget sent, if any: only then can a `504` be about it.
             sent: Option<Duration>,
+            // Whether the call is gRPC, whose servers answer in `grpc-status`.
+            grpc: bool,
         },
         Expired {
             error: Option<Elapsed>,
@@ -179,10 +195,10 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            PropagateProj::Called { inner, sent } => {
+            PropagateProj::Called { inner, sent, grpc } => {
                 let res = ready!(inner.poll(cx)).map_err(Into::into)?;
                 match sent {
-                    Some(sent) if budget_ran_out(&res) => {
+                    Some(sent) if budget_ran_out(&res, *grpc) => {
                         Poll::Ready(Err(Box::new(Elapsed::deadline(*sent))))
                     }
                     _ => Poll::Ready(Ok(res)),
@@ -197,8 +213,30 @@ where
 }
 
 /// Whether `res` is a [`ServerDeadline`](super::ServerDeadline)'s answer that the caller's budget
-/// ran out there: `504` with [`BUDGET_HEADER`] `0`.
-fn budget_ran_out<B>(res: &Response<B>) -> bool {
-    res.status() == StatusCode::GATEWAY_TIMEOUT
-        && res.headers().get(&BUDGET_HEADER).map(HeaderValue::as_bytes) == Some(b"0")
+/// ran out there: [`BUDGET_HEADER`] `0` on a `504` or, for a gRPC call, on
+/// a `DEADLINE_EXCEEDED` in the headers (a trailers-only answer).
+fn budget_ran_out<B>(res: &Response<B>, grpc: bool) -> bool {
+    let status = if grpc {
+        res.headers().get(&GRPC_STATUS) == Some(&DEADLINE_EXCEEDED)
+    } else {
+        res.status() == StatusCode::GATEWAY_TIMEOUT
+    };
+    status && res.headers().get(&BUDGET_HEADER).map(HeaderValue::as_bytes) == Some(b"0")
+}
+
+/// Writes `grpc-timeout` for a gRPC call: the time left, unless the
+/// caller already set a smaller one (tonic's `Request::set_timeout`), which
+/// is kept as it is. A malformed one of the caller's is replaced.
+fn write_grpc_timeout(headers: &mut HeaderMap, left: Duration) {
+    let callers = headers
+        .get(&GRPC_TIMEOUT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|text| parse_grpc_timeout(text).ok());
+    if callers.is_some_and(|callers| callers <= left) {
+        return;
+    }
+    headers.insert(
+        GRPC_TIMEOUT_HEADER,
+        format_grpc_timeout(left).to_header_value(),
+    );
 }

@@ -1,12 +1,14 @@
 //! The server side of deadline propagation: [`ServerDeadline`] reads the
-//! caller's [`BUDGET_HEADER`] and bounds the handler by it (see
-//! `propagate.rs` for the client side and the protocol).
+//! caller's [`BUDGET_HEADER`] (and a gRPC call's `grpc-timeout`) and bounds
+//! the handler by it (see `propagate.rs` for the client side and the
+//! protocol).
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Request, Response, StatusCode};
 use pin_project_lite::pin_project;
@@ -14,12 +16,14 @@ use tokio::time::{Sleep, sleep_until};
 use tower_layer::Layer;
 use tower_service::Service;
 
+use super::body::{DEADLINE_EXCEEDED, DeadlineBody, put_grpc_status};
 use super::deadline::{Deadline, Scoped};
 use super::error::Elapsed;
+use super::grpc_timeout::{GRPC_TIMEOUT_HEADER, is_grpc, parse_grpc_timeout};
 use super::propagate::BUDGET_HEADER;
 
 /// A `504` that says the caller's budget, not the server, ran out.
-fn budget_exhausted<B: From<String>>(message: &str) -> Response<B> {
+fn budget_exhausted<B>(message: &str) -> Response<DeadlineBody<B>> {
     let mut res = json_error(StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded", message);
     res.headers_mut()
         .insert(BUDGET_HEADER, HeaderValue::from_static("0"));
@@ -29,6 +33,13 @@ fn budget_exhausted<B: From<String>>(message: &str) -> Response<B> {
 /// Bounds each request a server handles by the smaller of its own timeout
 /// and the budget the caller sent, and makes that deadline the one every
 /// outbound call of the handler inherits.
+///
+/// The caller's budget is its [`BUDGET_HEADER`] and, for a gRPC call
+/// (`content-type: application/grpc`, `+codec` or `;params` allowed; not
+/// gRPC-Web), its [`grpc-timeout`](super::GRPC_TIMEOUT_HEADER): the
+/// smallest of the three wins.
+///
+/// # REST answers
 ///
 /// When the budget runs out, answers `504 Gateway Timeout` with a JSON body
 /// `{"error":"deadline_exceeded","message":...}`; when it was the caller's
@@ -40,9 +51,33 @@ fn budget_exhausted<B: From<String>>(message: &str) -> Response<B> {
 /// The header must be `1*DIGIT` (no sign, spaces or fraction); the body
 /// never echoes the value sent. With [`min_budget`](Self::min_budget), a
 /// budget below the floor is answered `504` at once (same JSON body,
-/// `"deadline_exceeded"`) without calling the handler.
+/// `"deadline_exceeded"`) without calling the handler. Once the handler
+/// has answered, its body is passed on as it is: the deadline bounds the
+/// handler's work, not how fast the client reads.
+///
+/// # gRPC answers
+///
+/// A gRPC client understands no JSON and no `504`: every answer the layer
+/// makes itself is a trailers-only gRPC answer, HTTP `200`,
+/// `content-type: application/grpc`, `grpc-status` and a percent-encoded
+/// `grpc-message` in the headers, no body:
+///
+/// - deadline passed before the handler answered, or budget below
+///   [`min_budget`](Self::min_budget): `DEADLINE_EXCEEDED` (4), with
+///   `x-request-budget-ms: 0` when the budget was the caller's;
+/// - a malformed `x-request-budget-ms` or `grpc-timeout`:
+///   `INVALID_ARGUMENT` (3), the handler not called. grpc-go answers a
+///   malformed `grpc-timeout` with `INTERNAL`; a caller-side code is
+///   chosen here because the caller's bug is not this server's failure,
+///   and a client's circuit breaker counts `INTERNAL` against the server.
+///
+/// The deadline also covers the whole response stream: when it passes
+/// after the handler answered, the body ends with `DEADLINE_EXCEEDED`
+/// trailers and the handler's stream is dropped (see [`DeadlineBody`]).
+/// This server answers so itself, even if the client never cancels.
+///
 /// The service's error type is the inner one, so it fits axum's infallible
-/// services.
+/// services; the response body is a [`DeadlineBody`] around the inner one.
 #[derive(Debug, Clone, Copy)]
 pub struct ServerDeadlineLayer {
     own: Duration,
@@ -126,14 +161,14 @@ fn budget<B>(req: &Request<B>) -> Result<Option<Duration>, &'static str> {
 
 /// A JSON error body, `{"error":code,"message":message}`, every string
 /// escaped, so that no text can break the document.
-fn json_error<B: From<String>>(status: StatusCode, code: &str, message: &str) -> Response<B> {
+fn json_error<B>(status: StatusCode, code: &str, message: &str) -> Response<DeadlineBody<B>> {
     let mut body = String::with_capacity(32 + code.len() + message.len());
     body.push_str("{\"error\":");
     push_json_string(&mut body, code);
     body.push_str(",\"message\":");
     push_json_string(&mut body, message);
     body.push('}');
-    let mut res = Response::new(B::from(body));
+    let mut res = Response::new(DeadlineBody::full(Some(Bytes::from(body))));
     *res.status_mut() = status;
     res.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -162,12 +197,42 @@ fn push_json_string(out: &mut String, text: &str) {
     out.push('"');
 }
 
+/// What a request sent: the smaller of its `x-request-budget-ms` and, for
+/// a gRPC call, its `grpc-timeout`; or the message for a malformed one.
+fn callers_budget<B>(req: &Request<B>, grpc: bool) -> Result<Option<Duration>, &'static str> {
+    let sent = budget(req)?;
+    if !grpc {
+        return Ok(sent);
+    }
+    let Some(value) = req.headers().get(&GRPC_TIMEOUT_HEADER) else {
+        return Ok(sent);
+    };
+    let timeout = value
+        .to_str()
+        .ok()
+        .and_then(|text| parse_grpc_timeout(text).ok())
+        .ok_or("grpc-timeout must be 1 to 8 digits followed by one of H, M, S, m, u, n")?;
+    Ok(Some(sent.map_or(timeout, |sent| sent.min(timeout))))
+}
+
+/// A gRPC trailers-only answer: HTTP 200, `content-type:
+/// application/grpc`, the status in the headers and no body.
+fn grpc_answer<B>(code: HeaderValue, message: &str, callers: bool) -> Response<DeadlineBody<B>> {
+    let mut res = Response::new(DeadlineBody::full(None));
+    let headers = res.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    put_grpc_status(headers, code, message, callers);
+    res
+}
+
+/// `INVALID_ARGUMENT`.
+const INVALID_ARGUMENT: HeaderValue = HeaderValue::from_static("3");
+
 impl<S, ReqB, ResB> Service<Request<ReqB>> for ServerDeadline<S>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
-    ResB: From<String>,
 {
-    type Response = Response<ResB>;
+    type Response = Response<DeadlineBody<ResB>>;
     type Error = S::Error;
     type Future = ServerFuture<S::Future, ResB>;
 
@@ -176,7 +241,8 @@ where
     }
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
-        let sent = budget(&req);
+        let grpc = is_grpc(req.headers());
+        let sent = callers_budget(&req, grpc);
         let callers = matches!(sent, Ok(Some(sent)) if sent < self.own);
         let budget = match sent {
             Ok(Some(sent)) if sent < self.min_budget => {
@@ -185,21 +251,29 @@ where
                 tracing::info!(
                     budget_ms = sent.as_millis() as u64,
                     min_budget_ms = self.min_budget.as_millis() as u64,
-                    "caller's budget below the floor, answering 504"
+                    grpc,
+                    "caller's budget below the floor, answering DEADLINE_EXCEEDED"
                 );
                 let message = format!(
                     "the caller's budget of {} ms is below this server's minimum of {} ms",
                     sent.as_millis(),
                     self.min_budget.as_millis()
                 );
-                let kind = ServerKind::Answered {
-                    res: Some(budget_exhausted(&message)),
+                let res = if grpc {
+                    grpc_answer(DEADLINE_EXCEEDED, &message, true)
+                } else {
+                    budget_exhausted(&message)
                 };
+                let kind = ServerKind::Answered { res: Some(res) };
                 return ServerFuture { kind };
             }
             Ok(sent) => sent.map_or(self.own, |sent| sent.min(self.own)),
             Err(message) => {
-                let res = json_error(StatusCode::BAD_REQUEST, "invalid_budget_header", message);
+                let res = if grpc {
+                    grpc_answer(INVALID_ARGUMENT, message, false)
+                } else {
+                    json_error(StatusCode::BAD_REQUEST, "invalid_budget_header", message)
+                };
                 let kind = ServerKind::Answered { res: Some(res) };
                 return ServerFuture { kind };
             }
@@ -212,6 +286,7 @@ where
                 sleep: sleep_until(deadline.instant()),
                 budget,
                 callers,
+                grpc,
             },
         }
     }
@@ -239,9 +314,10 @@ pin_project! {
             budget: Duration,
             // Whether the budget was the caller's (shorter than our own).
             callers: bool,
+            grpc: bool,
         },
         Answered {
-            res: Option<Response<B>>,
+            res: Option<Response<DeadlineBody<B>>>,
         },
     }
 }
@@ -249,9 +325,8 @@ pin_project! {
 impl<F, B, E> Future for ServerFuture<F, B>
 where
     F: Future<Output = Result<Response<B>, E>>,
-    B: From<String>,
 {
-    type Output = Result<Response<B>, E>;
+    type Output = Result<Response<DeadlineBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
@@ -260,16 +335,30 @@ where
                 sleep,
                 budget,
                 callers,
+                grpc,
             } => {
                 if let Poll::Ready(result) = inner.poll(cx) {
-                    return Poll::Ready(result);
+                    return Poll::Ready(result.map(|res| {
+                        if *grpc {
+                            // The stream that follows stays under the
+                            // same deadline.
+                            let deadline = sleep.deadline();
+                            res.map(|body| DeadlineBody::bounded(body, deadline, *budget, *callers))
+                        } else {
+                            res.map(DeadlineBody::inner)
+                        }
+                    }));
                 }
                 ready!(sleep.poll(cx));
                 let message = Elapsed::deadline(*budget).to_string();
                 tracing::warn!(
                     budget_ms = budget.as_millis() as u64,
-                    "deadline exceeded, answering 504"
+                    grpc = *grpc,
+                    "deadline exceeded, answering DEADLINE_EXCEEDED"
                 );
+                if *grpc {
+                    return Poll::Ready(Ok(grpc_answer(DEADLINE_EXCEEDED, &message, *callers)));
+                }
                 if *callers {
                     return Poll::Ready(Ok(budget_exhausted(&message)));
                 }

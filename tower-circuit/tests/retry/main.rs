@@ -87,6 +87,15 @@ async fn run(
     answers: Vec<Answer>,
     req: Request<String>,
 ) -> (Result<Response<()>, BoxError>, Vec<Duration>) {
+    run_with(layer, answers, req).await
+}
+
+/// [`run`] with any idempotency rule.
+async fn run_with<I: tower_circuit::retry::Idempotency + Clone>(
+    layer: &RetryLayer<tower_circuit::retry::DefaultRetryClassifier, I>,
+    answers: Vec<Answer>,
+    req: Request<String>,
+) -> (Result<Response<()>, BoxError>, Vec<Duration>) {
     let log = Log::default();
     let svc = tower::ServiceBuilder::new()
         .layer(layer.clone())
@@ -193,6 +202,26 @@ async fn post_with_idempotency_key_is_retried() {
     )
     .await;
     assert_eq!(attempts.len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idempotency_rule_of_the_callers_replaces_the_default() {
+    // Searches are POSTs without side effects; GETs of /admin are not safe.
+    let layer = plain()
+        .idempotency(|method: &Method, uri: &http::Uri, _: &http::HeaderMap| {
+            (method == Method::POST && uri.path() == "/search")
+                || (method == Method::GET && !uri.path().starts_with("/admin"))
+        })
+        .build()
+        .unwrap();
+    let search = Request::post("/search").body(String::new()).unwrap();
+    let (_, attempts) = run_with(&layer, vec![Answer::Status(503)], search).await;
+    assert_eq!(attempts.len(), 4, "retried by the rule");
+    let (_, attempts) = run_with(&layer, vec![Answer::Status(503)], post(None)).await;
+    assert_eq!(attempts.len(), 1, "a POST the rule does not name");
+    let admin = Request::get("/admin/reset").body(String::new()).unwrap();
+    let (_, attempts) = run_with(&layer, vec![Answer::Status(503)], admin).await;
+    assert_eq!(attempts.len(), 1, "a GET the rule refuses");
 }
 
 #[tokio::test(start_paused = true)]

@@ -1,8 +1,11 @@
 //! Behaviour of the timeout and deadline layers, one behaviour per test.
 //! All on tokio's paused clock except the round trip through real sockets
-//! in `propagation`.
+//! in `propagation` and `grpc`.
 
 mod deadline;
+mod grpc;
+#[path = "../support/h2.rs"]
+mod h2;
 mod propagation;
 mod request_timeout;
 
