@@ -34,6 +34,7 @@ pub mod flags;
 pub mod harness;
 pub mod notification;
 pub mod order;
+pub mod proto;
 pub mod server;
 pub mod telemetry;
 pub mod user;
