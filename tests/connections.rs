@@ -343,3 +343,101 @@ async fn a_peer_that_does_not_read_its_response_is_closed_after_the_idle_timeout
     );
     server.stop().await;
 }
+
+/// What every HTTP/2 connection opens with, then an empty SETTINGS frame.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+
+/// A HEADERS frame on stream 1 for `GET /` over http, ending the stream:
+/// three indexed fields of HPACK's static table (`:method GET` = 2,
+/// `:scheme http` = 6, `:path /` = 4), flags END_STREAM | END_HEADERS.
+const H2_GET: &[u8] = b"\x00\x00\x03\x01\x05\x00\x00\x00\x01\x82\x86\x84";
+
+/// Reads HTTP/2 frames until one of type DATA on stream 1 with END_STREAM
+/// arrives; returns the DATA payloads of stream 1.
+async fn h2_response(stream: &mut TcpStream) -> Vec<u8> {
+    let mut body = Vec::new();
+    timeout(BOUND, async {
+        loop {
+            let mut head = [0u8; 9];
+            stream.read_exact(&mut head).await.expect("a frame header");
+            let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+            let (kind, flags) = (head[3], head[4]);
+            let id = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+            let mut payload = vec![0u8; len];
+            stream
+                .read_exact(&mut payload)
+                .await
+                .expect("a frame payload");
+            if kind == 0 && id == 1 {
+                body.extend_from_slice(&payload);
+                if flags & 0x1 != 0 {
+                    return;
+                }
+            }
+        }
+    })
+    .await
+    .expect("a response on stream 1");
+    body
+}
+
+#[tokio::test]
+async fn http1_and_http2_are_served_on_the_same_listener() {
+    let server = Server::start(limits()).await;
+
+    let mut h1 = TcpStream::connect(server.addr).await.unwrap();
+    h1.write_all(GET).await.unwrap();
+    assert_eq!(response(&mut h1).await, "HTTP/1.1 200 OK");
+
+    let mut h2 = TcpStream::connect(server.addr).await.unwrap();
+    h2.write_all(H2_PREFACE).await.unwrap();
+    h2.write_all(H2_GET).await.unwrap();
+    assert_eq!(h2_response(&mut h2).await, b"ok");
+
+    // And through a client we did not write: hyper's, with prior knowledge.
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let res = timeout(
+        BOUND,
+        client.get(format!("http://{}/", server.addr).parse().unwrap()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(res.version(), http::Version::HTTP_2);
+    assert_eq!(res.status(), http::StatusCode::OK);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_http2_connection_that_sends_only_its_preface_is_closed_after_the_header_read_timeout() {
+    let server = Server::start(limits()).await;
+    let mut silent = TcpStream::connect(server.addr).await.unwrap();
+    silent.write_all(H2_PREFACE).await.unwrap();
+    let connected = Instant::now();
+    closed(&mut silent).await;
+    assert!(
+        connected.elapsed() >= limits().header_read_timeout,
+        "not before the timeout: {:?}",
+        connected.elapsed()
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_http2_connection_idle_after_its_streams_is_closed_after_the_idle_timeout() {
+    let server = Server::start(limits()).await;
+    let mut idle = TcpStream::connect(server.addr).await.unwrap();
+    idle.write_all(H2_PREFACE).await.unwrap();
+    idle.write_all(H2_GET).await.unwrap();
+    assert_eq!(h2_response(&mut idle).await, b"ok");
+    let answered = Instant::now();
+    closed(&mut idle).await;
+    assert!(
+        answered.elapsed() >= limits().idle_timeout - Duration::from_millis(50),
+        "not before the idle timeout: {:?}",
+        answered.elapsed()
+    );
+    server.stop().await;
+}

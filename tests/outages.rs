@@ -217,6 +217,7 @@ async fn shutdown_is_prompt_while_the_notification_service_never_answers() {
     let settings = Settings {
         user_url: user.url(),
         notification_url: format!("http://{hole_addr}"),
+        user_transport: Default::default(),
         resilience,
     };
     let (order, orders) = start_order(data.path(), &keys, &settings, None).await;
@@ -260,6 +261,7 @@ async fn shutdown_is_prompt_while_the_notification_service_never_answers() {
     let (notification, _) = start_notification(data.path(), &keys, None).await;
     let settings = Settings {
         notification_url: notification.url(),
+        user_transport: Default::default(),
         resilience: fast_resilience(),
         ..settings
     };

@@ -187,6 +187,7 @@ pub async fn run(data_dir: &Path, say: &mut dyn FnMut(String)) -> Result<Report,
     let settings = Settings {
         user_url: user.url(),
         notification_url: notification.url(),
+        user_transport: Default::default(),
         resilience: resilience.clone(),
     };
     let state = order::State::open(

@@ -160,6 +160,7 @@ impl Cluster {
         let settings = Settings {
             user_url: user.url(),
             notification_url: notification.url(),
+            user_transport: Default::default(),
             resilience,
         };
         let (order, orders) = start_order(data.path(), &keys, &settings, None).await;

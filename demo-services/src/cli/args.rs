@@ -122,6 +122,11 @@ pub struct AllArgs {
     /// http://HOST:PORT (default: the one started here).
     #[arg(long, value_parser = flags::http_url)]
     pub notification_url: Option<String>,
+    /// How the order service fetches users: `http` (REST, JSON) or `grpc`
+    /// (user.UserService over HTTP/2 cleartext, at the host and port of
+    /// the user URL).
+    #[arg(long, value_enum, default_value = "http")]
+    pub user_transport: crate::order::UserTransport,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub resilience: Resilience,
@@ -186,6 +191,11 @@ pub struct OrderArgs {
     /// Base URL of the notification service, http://HOST:PORT.
     #[arg(long, default_value = "http://127.0.0.1:3002", value_parser = flags::http_url)]
     pub notification_url: String,
+    /// How the order service fetches users: `http` (REST, JSON) or `grpc`
+    /// (user.UserService over HTTP/2 cleartext, at the host and port of
+    /// the user URL).
+    #[arg(long, value_enum, default_value = "http")]
+    pub user_transport: crate::order::UserTransport,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub resilience: Resilience,

@@ -267,6 +267,7 @@ async fn serve(
             let settings = Settings {
                 user_url: args.user_url,
                 notification_url: args.notification_url,
+                user_transport: args.user_transport,
                 resilience: args.resilience,
             };
             let mut state = args
@@ -305,6 +306,7 @@ async fn serve(
                 notification_url: args
                     .notification_url
                     .unwrap_or(format!("http://{notification_addr}")),
+                user_transport: args.user_transport,
                 resilience: args.resilience,
             };
             let dir = &args.service.data_dir;

@@ -63,8 +63,21 @@ pub struct Settings {
     pub user_url: String,
     /// Base URL of the notification service.
     pub notification_url: String,
+    /// How users are fetched: REST or gRPC, at the host and port of
+    /// `user_url` either way.
+    pub user_transport: UserTransport,
     /// Breaker, retry and timeout settings.
     pub resilience: Resilience,
+}
+
+/// How the order service calls the user service.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum UserTransport {
+    /// `GET /users/{id}` over HTTP/1.1, JSON.
+    #[default]
+    Http,
+    /// `user.UserService/GetUser` over HTTP/2 cleartext, protobuf.
+    Grpc,
 }
 
 /// The order service could not start.

@@ -1,6 +1,6 @@
-//! One connection, from its handshake to its close: HTTP/1 through hyper,
-//! the app as the service, and the deadlines and closes its registry entry
-//! calls for.
+//! One connection, from its handshake to its close: HTTP/1.1 or HTTP/2
+//! through hyper (see [`super::protocol`]), the app as the service, and the
+//! deadlines and closes its registry entry calls for.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -15,8 +15,6 @@ use axum::body::Body;
 use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
@@ -24,28 +22,8 @@ use tower::ServiceExt;
 use tower::util::Oneshot;
 
 use super::Limits;
+use super::protocol::{self, Builders};
 use super::registry::{Registration, RequestGuard, Status, Tracker};
-
-/// hyper's smallest read buffer limit.
-const MIN_BUF_SIZE: usize = 8 * 1024;
-
-/// The HTTP/1 settings for connections under `limits`.
-///
-/// hyper's own `header_read_timeout` is turned off: its one timer covers
-/// both the first head and the wait between requests with the same value,
-/// and starts only once the stream is handed to hyper (after any TLS
-/// handshake). The connection task enforces both deadlines itself, from the
-/// accept, and knows each connection's phase for shedding and shutdown.
-pub(crate) fn builder(limits: &Limits) -> http1::Builder {
-    let mut builder = http1::Builder::new();
-    builder
-        .header_read_timeout(None)
-        // A head over the limit is answered 431; the read buffer is bounded
-        // by the same figure, so a connection holds at most that much.
-        .max_header_size(limits.max_head_size)
-        .max_buf_size(limits.max_head_size.max(MIN_BUF_SIZE));
-    builder
-}
 
 /// Why a connection is being closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,14 +35,15 @@ enum Close {
     AtOnce,
 }
 
-/// Serves one connection: runs `handshake`, then HTTP/1 with `app`, until
+/// Serves one connection: runs `handshake`, tells HTTP/1.1 from HTTP/2 by
+/// its first bytes, then serves it with `app`, until
 /// the peer leaves, a deadline passes, the registry sheds it, or shutdown
 /// (`stop` turning true) closes it.
 pub(crate) async fn serve<F, I>(
     handshake: F,
     peer: SocketAddr,
     app: Router,
-    builder: http1::Builder,
+    builders: Builders,
     limits: Limits,
     registration: Registration,
     mut stop: watch::Receiver<bool>,
@@ -74,9 +53,11 @@ pub(crate) async fn serve<F, I>(
 {
     let mut stopping = *stop.borrow_and_update();
 
-    // The handshake runs under the first head's deadline.
-    let mut handshake = std::pin::pin!(handshake);
-    let io = loop {
+    // The handshake and the protocol sniff run under the first head's
+    // deadline: a peer that sends nothing, or a byte at a time, is closed
+    // like one that sends half a head.
+    let mut handshake = std::pin::pin!(async move { protocol::sniff(handshake.await?).await });
+    let (protocol, io) = loop {
         let status = registration.status();
         if let Some(close) = closing(status, stopping, &limits) {
             log_close(close, peer, &limits);
@@ -84,7 +65,7 @@ pub(crate) async fn serve<F, I>(
         }
         tokio::select! {
             result = &mut handshake => match result {
-                Ok(io) => break io,
+                Ok(sniffed) => break sniffed,
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "handshake failed");
                     return;
@@ -102,7 +83,7 @@ pub(crate) async fn serve<F, I>(
         app,
         tracker: registration.tracker().clone(),
     };
-    let conn = builder.serve_connection(TokioIo::new(io), service);
+    let conn = builders.serve(protocol, io, service);
     let mut conn = std::pin::pin!(conn);
     let mut winding_down = false;
     loop {
@@ -112,8 +93,9 @@ pub(crate) async fn serve<F, I>(
             return;
         }
         if (stopping || status.shed) && !winding_down {
-            // It has had a request: let hyper finish the one in flight (or
-            // flush the last response) and close, instead of cutting it.
+            // It has had a request: let hyper finish what is in flight (or
+            // flush the last response; HTTP/2 sends GOAWAY) and close,
+            // instead of cutting it.
             conn.as_mut().graceful_shutdown();
             winding_down = true;
         }

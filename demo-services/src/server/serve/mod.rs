@@ -1,5 +1,7 @@
 //! The serve loop every service runs: accept connections, serve each with
-//! hyper's HTTP/1, and hold every connection to [`Limits`].
+//! hyper's HTTP/1.1 or HTTP/2 (cleartext, prior knowledge: what gRPC
+//! clients speak; told apart by the first bytes), and hold every connection
+//! to [`Limits`].
 //!
 //! ```no_run
 //! # async fn demo(app: axum::Router) -> std::io::Result<()> {
@@ -21,7 +23,13 @@
 //!   and a kept-alive one its next head within [`Limits::idle_timeout`] of
 //!   its last response; otherwise it is closed.
 //! - A head over [`Limits::max_head_size`] is answered 431 and the
-//!   connection closed; no connection buffers more than that.
+//!   connection closed; no connection buffers more than that. Over HTTP/2
+//!   the same figure bounds each request's header list, a connection runs
+//!   at most [`MAX_CONCURRENT_STREAMS`] requests at once, flow control
+//!   bounds the request body it can make the server hold (64 KiB a stream,
+//!   256 KiB a connection), and a peer that stops answering pings for
+//!   20 s is closed. For HTTP/2 "waiting for a head" means having no
+//!   request in progress: the same two deadlines apply between streams.
 //! - At most [`Limits::max_connections`] are held (sized below the
 //!   descriptor limit). When a new one would pass the cap, the connections
 //!   that have waited longest for a request head are closed to make room,
@@ -47,6 +55,7 @@ use tokio::task::JoinSet;
 mod accept;
 mod connection;
 mod limits;
+mod protocol;
 mod registry;
 mod throttle;
 
@@ -55,6 +64,7 @@ pub use limits::{
     HEADER_READ_TIMEOUT, IDLE_TIMEOUT, InvalidLimits, Limits, MAX_CONNECTIONS_CEILING,
     MAX_HEAD_SIZE, connection_cap, fd_limit,
 };
+pub use protocol::MAX_CONCURRENT_STREAMS;
 
 use registry::Registry;
 use throttle::Throttle;
@@ -92,7 +102,7 @@ pub async fn serve<A: Accept>(
         "connection limits"
     );
     let registry = Registry::new(limits.max_connections);
-    let builder = connection::builder(&limits);
+    let builders = protocol::Builders::new(&limits);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     let mut shed_log = Throttle::default();
@@ -131,7 +141,7 @@ pub async fn serve<A: Accept>(
                         acceptor.handshake(conn),
                         peer,
                         app.clone(),
-                        builder.clone(),
+                        builders.clone(),
                         limits,
                         registration,
                         stop_rx.clone(),
