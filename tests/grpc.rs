@@ -391,7 +391,11 @@ async fn health_turns_not_serving_when_shutdown_starts() {
     assert_eq!(first.status(), ServingStatus::Serving);
     // Stopping waits for the watch to end; the watch sees the change first.
     let stopping = tokio::spawn(f.running.stop());
-    let next = watch.next().await.unwrap().unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .expect("a status change before the stop completes")
+        .unwrap()
+        .unwrap();
     assert_eq!(next.status(), ServingStatus::NotServing);
     drop(watch);
     stopping.await.unwrap().expect("stopped");
