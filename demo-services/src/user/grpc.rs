@@ -137,10 +137,10 @@ fn no_user(id: i64) -> Status {
     Status::not_found(format!("no user {id}"))
 }
 
-fn optional<'a>(
-    value: &'a str,
+fn optional(
+    value: &str,
     check: fn(&str) -> Result<&str, &'static str>,
-) -> Result<Option<&'a str>, Status> {
+) -> Result<Option<&str>, Status> {
     if value.is_empty() {
         return Ok(None);
     }
