@@ -17,7 +17,8 @@
 //!
 //! Shared pieces: [`server`] (the server-side layer stack and graceful
 //! shutdown), [`auth`] (service names, permissions, key material),
-//! [`api`] (JSON errors and extractors), [`db`] (SQLite), [`telemetry`]
+//! [`api`] (JSON errors and extractors), [`proto`] (the gRPC code generated
+//! from `proto/user.proto`), [`db`] (SQLite), [`telemetry`]
 //! (Prometheus metrics and request ids), [`fault`] (fault injection),
 //! [`cli`] (the command line `main` runs) and [`flags`] (its value
 //! parsers).
