@@ -285,7 +285,10 @@ pub(super) async fn not_serving(reporter: &HealthReporter) {
 /// server reflection (v1 and v1alpha, describing `user.proto` and the
 /// health service) when `reflection` is on.
 pub(super) fn public_routes(health: &HealthReporter, reflection: bool) -> Router {
-    let health = HealthServer::new(HealthService::from_health_reporter(health.clone()));
+    // Their requests are small too: the same decoding limit as
+    // `user.UserService` (tonic's default would be 4 MiB).
+    let health = HealthServer::new(HealthService::from_health_reporter(health.clone()))
+        .max_decoding_message_size(MAX_MESSAGE);
     let router = Router::new().route_service("/grpc.health.v1.Health/{*method}", health);
     if !reflection {
         return router;
@@ -300,10 +303,13 @@ pub(super) fn public_routes(health: &HealthReporter, reflection: bool) -> Router
     // rather than taking the service down.
     match (builder().build_v1(), builder().build_v1alpha()) {
         (Ok(v1), Ok(v1alpha)) => router
-            .route_service("/grpc.reflection.v1.ServerReflection/{*method}", v1)
+            .route_service(
+                "/grpc.reflection.v1.ServerReflection/{*method}",
+                v1.max_decoding_message_size(MAX_MESSAGE),
+            )
             .route_service(
                 "/grpc.reflection.v1alpha.ServerReflection/{*method}",
-                v1alpha,
+                v1alpha.max_decoding_message_size(MAX_MESSAGE),
             ),
         (Err(e), _) | (_, Err(e)) => {
             tracing::error!(error = %e, "gRPC reflection is off: its descriptors do not load");
