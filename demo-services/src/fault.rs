@@ -6,6 +6,10 @@
 //! `n`-th request fails when `⌊(n+1)·r⌋ > ⌊n·r⌋`, so exactly that fraction
 //! of every run of requests fails (at 0.5, every other one) and tests can
 //! reason about what the breaker sees.
+//!
+//! The latency delays the answer's head; a streamed answer (gRPC
+//! `ListUsers`) also waits that long before each message, so a test can
+//! hold a stream open past its deadline and see it cut mid-way.
 
 use std::convert::Infallible;
 use std::fmt;

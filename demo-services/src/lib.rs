@@ -17,7 +17,8 @@
 //!
 //! Shared pieces: [`server`] (the server-side layer stack and graceful
 //! shutdown), [`auth`] (service names, permissions, key material),
-//! [`api`] (JSON errors and extractors), [`db`] (SQLite), [`telemetry`]
+//! [`api`] (JSON errors and extractors), [`proto`] (the gRPC code generated
+//! from `proto/user.proto`), [`db`] (SQLite), [`telemetry`]
 //! (Prometheus metrics and request ids), [`fault`] (fault injection),
 //! [`cli`] (the command line `main` runs) and [`flags`] (its value
 //! parsers).
@@ -34,6 +35,7 @@ pub mod flags;
 pub mod harness;
 pub mod notification;
 pub mod order;
+pub mod proto;
 pub mod server;
 pub mod telemetry;
 pub mod user;

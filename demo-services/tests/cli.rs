@@ -444,6 +444,20 @@ fn help_shows_each_services_own_default_port() {
     }
 }
 
+#[test]
+fn reflection_can_be_turned_off_where_the_user_service_runs() {
+    // What the flag does is tested against the service (tests/grpc.rs);
+    // here, that the commands running the user service take it.
+    for service in ["user", "all"] {
+        let help = text(&run(demo(&[service, "--help"])).stdout);
+        assert!(help.contains("--no-grpc-reflection"), "{service}: {help}");
+    }
+    for service in ["order", "notification"] {
+        let help = text(&run(demo(&[service, "--help"])).stdout);
+        assert!(!help.contains("--no-grpc-reflection"), "{service}: {help}");
+    }
+}
+
 /// A raw HTTP/1.1 POST of JSON: returns the status line, the headers and
 /// the body.
 fn post(addr: &str, path: &str, token: &str, headers: &str, body: &str) -> (String, String) {

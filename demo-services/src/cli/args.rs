@@ -133,6 +133,10 @@ pub struct AllArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub faults: FaultArgs,
+    /// Do not serve gRPC server reflection (the health service stays):
+    /// for deployments that do not describe their API to anyone asking.
+    #[arg(long)]
+    pub no_grpc_reflection: bool,
     /// With fault flags: the one service to inject them into
     /// (user-service, order-service or notification-service); all three
     /// when left out.
@@ -146,6 +150,10 @@ pub struct UserArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:3000")]
     pub listen: SocketAddr,
+    /// Do not serve gRPC server reflection (the health service stays):
+    /// for deployments that do not describe their API to anyone asking.
+    #[arg(long)]
+    pub no_grpc_reflection: bool,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub service: ServiceArgs,

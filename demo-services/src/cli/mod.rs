@@ -35,7 +35,7 @@ impl ServiceArgs {
         if self.without_layers {
             server::without_layers(
                 user::routes(state.clone()),
-                server::public_routes(&state.server),
+                user::public_routes(state),
                 auth::API_GATEWAY,
             )
         } else {
@@ -241,6 +241,7 @@ async fn serve(
             )
             .await?;
             state.server.limits = limits;
+            state.grpc_reflection = !args.no_grpc_reflection;
             let app = args.service.user_app(&state);
             user::run(listener, state, app, stopped()).await?;
         }
@@ -338,6 +339,7 @@ async fn serve(
                 .await?;
             let layered = args.service.layered();
             user_state.server.limits = limits;
+            user_state.grpc_reflection = !args.no_grpc_reflection;
             notification_state.server.limits = limits;
             order_state.server.limits = limits;
             if !layered {

@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 
 use super::store::WriteError;
+use super::validate;
 use super::{State as AppState, User};
 use crate::api::{ApiError, Json, Page, Path, Query};
 
@@ -17,20 +18,8 @@ pub(super) struct UserInput {
 
 impl UserInput {
     fn validate(&self) -> Result<(&str, &str), ApiError> {
-        let name = self.name.trim();
-        if name.is_empty() || name.chars().count() > 200 {
-            return Err(ApiError::bad_request("name must have 1 to 200 characters"));
-        }
-        let email = self.email.trim();
-        let valid = email.len() <= 254
-            && email.split_once('@').is_some_and(|(local, domain)| {
-                !local.is_empty() && !domain.is_empty() && !domain.contains('@')
-            });
-        if !valid {
-            return Err(ApiError::bad_request(
-                "email must look like name@domain (at most 254 characters)",
-            ));
-        }
+        let name = validate::name(&self.name).map_err(ApiError::bad_request)?;
+        let email = validate::email(&self.email).map_err(ApiError::bad_request)?;
         Ok((name, email))
     }
 }

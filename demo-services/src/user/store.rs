@@ -99,6 +99,19 @@ impl UserStore {
         Ok(page.finish(rows.into_iter().map(from_row).collect(), |u| u.id))
     }
 
+    /// `limit` users by id, after skipping `offset` of them: the offset
+    /// paging of the gRPC `ListUsers` (the REST list pages by cursor).
+    pub async fn page_at(&self, offset: i64, limit: u32) -> Result<Vec<User>, sqlx::Error> {
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT id, name, email, created_at FROM users ORDER BY id LIMIT ? OFFSET ?",
+        )
+        .bind(i64::from(limit))
+        .bind(offset)
+        .fetch_all(&self.db.reads)
+        .await?;
+        Ok(rows.into_iter().map(from_row).collect())
+    }
+
     /// Creates a user.
     pub async fn create(&self, name: &str, email: &str) -> Result<User, WriteError> {
         let row: Row = sqlx::query_as(
@@ -122,6 +135,27 @@ impl UserStore {
     ) -> Result<Option<User>, WriteError> {
         let row: Option<Row> = sqlx::query_as(
             "UPDATE users SET name = ?, email = ? WHERE id = ?
+             RETURNING id, name, email, created_at",
+        )
+        .bind(name)
+        .bind(email)
+        .bind(id)
+        .fetch_optional(&self.db.writes)
+        .await?;
+        Ok(row.map(from_row))
+    }
+
+    /// Sets the fields given and keeps the others; `None` if there is no
+    /// such user. One statement, so a concurrent write cannot land between
+    /// reading the old values and writing the new ones.
+    pub async fn patch(
+        &self,
+        id: i64,
+        name: Option<&str>,
+        email: Option<&str>,
+    ) -> Result<Option<User>, WriteError> {
+        let row: Option<Row> = sqlx::query_as(
+            "UPDATE users SET name = COALESCE(?, name), email = COALESCE(?, email) WHERE id = ?
              RETURNING id, name, email, created_at",
         )
         .bind(name)
