@@ -285,7 +285,6 @@ async fn update_user_of_an_unknown_or_bad_id() {
 // === Tokens and permissions ===
 
 #[tokio::test]
-#[ignore = "needs gRPC-shaped rejections (H2): today the stack answers JSON, which tonic reads as INTERNAL"]
 async fn every_method_needs_a_valid_token() {
     let f = Fixture::start().await;
     let mut users = f.users();
@@ -318,7 +317,6 @@ async fn every_method_needs_a_valid_token() {
 }
 
 #[tokio::test]
-#[ignore = "needs gRPC-shaped rejections (H2): today the stack answers JSON, which tonic reads as INTERNAL"]
 async fn a_read_only_caller_reads_but_cannot_update() {
     let f = Fixture::start().await;
     let reader = f.reader();
@@ -342,7 +340,6 @@ async fn a_read_only_caller_reads_but_cannot_update() {
 }
 
 #[tokio::test]
-#[ignore = "needs gRPC-shaped rejections (H2): today the stack answers JSON, which tonic reads as INTERNAL"]
 async fn an_unknown_method_is_unimplemented() {
     let f = Fixture::start().await;
     let mut grpc = tonic::client::Grpc::with_origin(f.h2.clone(), f.origin());
@@ -469,7 +466,6 @@ async fn reflection_lists_the_user_service_without_a_token() {
 }
 
 #[tokio::test]
-#[ignore = "needs gRPC-shaped rejections (H2): today the stack answers JSON, which tonic reads as INTERNAL"]
 async fn reflection_turned_off_is_unimplemented() {
     let f = Fixture::start_with(|state| state.grpc_reflection = false).await;
     let (v1, v1alpha) = reflected_services(&f).await;
@@ -483,7 +479,6 @@ async fn reflection_turned_off_is_unimplemented() {
 // === Deadlines ===
 
 #[tokio::test]
-#[ignore = "needs the server deadline layer to read grpc-timeout and cover the stream (H1b)"]
 async fn a_stream_past_its_grpc_timeout_ends_deadline_exceeded() {
     // Each message comes 200 ms after the last (the head too), so with
     // 500 ms the first user arrives at ~400 ms and the deadline falls

@@ -68,9 +68,12 @@ impl ServiceArgs {
             return order::State::open(dir, self.db_sync, keys, settings, faults).await;
         }
         let ops = server::ServerParts::new(auth::ORDER_SERVICE, keys, faults);
-        let upstream =
-            order::Upstream::without_layers(&settings.user_url, &settings.notification_url)
-                .map_err(order::StartError::Upstream)?;
+        let upstream = order::Upstream::without_layers(
+            &settings.user_url,
+            &settings.notification_url,
+            settings.user_transport,
+        )
+        .map_err(order::StartError::Upstream)?;
         order::State::with_upstream(dir, self.db_sync, ops, upstream, settings).await
     }
 

@@ -115,6 +115,7 @@ impl State {
         let upstream = Upstream::new(
             &settings.user_url,
             &settings.notification_url,
+            settings.user_transport,
             &settings.resilience,
             keys,
             &ops.metrics,
@@ -155,8 +156,8 @@ impl State {
     /// the undelivered notifications.
     pub fn health(&self) -> serde_json::Value {
         let mut body = server::health(&self.server);
-        let dependency = |dependency: &upstream::Dependency| {
-            let metrics = dependency.breaker().stats();
+        let dependency = |breaker: &tower_circuit::breaker::Breaker| {
+            let metrics = breaker.stats();
             // The breaker's snapshot serializes in Rust's snake_case; the
             // API speaks camelCase everywhere.
             let mut entry =
@@ -165,8 +166,8 @@ impl State {
             entry
         };
         body["dependencies"] = serde_json::json!({
-            USER_SERVICE: dependency(&self.upstream.users),
-            NOTIFICATION_SERVICE: dependency(&self.upstream.notifications),
+            USER_SERVICE: dependency(self.upstream.users.breaker()),
+            NOTIFICATION_SERVICE: dependency(self.upstream.notifications.breaker()),
         });
         body["outbox"] = serde_json::json!({ "pending": self.outbox.pending() });
         body

@@ -146,7 +146,7 @@ impl Metrics {
     }
 
     /// Reads a client's breaker and retry counters into the registry.
-    pub fn observe_dependency(&self, dependency: &crate::order::upstream::Dependency) {
+    pub fn observe_dependency<C>(&self, dependency: &crate::order::upstream::Dependency<C>) {
         let breaker = dependency.breaker().stats();
         let retry = dependency.retry_stats();
         let name = breaker.name.clone();

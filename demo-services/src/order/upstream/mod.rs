@@ -1,7 +1,11 @@
 //! The order service's calls to its dependencies, each through the client
 //! stack written out in [`Upstream::new`], outermost first: deadline →
 //! retry → circuit breaker → per-attempt timeout → deadline propagation →
-//! request id → JWT signing → hyper-util client.
+//! request id → JWT signing → hyper-util client. With `--user-transport
+//! grpc` the user service is called over gRPC instead, through the same
+//! stack in its gRPC form, written out in [`grpc`].
+
+pub mod grpc;
 
 use axum::http::StatusCode;
 use hyper_util::client::legacy::Client;
@@ -10,10 +14,12 @@ use serde::{Deserialize, Serialize};
 use tower::ServiceBuilder;
 use tower_circuit::breaker::{Breaker, BreakerConfigError};
 use tower_circuit::client::{BuildError, ClientError, DEFAULT_MAX_BODY, ServiceClient, wire};
+use tower_circuit::grpc::retry::{GrpcMethods, GrpcRetryClassifier};
 use tower_circuit::retry::{RetryConfigError, RetryLayer, RetryStats};
 use tower_circuit::timeout::{DeadlineLayer, PropagateDeadlineLayer, RequestTimeoutLayer};
 use tower_jwt_service_auth::jwt::client::SignTokenLayer;
 
+use super::UserTransport;
 use super::resilience::Resilience;
 use super::store::{CachedUser, OrderStore, OrderUser};
 use crate::api::ApiError;
@@ -21,17 +27,17 @@ use crate::auth::{KeyMaterialError, Keys, NOTIFICATION_SERVICE, ORDER_SERVICE, U
 use crate::telemetry::request_id;
 use crate::telemetry::{Escaped, Metrics};
 
-/// One dependency: the JSON client over its stack, and the handles of the
+/// One dependency: its client over its stack, and the handles of the
 /// stack's breaker and retry layer, for `/health`, `/metrics` and tests.
 #[derive(Debug, Clone)]
-pub struct Dependency {
+pub struct Dependency<C = ServiceClient> {
     /// The client every call goes through.
-    pub client: ServiceClient,
+    pub client: C,
     breaker: Breaker,
-    retry: RetryLayer,
+    retry: Retries,
 }
 
-impl Dependency {
+impl<C> Dependency<C> {
     /// The breaker guarding the dependency.
     pub fn breaker(&self) -> &Breaker {
         &self.breaker
@@ -39,15 +45,34 @@ impl Dependency {
 
     /// The retry layer's counts.
     pub fn retry_stats(&self) -> RetryStats {
-        self.retry.stats()
+        match &self.retry {
+            Retries::Http(retry) => retry.stats(),
+            Retries::Grpc(retry) => retry.stats(),
+        }
     }
+}
+
+/// The retry layer of a dependency's stack, in the form of its transport.
+#[derive(Debug, Clone)]
+enum Retries {
+    Http(RetryLayer),
+    Grpc(RetryLayer<GrpcRetryClassifier, GrpcMethods>),
+}
+
+/// How the order service reaches the user service (`--user-transport`).
+#[derive(Debug, Clone)]
+pub enum UserClient {
+    /// REST: `GET /users/{id}`, JSON.
+    Http(ServiceClient),
+    /// gRPC: `user.UserService/GetUser`.
+    Grpc(grpc::GrpcUsers),
 }
 
 /// The clients of the user and notification services.
 #[derive(Debug, Clone)]
 pub struct Upstream {
     /// The user service.
-    pub users: Dependency,
+    pub users: Dependency<UserClient>,
     /// The notification service.
     pub notifications: Dependency,
 }
@@ -63,6 +88,8 @@ pub enum UpstreamError {
     Retry(RetryConfigError),
     /// No key to sign with.
     Keys(KeyMaterialError),
+    /// The gRPC client's address.
+    Grpc(String),
 }
 
 impl std::fmt::Display for UpstreamError {
@@ -72,6 +99,7 @@ impl std::fmt::Display for UpstreamError {
             UpstreamError::Breaker(e) => write!(f, "breaker: {e}"),
             UpstreamError::Retry(e) => write!(f, "retry: {e}"),
             UpstreamError::Keys(e) => write!(f, "{e}"),
+            UpstreamError::Grpc(e) => write!(f, "gRPC client: {e}"),
         }
     }
 }
@@ -79,19 +107,20 @@ impl std::fmt::Display for UpstreamError {
 impl std::error::Error for UpstreamError {}
 
 impl Upstream {
-    /// Clients for the services at `user_url` and `notification_url`, each
-    /// through the whole client stack; breaker changes and retries are
-    /// counted in `metrics`.
+    /// Clients for the services at `user_url` (over `user_transport`) and
+    /// `notification_url`, each through the whole client stack; breaker
+    /// changes and retries are counted in `metrics`.
     pub fn new(
         user_url: &str,
         notification_url: &str,
+        user_transport: UserTransport,
         resilience: &Resilience,
         keys: &Keys,
         metrics: &Metrics,
     ) -> Result<Upstream, UpstreamError> {
         let signer = keys.signer(ORDER_SERVICE).map_err(UpstreamError::Keys)?;
-        let dependency = |name: &'static str, url: &str| {
-            let (on_change, on_retry) = (metrics.clone(), metrics.clone());
+        let breaker = |name: &'static str| {
+            let on_change = metrics.clone();
             let breaker = Breaker::builder(name)
                 .config(resilience.breaker())
                 .on_state_change(move |c| on_change.transition(&c.name, c.from, c.to))
@@ -100,6 +129,10 @@ impl Upstream {
             if resilience.no_breaker {
                 breaker.disable();
             }
+            Ok::<_, UpstreamError>(breaker)
+        };
+        let rest = |name: &'static str, url: &str, breaker: &Breaker| {
+            let on_retry = metrics.clone();
             let retry = resilience
                 .retry(name)
                 .on_retry(move |e| on_retry.retry(&e.name, &e.reason))
@@ -127,15 +160,41 @@ impl Upstream {
                 // inside the attempt's timeout.
                 .service(wire(http, DEFAULT_MAX_BODY));
             let client = ServiceClient::new(name, url, stack).map_err(UpstreamError::Build)?;
-            Ok(Dependency {
-                client,
-                breaker,
-                retry,
-            })
+            Ok::<_, UpstreamError>((client, retry))
         };
+        let breaker_of_users = breaker(USER_SERVICE)?;
+        let users = match user_transport {
+            UserTransport::Http => {
+                let (client, retry) = rest(USER_SERVICE, user_url, &breaker_of_users)?;
+                Dependency {
+                    client: UserClient::Http(client),
+                    breaker: breaker_of_users,
+                    retry: Retries::Http(retry),
+                }
+            }
+            UserTransport::Grpc => {
+                let (client, retry) =
+                    grpc::users(user_url, resilience, &breaker_of_users, &signer, metrics)?;
+                Dependency {
+                    client: UserClient::Grpc(client),
+                    breaker: breaker_of_users,
+                    retry: Retries::Grpc(retry),
+                }
+            }
+        };
+        let breaker_of_notifications = breaker(NOTIFICATION_SERVICE)?;
+        let (client, retry) = rest(
+            NOTIFICATION_SERVICE,
+            notification_url,
+            &breaker_of_notifications,
+        )?;
         Ok(Upstream {
-            users: dependency(USER_SERVICE, user_url)?,
-            notifications: dependency(NOTIFICATION_SERVICE, notification_url)?,
+            users,
+            notifications: Dependency {
+                client,
+                breaker: breaker_of_notifications,
+                retry: Retries::Http(retry),
+            },
         })
     }
 
@@ -146,51 +205,88 @@ impl Upstream {
     pub(crate) fn without_layers(
         user_url: &str,
         notification_url: &str,
+        user_transport: UserTransport,
     ) -> Result<Upstream, UpstreamError> {
-        let dependency = |name: &'static str, url: &str| {
-            let http = Client::builder(TokioExecutor::new()).build_http();
-            let client = ServiceClient::new(name, url, wire(http, DEFAULT_MAX_BODY))
-                .map_err(UpstreamError::Build)?;
-            Ok(Dependency {
-                client,
-                breaker: Breaker::builder(name)
-                    .build()
-                    .map_err(UpstreamError::Breaker)?,
-                retry: RetryLayer::builder(name)
-                    .max_retries(0)
-                    .build()
-                    .map_err(UpstreamError::Retry)?,
-            })
+        let handles = |name: &'static str| {
+            let breaker = Breaker::builder(name)
+                .build()
+                .map_err(UpstreamError::Breaker)?;
+            let retry = RetryLayer::builder(name)
+                .max_retries(0)
+                .build()
+                .map_err(UpstreamError::Retry)?;
+            Ok::<_, UpstreamError>((breaker, Retries::Http(retry)))
         };
+        let rest = |name: &'static str, url: &str| {
+            let http = Client::builder(TokioExecutor::new()).build_http();
+            ServiceClient::new(name, url, wire(http, DEFAULT_MAX_BODY))
+                .map_err(UpstreamError::Build)
+        };
+        let (breaker, retry) = handles(USER_SERVICE)?;
+        let client = match user_transport {
+            UserTransport::Http => UserClient::Http(rest(USER_SERVICE, user_url)?),
+            UserTransport::Grpc => UserClient::Grpc(grpc::bare(user_url)?),
+        };
+        let users = Dependency {
+            client,
+            breaker,
+            retry,
+        };
+        let (breaker, retry) = handles(NOTIFICATION_SERVICE)?;
         Ok(Upstream {
-            users: dependency(USER_SERVICE, user_url)?,
-            notifications: dependency(NOTIFICATION_SERVICE, notification_url)?,
+            users,
+            notifications: Dependency {
+                client: rest(NOTIFICATION_SERVICE, notification_url)?,
+                breaker,
+                retry,
+            },
         })
     }
 
     /// The user `id`: fresh from the user service when it answers (the copy
     /// is kept), else the last copy kept. A user the service does not know
     /// is a 404; no service and no copy is a 503, with `Retry-After` while
-    /// the breaker is open.
+    /// the breaker is open. The same over REST and gRPC.
     pub async fn user(&self, store: &OrderStore, id: i64) -> Result<OrderUser, ApiError> {
-        #[derive(Deserialize, Serialize)]
-        struct RemoteUser {
-            id: i64,
-            name: String,
-            email: String,
-        }
-        let error = match self
-            .users
-            .client
-            .get::<RemoteUser>(&format!("/users/{id}"))
-            .await
-        {
-            Ok(user) => {
-                let copy = CachedUser {
-                    id: user.id,
+        let not_found = || {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "user_not_found",
+                format!("user not found: {id}"),
+            )
+        };
+        let fetched = match &self.users.client {
+            UserClient::Http(client) => {
+                #[derive(Deserialize, Serialize)]
+                struct RemoteUser {
+                    id: i64,
+                    name: String,
+                    email: String,
+                }
+                match client.get::<RemoteUser>(&format!("/users/{id}")).await {
+                    Ok(user) => Ok(CachedUser {
+                        id: user.id,
+                        name: user.name,
+                        email: user.email,
+                    }),
+                    Err(ClientError::Status { status, .. }) if status == StatusCode::NOT_FOUND => {
+                        return Err(not_found());
+                    }
+                    Err(e) => Err(LookupError::Http(e)),
+                }
+            }
+            UserClient::Grpc(users) => match users.get(id).await {
+                Ok(user) => Ok(CachedUser {
+                    id: i64::from(user.id),
                     name: user.name,
                     email: user.email,
-                };
+                }),
+                Err(status) if status.code() == tonic::Code::NotFound => return Err(not_found()),
+                Err(status) => Err(LookupError::Grpc(status)),
+            },
+        };
+        let error = match fetched {
+            Ok(copy) => {
                 if let Err(e) = store.cache_user(&copy).await {
                     // The order can go on; only the fallback copy is stale.
                     tracing::warn!(error = %Escaped(&e), user = id, "could not keep a copy of the user");
@@ -201,14 +297,7 @@ impl Upstream {
                     source: "live".to_owned(),
                 });
             }
-            Err(ClientError::Status { status, .. }) if status == StatusCode::NOT_FOUND => {
-                return Err(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "user_not_found",
-                    format!("user not found: {id}"),
-                ));
-            }
-            Err(e) => e,
+            Err(error) => error,
         };
         if let Some(copy) = store.cached_user(id).await? {
             tracing::warn!(
@@ -231,13 +320,13 @@ impl Upstream {
                 "the request's budget ran out before the user service answered",
             ));
         }
-        let mut answer = match &error {
-            ClientError::Status { status, .. } if status.is_client_error() => ApiError::new(
+        let mut answer = match error.refused() {
+            Some(what) => ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 "user_service_rejected",
-                format!("the user service refused the lookup ({status})"),
+                format!("the user service refused the lookup ({what})"),
             ),
-            _ => ApiError::new(
+            None => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "user_service_unavailable",
                 format!("the user service is unavailable and user {id} was never seen: {error}"),
@@ -249,5 +338,53 @@ impl Upstream {
             answer = answer.retry_after(u64::try_from(secs).unwrap_or(u64::MAX));
         }
         Err(answer)
+    }
+}
+
+/// Why a lookup of a user failed, over either transport.
+#[derive(Debug)]
+enum LookupError {
+    Http(ClientError),
+    Grpc(tonic::Status),
+}
+
+impl LookupError {
+    /// Whether the caller's own deadline ended the lookup.
+    fn is_deadline(&self) -> bool {
+        match self {
+            LookupError::Http(e) => e.is_deadline(),
+            LookupError::Grpc(status) => grpc::deadline_spent(status),
+        }
+    }
+
+    /// How long the breaker stays open, if it refused the lookup.
+    fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            LookupError::Http(e) => e.retry_after(),
+            LookupError::Grpc(status) => grpc::retry_after(status),
+        }
+    }
+
+    /// What the user service said when it refused the lookup itself (our
+    /// request was at fault, not its health).
+    fn refused(&self) -> Option<String> {
+        match self {
+            LookupError::Http(ClientError::Status { status, .. }) if status.is_client_error() => {
+                Some(status.to_string())
+            }
+            LookupError::Http(_) => None,
+            LookupError::Grpc(status) => {
+                grpc::refused(status).then(|| format!("{:?}", status.code()))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for LookupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LookupError::Http(e) => write!(f, "{e}"),
+            LookupError::Grpc(status) => write!(f, "{}", grpc::describe(status)),
+        }
     }
 }
