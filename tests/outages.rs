@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use demo_services::auth::{API_GATEWAY, Keys, NOTIFICATION_SERVICE, ORDER_SERVICE};
-use demo_services::order::{Resilience, Settings};
-use http::StatusCode;
+use demo_services::order::{Resilience, Settings, UserTransport};
+use http::{Method, StatusCode};
 use integration_tests::{
     Cluster, Http, TempDir, fast_resilience, order_body, start_notification, start_order,
     start_user,
@@ -17,14 +17,40 @@ use tower_circuit::breaker::CircuitState;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_service_down_uses_the_cached_user_then_fails_fast_then_recovers() {
-    let mut c = Cluster::start().await;
+    user_service_down(UserTransport::Http).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_service_down_over_grpc_uses_the_cached_user_then_fails_fast_then_recovers() {
+    user_service_down(UserTransport::Grpc).await;
+}
+
+/// The user-service outage, with users fetched over `transport`: the same
+/// answers either way.
+async fn user_service_down(transport: UserTransport) {
+    let mut c = Cluster::start_over(transport, fast_resilience()).await;
     let http = Http::default();
     let token = c.gateway(ORDER_SERVICE);
     let orders = format!("{}/orders", c.order.url());
 
-    // User 1 is seen once while the service is up.
+    // User 1 is seen once while the service is up, over the transport
+    // asked for (the user service counts requests by route).
     let live = http.post(&orders, &token, &order_body(1)).await;
     assert_eq!(live.json["user"]["source"], "live");
+    let metrics = http
+        .send(Method::GET, &format!("{}/metrics", c.user.url()), None, &[], "")
+        .await;
+    let metrics = String::from_utf8_lossy(&metrics.raw);
+    let route = match transport {
+        UserTransport::Http => "route=\"/users/{id}\"",
+        UserTransport::Grpc => "route=\"/user.UserService/GetUser\"",
+    };
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("http_requests_total") && l.contains(route)),
+        "the user service saw {route}:\n{metrics}"
+    );
 
     let user_addr = c.user.addr;
     c.user.stop().await.unwrap();

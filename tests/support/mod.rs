@@ -11,7 +11,7 @@ use demo_services::auth::{self, Keys};
 use demo_services::db::Durability;
 use demo_services::fault::Faults;
 use demo_services::harness;
-use demo_services::order::{self, Resilience, Settings};
+use demo_services::order::{self, Resilience, Settings, UserTransport};
 use demo_services::server::ServiceState;
 use demo_services::{notification, user};
 use serde_json::Value;
@@ -153,6 +153,12 @@ impl Cluster {
 
     /// Starts the three with these settings.
     pub async fn start_with(resilience: Resilience) -> Cluster {
+        Cluster::start_over(UserTransport::Http, resilience).await
+    }
+
+    /// Starts the three with these settings, the order service fetching
+    /// users over `transport`.
+    pub async fn start_over(transport: UserTransport, resilience: Resilience) -> Cluster {
         let keys = Keys::ephemeral();
         let data = TempDir::new();
         let (user, users) = start_user(data.path(), &keys, None).await;
@@ -160,7 +166,7 @@ impl Cluster {
         let settings = Settings {
             user_url: user.url(),
             notification_url: notification.url(),
-            user_transport: Default::default(),
+            user_transport: transport,
             resilience,
         };
         let (order, orders) = start_order(data.path(), &keys, &settings, None).await;
