@@ -38,7 +38,13 @@ async fn user_service_down(transport: UserTransport) {
     let live = http.post(&orders, &token, &order_body(1)).await;
     assert_eq!(live.json["user"]["source"], "live");
     let metrics = http
-        .send(Method::GET, &format!("{}/metrics", c.user.url()), None, &[], "")
+        .send(
+            Method::GET,
+            &format!("{}/metrics", c.user.url()),
+            None,
+            &[],
+            "",
+        )
         .await;
     let metrics = String::from_utf8_lossy(&metrics.raw);
     let route = match transport {
