@@ -1,5 +1,5 @@
 //! The user service over gRPC (`--user-transport grpc`): `GetUser` through
-//! a tonic client whose stack, written out in [`users`], is the REST
+//! a tonic client whose stack, written out in `users` (below), is the REST
 //! client's with the gRPC pieces in place of the HTTP ones, outermost
 //! first: our errors as `tonic::Status` → deadline → request body buffered
 //! once (so attempts can be replayed) → retry (gRPC rules, GetUser
