@@ -118,7 +118,6 @@ pub mod classify;
 #[cfg(feature = "client")]
 pub mod client;
 pub mod fallback;
-#[cfg(feature = "grpc")]
 pub mod grpc;
 pub mod keyed;
 pub mod registry;

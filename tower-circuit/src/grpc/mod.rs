@@ -1,4 +1,5 @@
-//! The layers for gRPC clients built on tonic (feature `grpc`).
+//! gRPC: the layers for clients built on tonic (feature `grpc`), and two
+//! wire helpers every build has ([`is_grpc`], [`encode_message`]).
 //!
 //! - [`GrpcBreakerLayer`] ([`Breaker::grpc_layer`]): the circuit breaker,
 //!   judging calls by `grpc-status` from the response head or the
@@ -19,13 +20,23 @@
 //!
 //! [`Breaker::grpc_layer`]: crate::breaker::Breaker::grpc_layer
 
+#[cfg(feature = "grpc")]
 pub mod breaker;
+#[cfg(feature = "grpc")]
 pub mod replay;
+#[cfg(feature = "grpc")]
 pub mod retry;
 
+#[cfg(feature = "grpc")]
 mod classify;
+#[cfg(feature = "grpc")]
 mod status;
+mod wire;
 
+#[cfg(feature = "grpc")]
 pub use self::breaker::{GrpcBreakerLayer, GrpcCircuitBreaker};
+#[cfg(feature = "grpc")]
 pub use self::classify::{ClassifyCode, ServerCodesAsFailures};
+#[cfg(feature = "grpc")]
 pub use self::status::{MAX_MESSAGE_CHARS, StatusFuture, StatusLayer, StatusService, into_status};
+pub use self::wire::{encode_message, is_grpc};

@@ -108,29 +108,12 @@ pub(crate) fn put_grpc_status(
     callers: bool,
 ) {
     headers.insert(GRPC_STATUS, code);
-    if let Ok(message) = HeaderValue::from_str(&percent_encode(message)) {
+    if let Ok(message) = HeaderValue::from_str(&crate::grpc::encode_message(message)) {
         headers.insert(GRPC_MESSAGE, message);
     }
     if callers {
         headers.insert(BUDGET_HEADER, HeaderValue::from_static("0"));
     }
-}
-
-/// The gRPC spec's percent-encoding of `grpc-message`: every byte outside
-/// printable ASCII (0x20 to 0x7E), and `%` itself, as `%XX`.
-pub(crate) fn percent_encode(message: &str) -> String {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let mut out = String::with_capacity(message.len());
-    for &b in message.as_bytes() {
-        if (0x20..=0x7e).contains(&b) && b != b'%' {
-            out.push(char::from(b));
-        } else {
-            out.push('%');
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 0xf)]));
-        }
-    }
-    out
 }
 
 impl<B> Body for DeadlineBody<B>
@@ -201,19 +184,5 @@ where
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::percent_encode;
-
-    #[test]
-    fn percent_encodes_what_the_spec_asks() {
-        assert_eq!(percent_encode("plain text 0-9 ~"), "plain text 0-9 ~");
-        assert_eq!(percent_encode("50%"), "50%25");
-        assert_eq!(percent_encode("a\r\nb"), "a%0D%0Ab");
-        assert_eq!(percent_encode("é"), "%C3%A9");
-        assert_eq!(percent_encode("\u{7f}"), "%7F");
     }
 }

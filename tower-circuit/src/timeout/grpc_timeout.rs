@@ -165,44 +165,12 @@ pub fn format_grpc_timeout(left: Duration) -> GrpcTimeout {
     }
 }
 
-/// Whether a request (or response) with these headers speaks gRPC:
-/// `content-type` is `application/grpc`, alone or followed by `+` (a
-/// codec, e.g. `+proto`) or `;` (parameters). gRPC-Web
-/// (`application/grpc-web...`) is not: its trailers travel inside the
-/// body, so a trailers-only answer or trailers added here would not reach
-/// a gRPC-Web client as it expects.
-pub(crate) fn is_grpc(headers: &http::HeaderMap) -> bool {
-    let Some(value) = headers.get(http::header::CONTENT_TYPE) else {
-        return false;
-    };
-    match value.as_bytes().strip_prefix(b"application/grpc") {
-        Some(rest) => matches!(rest.first(), None | Some(b'+' | b';')),
-        None => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn fmt(d: Duration) -> String {
         format_grpc_timeout(d).as_str().to_owned()
-    }
-
-    #[test]
-    fn tells_grpc_from_grpc_web_and_json() {
-        let with = |ct: &'static str| {
-            let mut h = http::HeaderMap::new();
-            h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(ct));
-            is_grpc(&h)
-        };
-        assert!(with("application/grpc"));
-        assert!(with("application/grpc+proto"));
-        assert!(with("application/grpc;charset=utf-8"));
-        assert!(!with("application/grpc-web"));
-        assert!(!with("application/grpcx"));
-        assert!(!with("application/json"));
-        assert!(!is_grpc(&http::HeaderMap::new()));
     }
 
     #[test]

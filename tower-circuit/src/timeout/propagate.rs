@@ -22,8 +22,9 @@ use tower_service::Service;
 use super::body::{DEADLINE_EXCEEDED, GRPC_STATUS};
 use super::deadline::Deadline;
 use super::error::Elapsed;
-use super::grpc_timeout::{GRPC_TIMEOUT_HEADER, format_grpc_timeout, is_grpc, parse_grpc_timeout};
+use super::grpc_timeout::{GRPC_TIMEOUT_HEADER, format_grpc_timeout, parse_grpc_timeout};
 use crate::BoxError;
+use crate::grpc::is_grpc;
 
 /// The header that carries the caller's remaining budget, in milliseconds.
 pub const BUDGET_HEADER: HeaderName = HeaderName::from_static("x-request-budget-ms");

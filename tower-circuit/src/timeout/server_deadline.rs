@@ -19,8 +19,9 @@ use tower_service::Service;
 use super::body::{DEADLINE_EXCEEDED, DeadlineBody, put_grpc_status};
 use super::deadline::{Deadline, Scoped};
 use super::error::Elapsed;
-use super::grpc_timeout::{GRPC_TIMEOUT_HEADER, is_grpc, parse_grpc_timeout};
+use super::grpc_timeout::{GRPC_TIMEOUT_HEADER, parse_grpc_timeout};
 use super::propagate::BUDGET_HEADER;
+use crate::grpc::is_grpc;
 
 /// A `504` that says the caller's budget, not the server, ran out.
 fn budget_exhausted<B>(message: &str) -> Response<DeadlineBody<B>> {

@@ -51,9 +51,10 @@ use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, TRANSFER_ENCODING};
-use axum::http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use axum::http::{HeaderValue, Request, Response, StatusCode};
 use bytes::Bytes;
 use tower::{BoxError, Service};
+use tower_circuit::grpc::{encode_message, is_grpc};
 
 pub use self::future::ResponseFuture;
 pub use self::layer::GrpcErrorsLayer;
@@ -149,22 +150,6 @@ pub fn grpc_code(status: StatusCode) -> u16 {
     }
 }
 
-/// Whether `headers` are a gRPC request's or answer's: `content-type` is
-/// `application/grpc`, or that with a `+codec` or `;parameters` suffix.
-/// `application/grpc-web` is not (its callers read statuses from the
-/// body).
-pub fn is_grpc(headers: &HeaderMap) -> bool {
-    const GRPC: &[u8] = b"application/grpc";
-    let Some(value) = headers.get(CONTENT_TYPE) else {
-        return false;
-    };
-    let value = value.as_bytes();
-    // Media types are case-insensitive.
-    value.len() >= GRPC.len()
-        && value[..GRPC.len()].eq_ignore_ascii_case(GRPC)
-        && matches!(value.get(GRPC.len()), None | Some(b'+' | b';'))
-}
-
 /// Makes `head` (an HTTP answer's) a trailers-only gRPC answer with
 /// `code` and `message`.
 fn trailers_only(
@@ -181,7 +166,7 @@ fn trailers_only(
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
     headers.insert("grpc-status", HeaderValue::from(code));
     // Percent-encoded text is visible ASCII: always a valid header value.
-    if let Ok(value) = HeaderValue::try_from(percent_encode(cut(message, MAX_MESSAGE))) {
+    if let Ok(value) = HeaderValue::try_from(encode_message(cut(message, MAX_MESSAGE))) {
         headers.insert("grpc-message", value);
     }
     if let Some(seconds) = headers.remove(RETRY_AFTER).and_then(|v| delay_seconds(&v))
@@ -236,23 +221,6 @@ fn cut(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
-/// `message` with every byte outside 0x20 to 0x7E, and `%`, written `%XX`,
-/// as gRPC's `grpc-message` wants.
-fn percent_encode(message: &str) -> String {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let mut out = String::with_capacity(message.len());
-    for &b in message.as_bytes() {
-        if (0x20..=0x7E).contains(&b) && b != b'%' {
-            out.push(char::from(b));
-        } else {
-            out.push('%');
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 0x0F)]));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,32 +253,6 @@ mod tests {
     }
 
     #[test]
-    fn grpc_content_types() {
-        let headers = |value: &'static str| {
-            let mut h = HeaderMap::new();
-            h.insert(CONTENT_TYPE, HeaderValue::from_static(value));
-            h
-        };
-        for yes in [
-            "application/grpc",
-            "application/grpc+proto",
-            "application/grpc;x=y",
-            "APPLICATION/GRPC",
-        ] {
-            assert!(is_grpc(&headers(yes)), "{yes}");
-        }
-        for no in [
-            "application/grpc-web",
-            "application/grpcx",
-            "application/json",
-            "application/grp",
-        ] {
-            assert!(!is_grpc(&headers(no)), "{no}");
-        }
-        assert!(!is_grpc(&HeaderMap::new()));
-    }
-
-    #[test]
     fn messages_come_from_json_bodies_or_the_status() {
         let status = StatusCode::SERVICE_UNAVAILABLE;
         let json = br#"{"error":"injected_fault","message":"down on purpose"}"#;
@@ -327,9 +269,7 @@ mod tests {
     }
 
     #[test]
-    fn messages_are_cut_and_percent_encoded() {
-        assert_eq!(percent_encode("50% done\r\n"), "50%25 done%0D%0A");
-        assert_eq!(percent_encode("é"), "%C3%A9");
+    fn messages_are_cut_at_a_character() {
         assert_eq!(cut("aé", 2), "a");
         assert_eq!(cut("abc", 5), "abc");
     }
