@@ -20,6 +20,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -46,6 +47,9 @@ pub struct Outbox {
     backoff: Backoff,
     wake: Arc<Notify>,
     pending: Arc<watch::Sender<u64>>,
+    /// Records stored so far, counted before `pending` is raised: lets a
+    /// recount tell whether an order was stored while it read the table.
+    stores: Arc<AtomicU64>,
     metrics: Metrics,
 }
 
@@ -81,12 +85,14 @@ impl Outbox {
             backoff,
             wake: Arc::new(Notify::new()),
             pending: Arc::new(watch::Sender::new(pending)),
+            stores: Arc::new(AtomicU64::new(0)),
             metrics,
         })
     }
 
     /// Tells the sender a record was stored.
     pub fn stored(&self) {
+        self.stores.fetch_add(1, Ordering::SeqCst);
         self.pending.send_modify(|n| *n += 1);
         self.wake.notify_one();
     }
@@ -231,9 +237,20 @@ impl Outbox {
         }
     }
 
+    /// Sets the count to the table's, unless an order was stored while the
+    /// table was read: that count may miss it, and writing it would undo
+    /// the order's `stored()` (a backlog shown as 0 with a record still
+    /// pending, which a caller waiting for 0 would take as drained). The
+    /// order's wake-up starts another pass, which counts again.
     async fn sync_pending(&self) -> Result<(), sqlx::Error> {
+        let stores = self.stores.load(Ordering::SeqCst);
         let n = self.store.pending().await?;
         self.pending.send_if_modified(|old| {
+            // Checked under the watch's lock, which `stored()` takes after
+            // counting: a store not seen here raises the count after this.
+            if self.stores.load(Ordering::SeqCst) != stores {
+                return false;
+            }
             let changed = *old != n;
             *old = n;
             changed
