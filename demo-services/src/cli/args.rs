@@ -243,7 +243,7 @@ pub struct CertsArgs {
     /// Directory to write the CA and the certificates into.
     #[arg(long)]
     pub out: PathBuf,
-    /// The trust domain of every SPIFFE ID, spiffe://NAME/<service>
+    /// The trust domain of every SPIFFE ID, spiffe://NAME/SERVICE
     /// (default: demo.local; with --renew, the directory's, and no
     /// other is accepted).
     #[arg(long, value_parser = flags::trust_domain)]

@@ -6,7 +6,7 @@
 //! - `ca.pem`, `ca.key.pem`: the CA, valid for [`CA_LIFETIME`], allowed
 //!   to sign leaves and nothing else (path length 0);
 //! - `<service>.pem`, `<service>.key.pem` for each of
-//!   [`auth::SERVICES`](crate::auth::SERVICES) (the three services and
+//!   [`auth::SERVICES`] (the three services and
 //!   `api-gateway`, the caller a person uses with curl): a leaf valid for
 //!   the chosen lifetime, whose one URI SAN is the service's SPIFFE ID,
 //!   plus DNS `localhost` and IP `127.0.0.1`, for both server and client
