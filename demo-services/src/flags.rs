@@ -47,6 +47,22 @@ fn at_most(d: Duration, max: Duration, text: &str) -> Result<Duration, String> {
     }
 }
 
+/// `certs --ttl`: from [`MIN_LEAF_TTL`] to [`MAX_LEAF_TTL`].
+///
+/// [`MIN_LEAF_TTL`]: crate::tls::certs::MIN_LEAF_TTL
+/// [`MAX_LEAF_TTL`]: crate::tls::certs::MAX_LEAF_TTL
+pub fn cert_ttl(text: &str) -> Result<Duration, String> {
+    let ttl = duration(text)?;
+    crate::tls::certs::check_ttl(ttl).map_err(|e| e.to_string())?;
+    Ok(ttl)
+}
+
+/// `certs --trust-domain`: lowercase letters, digits, `.`, `-` and `_`.
+pub fn trust_domain(text: &str) -> Result<String, String> {
+    crate::tls::certs::check_trust_domain(text).map_err(|e| e.to_string())?;
+    Ok(text.to_owned())
+}
+
 /// A service name a token can be addressed to: one of the three services
 /// (the gateway verifies nothing).
 pub fn audience(text: &str) -> Result<String, String> {

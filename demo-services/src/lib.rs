@@ -19,7 +19,8 @@
 //! shutdown), [`auth`] (service names, permissions, key material),
 //! [`api`] (JSON errors and extractors), [`proto`] (the gRPC code generated
 //! from `proto/user.proto`), [`db`] (SQLite), [`telemetry`]
-//! (Prometheus metrics and request ids), [`fault`] (fault injection),
+//! (Prometheus metrics and request ids), [`tls`] (certificates for
+//! mutual TLS), [`fault`] (fault injection),
 //! [`cli`] (the command line `main` runs) and [`flags`] (its value
 //! parsers).
 
@@ -38,4 +39,5 @@ pub mod order;
 pub mod proto;
 pub mod server;
 pub mod telemetry;
+pub mod tls;
 pub mod user;

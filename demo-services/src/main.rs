@@ -1,4 +1,4 @@
-//! `cargo run -p demo-services [all|user|order|notification|token|keygen]`.
+//! `cargo run -p demo-services [all|user|order|notification|token|keygen|certs|drill]`.
 
 use std::process::ExitCode;
 

@@ -772,3 +772,49 @@ fn without_layers_the_routes_run_alone_for_the_one_stand_in_caller() {
     );
     stop(notes);
 }
+
+#[test]
+fn certs_writes_a_ca_and_renews_from_it_in_the_same_trust_domain() {
+    let dir = TempDir::new("certs");
+    let out_dir = dir.0.join("certs");
+    let out_arg = out_dir.to_str().unwrap();
+    let out = run(demo(&["certs", "--out", out_arg]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("trust domain demo.local"));
+    let pem = std::fs::read_to_string(out_dir.join("user-service.pem")).unwrap();
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"));
+    let ca = std::fs::read(out_dir.join("ca.pem")).unwrap();
+
+    // A second plain `certs` refuses to replace the CA.
+    let again = run(demo(&["certs", "--out", out_arg]));
+    assert!(!again.status.success());
+    assert!(text(&again.stderr).contains("does not overwrite a CA"));
+
+    // Renewing into another trust domain is refused; renewing is not.
+    let other = run(demo(&[
+        "certs",
+        "--out",
+        out_arg,
+        "--renew",
+        "--trust-domain",
+        "other.local",
+    ]));
+    assert!(!other.status.success());
+    assert!(text(&other.stderr).contains("trust domain is demo.local, not other.local"));
+    let renewed = run(demo(&["certs", "--out", out_arg, "--renew", "--ttl", "1h"]));
+    assert!(renewed.status.success(), "{}", text(&renewed.stderr));
+    assert_eq!(std::fs::read(out_dir.join("ca.pem")).unwrap(), ca);
+    assert_ne!(
+        std::fs::read_to_string(out_dir.join("user-service.pem")).unwrap(),
+        pem
+    );
+
+    // Flags out of range are refused before anything runs.
+    for bad in [&["--ttl", "30s"][..], &["--trust-domain", "Demo.Local"][..]] {
+        let mut args = vec!["certs", "--out", out_arg];
+        args.extend_from_slice(bad);
+        let out = run(demo(&args));
+        assert!(!out.status.success(), "{bad:?}");
+        assert!(text(&out.stderr).contains("invalid value"), "{bad:?}");
+    }
+}

@@ -59,6 +59,9 @@
 //! - [`api_key`]: API keys: the key store, and their client
 //!   ([`ApiKeyClientLayer`](api_key::ApiKeyClientLayer)) and server
 //!   ([`ApiKeyLayer`](api_key::ApiKeyLayer)) layers.
+//! - [`mtls`]: mutual TLS: the peer's SPIFFE identity
+//!   ([`SpiffeId`](mtls::SpiffeId), [`PeerIdentity`](mtls::PeerIdentity))
+//!   that a TLS server hands to layers and handlers.
 //!
 //! Each credential has its own refusal enum, named the same in both
 //! modules: [`jwt::Rejection`] and [`api_key::Rejection`]. They are not one
@@ -72,6 +75,7 @@
 
 pub mod api_key;
 pub mod jwt;
+pub mod mtls;
 
 mod escape;
 mod future;

@@ -37,6 +37,9 @@ pub enum Command {
     Token(TokenArgs),
     /// Writes an Ed25519 key pair per service and the public key set.
     Keygen(KeygenArgs),
+    /// Writes a CA and a certificate per service for mutual TLS, or
+    /// renews the certificates from the CA already there.
+    Certs(CertsArgs),
     /// Runs the services on loopback through a scripted outage and tells
     /// what happened, step by step.
     Drill(DrillArgs),
@@ -232,4 +235,24 @@ pub struct KeygenArgs {
     /// Directory to write the keys into.
     #[arg(long)]
     pub out: PathBuf,
+}
+
+/// `certs`.
+#[derive(Debug, Clone, Args)]
+pub struct CertsArgs {
+    /// Directory to write the CA and the certificates into.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The trust domain of every SPIFFE ID, spiffe://NAME/SERVICE
+    /// (default: demo.local; with --renew, the directory's, and no
+    /// other is accepted).
+    #[arg(long, value_parser = flags::trust_domain)]
+    pub trust_domain: Option<String>,
+    /// Lifetime of the service certificates, from 1m to 2160h (90 days).
+    #[arg(long, default_value = "24h", value_parser = flags::cert_ttl)]
+    pub ttl: Duration,
+    /// Reissue the service certificates (new keys) from the CA already in
+    /// the directory, keeping its trust domain.
+    #[arg(long)]
+    pub renew: bool,
 }

@@ -1,4 +1,4 @@
-//! The command line: `demo-services [all|user|order|notification|token|keygen]`.
+//! The command line: `demo-services [all|user|order|notification|token|keygen|certs|drill]`.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -18,8 +18,8 @@ use crate::{notification, order, server, user};
 mod args;
 
 pub use args::{
-    AllArgs, Cli, Command, DrillArgs, FaultArgs, KeygenArgs, NotificationArgs, OrderArgs,
-    ServiceArgs, TokenArgs, UserArgs,
+    AllArgs, CertsArgs, Cli, Command, DrillArgs, FaultArgs, KeygenArgs, NotificationArgs,
+    OrderArgs, ServiceArgs, TokenArgs, UserArgs,
 };
 
 impl ServiceArgs {
@@ -125,6 +125,7 @@ pub fn main() -> ExitCode {
     let result = match command {
         Command::Token(args) => token(&args),
         Command::Keygen(args) => keygen(&args.out),
+        Command::Certs(args) => certs(&args),
         Command::Drill(args) => runtime().and_then(|rt| rt.block_on(drill(args))),
         service => runtime().and_then(|rt| rt.block_on(serve(service, server::signal()))),
     };
@@ -192,6 +193,30 @@ fn keygen(out: &Path) -> Result<(), Error> {
     for path in auth::keygen(out)? {
         println!("wrote {}", path.display());
     }
+    Ok(())
+}
+
+fn certs(args: &CertsArgs) -> Result<(), Error> {
+    use crate::tls::certs;
+    let now = time::OffsetDateTime::now_utc();
+    let issued = if args.renew {
+        certs::renew(&args.out, args.trust_domain.as_deref(), args.ttl, now)?
+    } else {
+        let trust_domain = args
+            .trust_domain
+            .as_deref()
+            .unwrap_or(certs::DEFAULT_TRUST_DOMAIN);
+        certs::create(&args.out, trust_domain, args.ttl, now)?
+    };
+    for path in &issued.files {
+        println!("wrote {}", path.display());
+    }
+    println!(
+        "trust domain {}: certificates valid until {}, the CA until {}",
+        issued.trust_domain,
+        certs::Utc(issued.leaves_not_after),
+        certs::Utc(issued.ca_not_after)
+    );
     Ok(())
 }
 
@@ -368,7 +393,7 @@ async fn serve(
             b?;
             c?;
         }
-        Command::Token(_) | Command::Keygen(_) | Command::Drill(_) => {
+        Command::Token(_) | Command::Keygen(_) | Command::Certs(_) | Command::Drill(_) => {
             unreachable!("handled before the services start")
         }
     }
