@@ -15,6 +15,7 @@
 use std::any::Any;
 use std::future::Future;
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -37,6 +38,7 @@ use crate::fault::Faults;
 use crate::server::grpc_errors::GrpcErrorsLayer;
 use crate::telemetry::request_id::{self, MakeId};
 use crate::telemetry::{Escaped, Metrics};
+use crate::tls::server::TlsListener;
 
 pub mod grpc_errors;
 pub mod serve;
@@ -72,6 +74,11 @@ pub struct ServerParts {
     pub faults: Faults,
     /// The connection limits its serve loop enforces.
     pub limits: serve::Limits,
+    /// With `Some`, it serves over mutual TLS with this configuration
+    /// (`--tls-dir`, [`crate::tls::server::server_config`]): every client
+    /// presents a certificate from the CA, and each request carries the
+    /// client's [`PeerIdentity`](tower_jwt_service_auth::mtls::PeerIdentity).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl ServerParts {
@@ -91,6 +98,7 @@ impl ServerParts {
             metrics: Metrics::new(),
             faults,
             limits: serve::Limits::default(),
+            tls: None,
         }
     }
 }
@@ -214,7 +222,8 @@ pub trait ServiceState: Clone + Send + 'static {
     ) -> impl Future<Output = io::Result<()>> + Send;
 }
 
-/// Serves `app` on `listener` under `ops.limits` until `shutdown`
+/// Serves `app` on `listener` (over mutual TLS if `ops.tls` is set) under
+/// `ops.limits` until `shutdown`
 /// completes, then stops accepting and lets in-flight requests finish, for
 /// at most [`SHUTDOWN_GRACE`] (see [`serve::serve`]).
 pub async fn serve(
@@ -224,7 +233,13 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let upkeep = tokio::spawn(ops.metrics.clone().upkeep());
-    let result = serve::serve(listener, app, ops.limits, shutdown).await;
+    let result = match &ops.tls {
+        Some(config) => {
+            let listener = TlsListener::new(listener, config.clone());
+            serve::serve(listener, app, ops.limits, shutdown).await
+        }
+        None => serve::serve(listener, app, ops.limits, shutdown).await,
+    };
     upkeep.abort();
     result
 }

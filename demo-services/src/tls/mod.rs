@@ -1,6 +1,6 @@
-//! Mutual TLS between the services: for now, the certificates
-//! ([`certs`], the `certs` command). Serving and calling over TLS build
-//! on the files it writes.
+//! Mutual TLS between the services: the certificates ([`certs`], the
+//! `certs` command) and serving with them ([`server`], `--tls-dir`).
+//! Calling over TLS builds on the same files.
 //!
 //! Each service has a short-lived leaf certificate whose one URI SAN is
 //! its SPIFFE ID, `spiffe://<trust-domain>/<service>`, signed by a CA
@@ -9,3 +9,4 @@
 //! ([`PeerIdentity`](tower_jwt_service_auth::mtls::PeerIdentity)).
 
 pub mod certs;
+pub mod server;

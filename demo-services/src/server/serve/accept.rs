@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tower_jwt_service_auth::mtls::PeerIdentity;
 
 /// A source of connections: a TCP listener, or a TLS acceptor on top of
 /// one.
@@ -25,11 +26,46 @@ pub trait Accept: Send + 'static {
     /// connection (the loop drops it when shutdown begins).
     fn accept(&mut self) -> impl Future<Output = io::Result<(Self::Conn, SocketAddr)>> + Send;
 
-    /// Turns an accepted connection into the stream to serve.
+    /// Turns an accepted connection into the stream to serve, with what
+    /// the handshake learned about the peer.
     fn handshake(
         &self,
         conn: Self::Conn,
-    ) -> impl Future<Output = io::Result<Self::Io>> + Send + 'static;
+    ) -> impl Future<Output = io::Result<(Self::Io, ConnectionInfo)>> + Send + 'static;
+}
+
+/// What a handshake learned about the peer of one connection: given to
+/// every request the connection carries, as request extensions.
+///
+/// Plain TCP learns nothing (the default); a mutual TLS handshake learns
+/// the client certificate's identity.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionInfo {
+    peer_identity: Option<PeerIdentity>,
+}
+
+impl ConnectionInfo {
+    /// A connection whose peer proved `identity` (a verified client
+    /// certificate): each request carries it as a [`PeerIdentity`]
+    /// extension.
+    pub fn with_peer_identity(identity: PeerIdentity) -> ConnectionInfo {
+        ConnectionInfo {
+            peer_identity: Some(identity),
+        }
+    }
+
+    /// The peer's proven identity, if the handshake established one.
+    pub fn peer_identity(&self) -> Option<&PeerIdentity> {
+        self.peer_identity.as_ref()
+    }
+
+    /// Adds what is known about the connection to one request's
+    /// extensions.
+    pub(crate) fn extend(&self, extensions: &mut http::Extensions) {
+        if let Some(identity) = &self.peer_identity {
+            extensions.insert(identity.clone());
+        }
+    }
 }
 
 /// Plain TCP: no handshake.
@@ -44,8 +80,8 @@ impl Accept for TcpListener {
     fn handshake(
         &self,
         conn: TcpStream,
-    ) -> impl Future<Output = io::Result<TcpStream>> + Send + 'static {
-        std::future::ready(Ok(conn))
+    ) -> impl Future<Output = io::Result<(TcpStream, ConnectionInfo)>> + Send + 'static {
+        std::future::ready(Ok((conn, ConnectionInfo::default())))
     }
 }
 

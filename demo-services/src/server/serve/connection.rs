@@ -22,6 +22,7 @@ use tower::ServiceExt;
 use tower::util::Oneshot;
 
 use super::Limits;
+use super::accept::ConnectionInfo;
 use super::protocol::{self, Builders};
 use super::registry::{Registration, RequestGuard, Status, Tracker};
 
@@ -36,7 +37,8 @@ enum Close {
 }
 
 /// Serves one connection: runs `handshake`, tells HTTP/1.1 from HTTP/2 by
-/// its first bytes, then serves it with `app`, until
+/// its first bytes (the decrypted ones, over TLS), then serves it with
+/// `app`, each request carrying what the handshake learned, until
 /// the peer leaves, a deadline passes, the registry sheds it, or shutdown
 /// (`stop` turning true) closes it.
 pub(crate) async fn serve<F, I>(
@@ -48,7 +50,7 @@ pub(crate) async fn serve<F, I>(
     registration: Registration,
     mut stop: watch::Receiver<bool>,
 ) where
-    F: Future<Output = io::Result<I>> + Send,
+    F: Future<Output = io::Result<(I, ConnectionInfo)>> + Send,
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut stopping = *stop.borrow_and_update();
@@ -56,8 +58,12 @@ pub(crate) async fn serve<F, I>(
     // The handshake and the protocol sniff run under the first head's
     // deadline: a peer that sends nothing, or a byte at a time, is closed
     // like one that sends half a head.
-    let mut handshake = std::pin::pin!(async move { protocol::sniff(handshake.await?).await });
-    let (protocol, io) = loop {
+    let mut handshake = std::pin::pin!(async move {
+        let (io, info) = handshake.await?;
+        let (protocol, io) = protocol::sniff(io).await?;
+        Ok::<_, io::Error>((protocol, io, info))
+    });
+    let (protocol, io, info) = loop {
         let status = registration.status();
         if let Some(close) = closing(status, stopping, &limits) {
             log_close(close, peer, &limits);
@@ -81,6 +87,7 @@ pub(crate) async fn serve<F, I>(
 
     let service = AppService {
         app,
+        info,
         tracker: registration.tracker().clone(),
     };
     let conn = builders.serve(protocol, io, service);
@@ -159,10 +166,12 @@ fn far() -> Instant {
 // === impl AppService ===
 
 /// The app as hyper's service, telling the registry when each request
-/// begins (its head is complete) and ends (its response body is done).
+/// begins (its head is complete) and ends (its response body is done), and
+/// giving each request what the connection's handshake learned.
 #[derive(Debug, Clone)]
 struct AppService {
     app: Router,
+    info: ConnectionInfo,
     tracker: Tracker,
 }
 
@@ -171,7 +180,8 @@ impl hyper::service::Service<Request<Incoming>> for AppService {
     type Error = Infallible;
     type Future = AppFuture;
 
-    fn call(&self, req: Request<Incoming>) -> AppFuture {
+    fn call(&self, mut req: Request<Incoming>) -> AppFuture {
+        self.info.extend(req.extensions_mut());
         let guard = self.tracker.begin_request();
         AppFuture {
             inner: self.app.clone().oneshot(req),

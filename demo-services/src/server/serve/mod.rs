@@ -57,9 +57,9 @@ mod connection;
 mod limits;
 mod protocol;
 mod registry;
-mod throttle;
+pub(crate) mod throttle;
 
-pub use accept::Accept;
+pub use accept::{Accept, ConnectionInfo};
 pub use limits::{
     HEADER_READ_TIMEOUT, IDLE_TIMEOUT, InvalidLimits, Limits, MAX_CONNECTIONS_CEILING,
     MAX_HEAD_SIZE, connection_cap, fd_limit,

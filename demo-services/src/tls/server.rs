@@ -1,0 +1,342 @@
+//! Serving over mutual TLS: a service's [`ServerConfig`] from the files
+//! `certs` writes, and [`TlsListener`], the serve loop's [`Accept`] for
+//! it.
+//!
+//! Every client must present a certificate that chains to the directory's
+//! `ca.pem` and is valid now; after the handshake the certificate's one
+//! URI SAN, a SPIFFE ID, becomes the connection's [`PeerIdentity`], which
+//! every request on it carries as an extension. A certificate without
+//! exactly one valid SPIFFE ID fails the connection: a caller is either
+//! identified or not served.
+//!
+//! Which HTTP a TLS connection speaks is told apart as over cleartext, by
+//! the first decrypted bytes: ALPN offers `h2` and `http/1.1`, and a
+//! client that negotiated `h2` opens with the HTTP/2 preface anyway.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::server::TlsStream;
+use tower_jwt_service_auth::mtls::{InvalidSpiffeId, PeerIdentity, SpiffeId};
+use x509_parser::extensions::GeneralName;
+
+use super::certs::{CA_CERT, cert_file, key_file};
+use crate::server::serve::throttle::Throttle;
+use crate::server::serve::{Accept, ConnectionInfo};
+use crate::telemetry::Escaped;
+
+/// The protocol versions served: TLS 1.2 and 1.3, nothing older (rustls
+/// has nothing older either; listing them keeps it so if it ever did).
+pub const PROTOCOL_VERSIONS: &[&rustls::SupportedProtocolVersion] =
+    &[&rustls::version::TLS13, &rustls::version::TLS12];
+
+/// The ALPN protocols offered, preferred first: HTTP/2 (what gRPC
+/// clients ask for over TLS), then HTTP/1.1.
+pub const ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
+
+/// The largest PEM file read from a TLS directory: a chain of a few
+/// certificates is a few KiB, so anything near this is not one.
+const MAX_PEM_SIZE: u64 = 64 * 1024;
+
+/// Builds `service`'s server configuration from `dir` (as `certs`
+/// writes it): its `<service>.pem` and `<service>.key.pem`, client
+/// certificates required and verified against `ca.pem`, TLS 1.2 and 1.3,
+/// ALPN `h2` and `http/1.1`, all on ring.
+pub fn server_config(dir: &Path, service: &str) -> Result<Arc<ServerConfig>, TlsSetupError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+
+    let ca_path = dir.join(CA_CERT);
+    let mut roots = RootCertStore::empty();
+    for ca in read_certs(&ca_path)? {
+        roots.add(ca).map_err(|source| TlsSetupError::BadCa {
+            path: ca_path.clone(),
+            source,
+        })?;
+    }
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| TlsSetupError::Verifier(e.to_string()))?;
+
+    let chain = read_certs(&dir.join(cert_file(service)))?;
+    let key_path = dir.join(key_file(service));
+    let key =
+        PrivateKeyDer::from_pem_slice(&read_pem(&key_path)?).map_err(|e| TlsSetupError::Pem {
+            path: key_path.clone(),
+            reason: e.to_string(),
+        })?;
+
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(PROTOCOL_VERSIONS)
+        .map_err(TlsSetupError::Config)?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(TlsSetupError::Config)?;
+    config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
+}
+
+/// Reads a PEM file of at most [`MAX_PEM_SIZE`] bytes.
+fn read_pem(path: &Path) -> Result<Vec<u8>, TlsSetupError> {
+    use std::io::Read;
+
+    let read = |path: &Path| -> io::Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)?
+            .take(MAX_PEM_SIZE + 1)
+            .read_to_end(&mut bytes)?;
+        if bytes.len() as u64 > MAX_PEM_SIZE {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("larger than {MAX_PEM_SIZE} bytes"),
+            ));
+        }
+        Ok(bytes)
+    };
+    read(path).map_err(|source| TlsSetupError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Reads the certificates of a PEM file; fails if it holds none.
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
+    let pem = read_pem(path)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsSetupError::Pem {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsSetupError::NoCertificate(path.to_owned()));
+    }
+    Ok(certs)
+}
+
+/// Why a server configuration could not be built. The variants about a
+/// file name it.
+#[derive(Debug)]
+pub enum TlsSetupError {
+    /// A file is missing, unreadable or too large.
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// A file is not the PEM it should be.
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A certificate file holds no certificate.
+    NoCertificate(PathBuf),
+    /// `ca.pem` holds a certificate that cannot be a trust anchor.
+    BadCa {
+        /// The file.
+        path: PathBuf,
+        /// rustls' reason.
+        source: rustls::Error,
+    },
+    /// The client certificate verifier could not be built.
+    Verifier(String),
+    /// rustls refused the configuration (the key does not match the
+    /// certificate, say).
+    Config(rustls::Error),
+}
+
+impl fmt::Display for TlsSetupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TlsSetupError::Read { path, source } => {
+                write!(f, "cannot read {}: {source}", path.display())
+            }
+            TlsSetupError::Pem { path, reason } => {
+                write!(f, "{} is not valid PEM: {reason}", path.display())
+            }
+            TlsSetupError::NoCertificate(path) => {
+                write!(f, "{} holds no certificate", path.display())
+            }
+            TlsSetupError::BadCa { path, source } => {
+                write!(
+                    f,
+                    "{} is not a usable CA certificate: {source}",
+                    path.display()
+                )
+            }
+            TlsSetupError::Verifier(reason) => {
+                write!(f, "cannot verify client certificates: {reason}")
+            }
+            TlsSetupError::Config(e) => write!(f, "invalid TLS configuration: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for TlsSetupError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TlsSetupError::Read { source, .. } => Some(source),
+            TlsSetupError::BadCa { source, .. } | TlsSetupError::Config(source) => Some(source),
+            _ => None,
+        }
+    }
+}
+
+// === impl TlsListener ===
+
+/// A TCP listener whose connections are served over mutual TLS: the
+/// serve loop's [`Accept`] for `--tls-dir`.
+///
+/// [`accept`](Accept::accept) is the TCP accept; the TLS handshake and
+/// reading the client's identity run in the connection's own task, under
+/// its header read timeout.
+pub struct TlsListener {
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    refusals: Arc<Mutex<Throttle>>,
+}
+
+impl fmt::Debug for TlsListener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsListener")
+            .field("listener", &self.listener)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsListener {
+    /// Serves `listener`'s connections with `config` (see
+    /// [`server_config`]).
+    pub fn new(listener: TcpListener, config: Arc<ServerConfig>) -> TlsListener {
+        TlsListener {
+            listener,
+            acceptor: tokio_rustls::TlsAcceptor::from(config),
+            refusals: Arc::default(),
+        }
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+}
+
+impl Accept for TlsListener {
+    type Conn = TcpStream;
+    type Io = TlsStream<TcpStream>;
+
+    fn accept(&mut self) -> impl Future<Output = io::Result<(TcpStream, SocketAddr)>> + Send {
+        self.listener.accept()
+    }
+
+    fn handshake(
+        &self,
+        conn: TcpStream,
+    ) -> impl Future<Output = io::Result<(TlsStream<TcpStream>, ConnectionInfo)>> + Send + 'static
+    {
+        let accepting = self.acceptor.accept(conn);
+        let refusals = self.refusals.clone();
+        async move {
+            let stream = accepting.await?;
+            let leaf = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first());
+            match peer_identity(leaf) {
+                Ok(id) => Ok((stream, ConnectionInfo::with_peer_identity(id))),
+                Err(e) => {
+                    let logged = refusals
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .record(1);
+                    if let Some(n) = logged {
+                        tracing::debug!(
+                            refused = n,
+                            reason = %e,
+                            "refused a client certificate without a usable SPIFFE ID"
+                        );
+                    }
+                    Err(io::Error::new(io::ErrorKind::PermissionDenied, e))
+                }
+            }
+        }
+    }
+}
+
+/// The identity a verified client certificate proves: its single URI
+/// SAN, as a SPIFFE ID.
+pub fn peer_identity(leaf: Option<&CertificateDer<'_>>) -> Result<PeerIdentity, PeerIdentityError> {
+    let leaf = leaf.ok_or(PeerIdentityError::NoCertificate)?;
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(leaf).map_err(|_| PeerIdentityError::Unreadable)?;
+    let sans = cert
+        .subject_alternative_name()
+        .map_err(|_| PeerIdentityError::Unreadable)?;
+    let mut uris = sans
+        .iter()
+        .flat_map(|san| &san.value.general_names)
+        .filter_map(|name| match name {
+            GeneralName::URI(uri) => Some(*uri),
+            _ => None,
+        });
+    let (Some(uri), None) = (uris.next(), uris.next()) else {
+        return Err(PeerIdentityError::NotOneUri);
+    };
+    SpiffeId::parse(uri)
+        .map(PeerIdentity::new)
+        .map_err(|reason| PeerIdentityError::InvalidSpiffeId {
+            uri: uri.to_owned(),
+            reason,
+        })
+}
+
+/// Why a client certificate gives no identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerIdentityError {
+    /// The client presented no certificate (the verifier requires one, so
+    /// only a misconfigured server sees this).
+    NoCertificate,
+    /// The certificate or its SAN extension cannot be parsed.
+    Unreadable,
+    /// The certificate has no URI SAN, or more than one.
+    NotOneUri,
+    /// Its URI SAN is not a valid SPIFFE ID.
+    InvalidSpiffeId {
+        /// The URI, as the certificate has it.
+        uri: String,
+        /// What is wrong with it.
+        reason: InvalidSpiffeId,
+    },
+}
+
+impl fmt::Display for PeerIdentityError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PeerIdentityError::NoCertificate => f.write_str("no client certificate"),
+            PeerIdentityError::Unreadable => f.write_str("the client certificate cannot be parsed"),
+            PeerIdentityError::NotOneUri => {
+                f.write_str("the client certificate does not have exactly one URI SAN")
+            }
+            // The URI comes from the peer: escaped before any log sees it.
+            PeerIdentityError::InvalidSpiffeId { uri, reason } => write!(
+                f,
+                "the client certificate's URI SAN {} is not a SPIFFE ID: {reason}",
+                Escaped(uri.as_str())
+            ),
+        }
+    }
+}
+
+impl std::error::Error for PeerIdentityError {}
