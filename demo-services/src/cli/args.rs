@@ -87,6 +87,12 @@ pub struct ServiceArgs {
     /// `all`).
     #[arg(long)]
     pub max_connections: Option<usize>,
+    /// Serve over mutual TLS with the certificates `certs` wrote to this
+    /// directory: clients must present a certificate from its CA. For now
+    /// on `user` and `notification` only (`order` and `all` would call
+    /// over TLS too, which is not built yet, so they refuse it).
+    #[arg(long, value_name = "DIR")]
+    pub tls_dir: Option<PathBuf>,
 }
 
 /// Fault injection, off by default.
