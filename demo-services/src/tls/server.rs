@@ -340,3 +340,75 @@ impl fmt::Display for PeerIdentityError {
 }
 
 impl std::error::Error for PeerIdentityError {}
+
+#[cfg(test)]
+mod tests {
+    use rcgen::string::Ia5String;
+    use rcgen::{CertificateParams, KeyPair, PKCS_ECDSA_P256_SHA256, SanType};
+
+    use super::*;
+
+    /// A self-signed certificate with these SANs (the chain is the
+    /// verifier's business; this reads the identity of any leaf).
+    fn leaf(sans: &[SanType]) -> CertificateDer<'static> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = CertificateParams::default();
+        params.subject_alt_names = sans.to_vec();
+        params.self_signed(&key).unwrap().der().clone()
+    }
+
+    fn uri(text: &str) -> SanType {
+        SanType::URI(Ia5String::try_from(text).unwrap())
+    }
+
+    #[test]
+    fn the_single_uri_san_is_the_identity() {
+        let cert = leaf(&[
+            SanType::DnsName(Ia5String::try_from("localhost").unwrap()),
+            uri("spiffe://demo.local/order-service"),
+        ]);
+        let id = peer_identity(Some(&cert)).unwrap();
+        assert_eq!(id.spiffe_id().as_str(), "spiffe://demo.local/order-service");
+        assert_eq!(id.service(), Some("order-service"));
+    }
+
+    #[test]
+    fn a_certificate_without_exactly_one_spiffe_id_gives_none() {
+        assert_eq!(peer_identity(None), Err(PeerIdentityError::NoCertificate));
+        let dns_only = leaf(&[SanType::DnsName(Ia5String::try_from("localhost").unwrap())]);
+        assert_eq!(
+            peer_identity(Some(&dns_only)),
+            Err(PeerIdentityError::NotOneUri)
+        );
+        let two = leaf(&[
+            uri("spiffe://demo.local/order-service"),
+            uri("spiffe://demo.local/api-gateway"),
+        ]);
+        assert_eq!(peer_identity(Some(&two)), Err(PeerIdentityError::NotOneUri));
+        let https = leaf(&[uri("https://demo.local/order-service")]);
+        assert!(matches!(
+            peer_identity(Some(&https)),
+            Err(PeerIdentityError::InvalidSpiffeId { .. })
+        ));
+        let garbage = CertificateDer::from(vec![0x30, 0x03, 0x02, 0x01, 0x00]);
+        assert_eq!(
+            peer_identity(Some(&garbage)),
+            Err(PeerIdentityError::Unreadable)
+        );
+    }
+
+    #[test]
+    fn a_peer_chosen_uri_is_escaped_in_the_error() {
+        let cert = leaf(&[uri("spiffe://demo.local/a\u{1b}[31m")]);
+        let text = peer_identity(Some(&cert)).unwrap_err().to_string();
+        assert!(!text.contains('\u{1b}'), "{text}");
+    }
+
+    #[test]
+    fn setup_errors_name_the_missing_file() {
+        let dir = std::env::temp_dir().join(format!("tls-server-missing-{}", std::process::id()));
+        let err = server_config(&dir, "user-service").unwrap_err();
+        assert!(matches!(err, TlsSetupError::Read { .. }), "{err:?}");
+        assert!(err.to_string().contains("ca.pem"), "{err}");
+    }
+}
