@@ -407,3 +407,34 @@ async fn a_connection_that_never_starts_its_handshake_is_closed_after_the_header
         connected.elapsed()
     );
 }
+
+#[tokio::test]
+async fn at_the_cap_silent_sockets_on_the_tls_port_make_room_for_a_client() {
+    const CAP: usize = 8;
+    const EXTRA: usize = 4;
+    let dir = certs_dir();
+    let limits = Limits {
+        max_connections: CAP,
+        // Only shedding can free a place within the test's bounds.
+        header_read_timeout: Duration::from_secs(60),
+        ..Limits::default()
+    };
+    let addr = whoami_server(dir.path(), limits).await;
+    let mut silent = Vec::new();
+    for _ in 0..CAP + EXTRA {
+        silent.push(TcpStream::connect(addr).await.unwrap());
+    }
+
+    let answer = get(addr, gateway(dir.path()), "/whoami", None)
+        .await
+        .expect("served at the cap");
+    assert_eq!(answer.body, "spiffe://demo.local/api-gateway");
+
+    // The sockets accepted first, still before their handshake, were
+    // closed to make room.
+    for stream in &mut silent[..EXTRA] {
+        let mut buf = [0u8; 64];
+        let read = timeout(BOUND, stream.read(&mut buf)).await;
+        assert!(matches!(read, Ok(Ok(0) | Err(_))), "closed: {read:?}");
+    }
+}

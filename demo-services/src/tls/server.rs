@@ -411,4 +411,96 @@ mod tests {
         assert!(matches!(err, TlsSetupError::Read { .. }), "{err:?}");
         assert!(err.to_string().contains("ca.pem"), "{err}");
     }
+
+    /// A CA-signed client certificate with no SPIFFE ID passes the
+    /// verifier but not the identity check: the connection gets no
+    /// answer, while the same CA's gateway leaf is served.
+    #[tokio::test]
+    async fn a_verified_certificate_without_a_spiffe_id_gets_no_answer() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let dir = std::env::temp_dir().join(format!("tls-server-no-id-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        super::super::certs::create(
+            &dir,
+            "demo.local",
+            std::time::Duration::from_secs(3600),
+            time::OffsetDateTime::now_utc(),
+        )
+        .unwrap();
+
+        // A leaf of the same CA naming only `localhost`.
+        let ca_key =
+            KeyPair::from_pem(&std::fs::read_to_string(dir.join("ca.key.pem")).unwrap()).unwrap();
+        let ca_der = CertificateDer::from_pem_file(dir.join(CA_CERT)).unwrap();
+        let issuer = rcgen::Issuer::from_ca_cert_der(&ca_der, &ca_key).unwrap();
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = CertificateParams::default();
+        params.subject_alt_names =
+            vec![SanType::DnsName(Ia5String::try_from("localhost").unwrap())];
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let nameless = params.signed_by(&key, &issuer).unwrap().der().clone();
+        let nameless_key = PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+
+        let config = server_config(&dir, "user-service").unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        tokio::spawn(crate::server::serve::serve(
+            TlsListener::new(listener, config),
+            app,
+            crate::server::serve::Limits::default(),
+            std::future::pending(),
+        ));
+
+        let mut roots = RootCertStore::empty();
+        roots.add(ca_der).unwrap();
+        let client = |chain, key| {
+            let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots.clone())
+            .with_client_auth_cert(chain, key)
+            .unwrap();
+            tokio_rustls::TlsConnector::from(Arc::new(config))
+        };
+        // Whatever the connection answers to a GET before it closes.
+        let answer = |connector: tokio_rustls::TlsConnector| async move {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+            let mut answer = Vec::new();
+            if let Ok(mut tls) = connector.connect(name, tcp).await
+                && tls
+                    .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                    .await
+                    .is_ok()
+            {
+                let mut buf = [0u8; 1024];
+                while let Ok(n @ 1..) = tls.read(&mut buf).await {
+                    answer.extend_from_slice(&buf[..n]);
+                    if answer.ends_with(b"ok") {
+                        break;
+                    }
+                }
+            }
+            String::from_utf8_lossy(&answer).into_owned()
+        };
+        let bound = std::time::Duration::from_secs(5);
+
+        let gateway = client(
+            vec![CertificateDer::from_pem_file(dir.join("api-gateway.pem")).unwrap()],
+            PrivateKeyDer::from_pem_file(dir.join("api-gateway.key.pem")).unwrap(),
+        );
+        let served = tokio::time::timeout(bound, answer(gateway)).await.unwrap();
+        assert!(served.starts_with("HTTP/1.1 200"), "{served:?}");
+
+        let refused = tokio::time::timeout(bound, answer(client(vec![nameless], nameless_key)))
+            .await
+            .expect("the connection is closed");
+        assert_eq!(refused, "", "no answer without an identity");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
