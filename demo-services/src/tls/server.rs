@@ -18,7 +18,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -30,7 +30,6 @@ use tower_jwt_service_auth::mtls::{InvalidSpiffeId, PeerIdentity, SpiffeId};
 use x509_parser::extensions::GeneralName;
 
 use super::certs::{CA_CERT, cert_file, key_file};
-use crate::server::serve::throttle::Throttle;
 use crate::server::serve::{Accept, ConnectionInfo};
 use crate::telemetry::Escaped;
 
@@ -204,7 +203,6 @@ impl std::error::Error for TlsSetupError {
 pub struct TlsListener {
     listener: TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
-    refusals: Arc<Mutex<Throttle>>,
 }
 
 impl fmt::Debug for TlsListener {
@@ -222,7 +220,6 @@ impl TlsListener {
         TlsListener {
             listener,
             acceptor: tokio_rustls::TlsAcceptor::from(config),
-            refusals: Arc::default(),
         }
     }
 
@@ -246,7 +243,6 @@ impl Accept for TlsListener {
     ) -> impl Future<Output = io::Result<(TlsStream<TcpStream>, ConnectionInfo)>> + Send + 'static
     {
         let accepting = self.acceptor.accept(conn);
-        let refusals = self.refusals.clone();
         async move {
             let stream = accepting.await?;
             let leaf = stream
@@ -254,22 +250,11 @@ impl Accept for TlsListener {
                 .1
                 .peer_certificates()
                 .and_then(|c| c.first());
+            // A refusal is logged where every failed handshake is (the
+            // connection's task), with this error's escaped text.
             match peer_identity(leaf) {
                 Ok(id) => Ok((stream, ConnectionInfo::with_peer_identity(id))),
-                Err(e) => {
-                    let logged = refusals
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .record(1);
-                    if let Some(n) = logged {
-                        tracing::debug!(
-                            refused = n,
-                            reason = %e,
-                            "refused a client certificate without a usable SPIFFE ID"
-                        );
-                    }
-                    Err(io::Error::new(io::ErrorKind::PermissionDenied, e))
-                }
+                Err(e) => Err(io::Error::new(io::ErrorKind::PermissionDenied, e)),
             }
         }
     }

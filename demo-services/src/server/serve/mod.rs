@@ -57,7 +57,7 @@ mod connection;
 mod limits;
 mod protocol;
 mod registry;
-pub(crate) mod throttle;
+mod throttle;
 
 pub use accept::{Accept, ConnectionInfo};
 pub use limits::{
