@@ -18,6 +18,7 @@ use demo_services::fault::Faults;
 use demo_services::harness::{self, Running};
 use demo_services::server::serve::{self, Limits};
 use demo_services::tls::certs;
+use demo_services::tls::identity::TlsDir;
 use demo_services::tls::server::{TlsListener, server_config};
 use demo_services::user;
 use http::{Request, StatusCode};
@@ -156,7 +157,8 @@ async fn whoami_server(dir: &Path, limits: Limits) -> SocketAddr {
             },
         ),
     );
-    let config = server_config(dir, auth::USER_SERVICE).expect("server config");
+    let tls = TlsDir::open(dir, auth::USER_SERVICE).expect("open the TLS directory");
+    let config = server_config(&tls).expect("server config");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(serve::serve(
@@ -173,7 +175,7 @@ async fn user_over_tls(dir: &Path, data: &Path, keys: &Keys) -> Running {
     let mut state = user::State::open(data, Durability::Full, keys, Faults::default())
         .await
         .expect("open the user service");
-    state.server.tls = Some(server_config(dir, auth::USER_SERVICE).expect("server config"));
+    state.server.tls = Some(TlsDir::open(dir, auth::USER_SERVICE).expect("open the TLS directory"));
     harness::start(state, None).await.expect("start")
 }
 

@@ -15,7 +15,6 @@
 use std::any::Any;
 use std::future::Future;
 use std::io;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -38,7 +37,8 @@ use crate::fault::Faults;
 use crate::server::grpc_errors::GrpcErrorsLayer;
 use crate::telemetry::request_id::{self, MakeId};
 use crate::telemetry::{Escaped, Metrics};
-use crate::tls::server::TlsListener;
+use crate::tls::identity::TlsDir;
+use crate::tls::server::{TlsListener, server_config};
 
 pub mod grpc_errors;
 pub mod serve;
@@ -74,11 +74,12 @@ pub struct ServerParts {
     pub faults: Faults,
     /// The connection limits its serve loop enforces.
     pub limits: serve::Limits,
-    /// With `Some`, it serves over mutual TLS with this configuration
-    /// (`--tls-dir`, [`crate::tls::server::server_config`]): every client
-    /// presents a certificate from the CA, and each request carries the
-    /// client's [`PeerIdentity`](tower_jwt_service_auth::mtls::PeerIdentity).
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// With `Some`, it serves over mutual TLS with this directory's CA and
+    /// its own certificate (`--tls-dir`, see
+    /// [`crate::tls::server::server_config`]): every client presents a
+    /// certificate from the CA, and each request carries the client's
+    /// [`PeerIdentity`](tower_jwt_service_auth::mtls::PeerIdentity).
+    pub tls: Option<TlsDir>,
 }
 
 impl ServerParts {
@@ -234,8 +235,9 @@ pub async fn serve(
 ) -> io::Result<()> {
     let upkeep = tokio::spawn(ops.metrics.clone().upkeep());
     let result = match &ops.tls {
-        Some(config) => {
-            let listener = TlsListener::new(listener, config.clone());
+        Some(tls) => {
+            let config = server_config(tls).map_err(io::Error::other)?;
+            let listener = TlsListener::new(listener, config);
             serve::serve(listener, app, ops.limits, shutdown).await
         }
         None => serve::serve(listener, app, ops.limits, shutdown).await,

@@ -4,7 +4,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
@@ -104,15 +103,16 @@ impl ServiceArgs {
         Ok(limits)
     }
 
-    /// The TLS configuration `service` serves with, if `--tls-dir` is
-    /// given.
-    fn tls(&self, service: &str) -> Result<Option<Arc<rustls::ServerConfig>>, Error> {
+    /// The TLS directory `service` serves with, if `--tls-dir` is given;
+    /// its files are read and checked now, so a bad one stops the start.
+    fn tls(&self, service: &str) -> Result<Option<tls::identity::TlsDir>, Error> {
         let Some(dir) = &self.tls_dir else {
             return Ok(None);
         };
-        let config = tls::server::server_config(dir, service)?;
+        let tls = tls::identity::TlsDir::open(dir, service)?;
+        tls::server::server_config(&tls)?;
         tracing::info!(service, dir = %dir.display(), "serving over mutual TLS");
-        Ok(Some(config))
+        Ok(Some(tls))
     }
 
     /// Refuses `--tls-dir` for a command whose services call others:

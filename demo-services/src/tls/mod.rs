@@ -1,6 +1,7 @@
 //! Mutual TLS between the services: the certificates ([`certs`], the
-//! `certs` command) and serving with them ([`server`], `--tls-dir`).
-//! Calling over TLS builds on the same files.
+//! `certs` command), a service's own side of them ([`identity`]: the CA
+//! it trusts and the certificate it presents) and serving with them
+//! ([`server`], `--tls-dir`). Calling over TLS builds on the same files.
 //!
 //! Each service has a short-lived leaf certificate whose one URI SAN is
 //! its SPIFFE ID, `spiffe://<trust-domain>/<service>`, signed by a CA
@@ -9,4 +10,6 @@
 //! ([`PeerIdentity`](tower_jwt_service_auth::mtls::PeerIdentity)).
 
 pub mod certs;
+mod files;
+pub mod identity;
 pub mod server;

@@ -17,19 +17,18 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::ServerConfig;
+use rustls::pki_types::CertificateDer;
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
 use tower_jwt_service_auth::mtls::{InvalidSpiffeId, PeerIdentity, SpiffeId};
 use x509_parser::extensions::GeneralName;
 
-use super::certs::{CA_CERT, cert_file, key_file};
+pub use super::files::TlsSetupError;
+use super::identity::TlsDir;
 use crate::server::serve::{Accept, ConnectionInfo};
 use crate::telemetry::Escaped;
 
@@ -42,154 +41,23 @@ pub const PROTOCOL_VERSIONS: &[&rustls::SupportedProtocolVersion] =
 /// clients ask for over TLS), then HTTP/1.1.
 pub const ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
 
-/// The largest PEM file read from a TLS directory: a chain of a few
-/// certificates is a few KiB, so anything near this is not one.
-const MAX_PEM_SIZE: u64 = 64 * 1024;
-
-/// Builds `service`'s server configuration from `dir` (as `certs`
-/// writes it): its `<service>.pem` and `<service>.key.pem`, client
-/// certificates required and verified against `ca.pem`, TLS 1.2 and 1.3,
-/// ALPN `h2` and `http/1.1`, all on ring.
-pub fn server_config(dir: &Path, service: &str) -> Result<Arc<ServerConfig>, TlsSetupError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-
-    let ca_path = dir.join(CA_CERT);
-    let mut roots = RootCertStore::empty();
-    for ca in read_certs(&ca_path)? {
-        roots.add(ca).map_err(|source| TlsSetupError::BadCa {
-            path: ca_path.clone(),
-            source,
-        })?;
-    }
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .map_err(|e| TlsSetupError::Verifier(e.to_string()))?;
-
-    let chain = read_certs(&dir.join(cert_file(service)))?;
-    let key_path = dir.join(key_file(service));
-    let key =
-        PrivateKeyDer::from_pem_slice(&read_pem(&key_path)?).map_err(|e| TlsSetupError::Pem {
-            path: key_path.clone(),
-            reason: e.to_string(),
-        })?;
-
-    let mut config = ServerConfig::builder_with_provider(provider)
+/// Builds a server configuration from `tls` (see [`TlsDir::open`]):
+/// client certificates required and verified against the directory's CA,
+/// the service's own certificate from its [`Identity`](super::identity::Identity)
+/// (so a reload reaches new handshakes), TLS 1.2 and 1.3, ALPN `h2` and
+/// `http/1.1`.
+pub fn server_config(tls: &TlsDir) -> Result<Arc<ServerConfig>, TlsSetupError> {
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(tls.roots().clone(), tls.provider().clone())
+            .build()
+            .map_err(|e| TlsSetupError::Verifier(e.to_string()))?;
+    let mut config = ServerConfig::builder_with_provider(tls.provider().clone())
         .with_protocol_versions(PROTOCOL_VERSIONS)
         .map_err(TlsSetupError::Config)?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .map_err(TlsSetupError::Config)?;
+        .with_cert_resolver(tls.identity().clone());
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
-}
-
-/// Reads a PEM file of at most [`MAX_PEM_SIZE`] bytes.
-fn read_pem(path: &Path) -> Result<Vec<u8>, TlsSetupError> {
-    use std::io::Read;
-
-    let read = |path: &Path| -> io::Result<Vec<u8>> {
-        let mut bytes = Vec::new();
-        std::fs::File::open(path)?
-            .take(MAX_PEM_SIZE + 1)
-            .read_to_end(&mut bytes)?;
-        if bytes.len() as u64 > MAX_PEM_SIZE {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("larger than {MAX_PEM_SIZE} bytes"),
-            ));
-        }
-        Ok(bytes)
-    };
-    read(path).map_err(|source| TlsSetupError::Read {
-        path: path.to_owned(),
-        source,
-    })
-}
-
-/// Reads the certificates of a PEM file; fails if it holds none.
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
-    let pem = read_pem(path)?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsSetupError::Pem {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        })?;
-    if certs.is_empty() {
-        return Err(TlsSetupError::NoCertificate(path.to_owned()));
-    }
-    Ok(certs)
-}
-
-/// Why a server configuration could not be built. The variants about a
-/// file name it.
-#[derive(Debug)]
-pub enum TlsSetupError {
-    /// A file is missing, unreadable or too large.
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: io::Error,
-    },
-    /// A file is not the PEM it should be.
-    Pem {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// A certificate file holds no certificate.
-    NoCertificate(PathBuf),
-    /// `ca.pem` holds a certificate that cannot be a trust anchor.
-    BadCa {
-        /// The file.
-        path: PathBuf,
-        /// rustls' reason.
-        source: rustls::Error,
-    },
-    /// The client certificate verifier could not be built.
-    Verifier(String),
-    /// rustls refused the configuration (the key does not match the
-    /// certificate, say).
-    Config(rustls::Error),
-}
-
-impl fmt::Display for TlsSetupError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TlsSetupError::Read { path, source } => {
-                write!(f, "cannot read {}: {source}", path.display())
-            }
-            TlsSetupError::Pem { path, reason } => {
-                write!(f, "{} is not valid PEM: {reason}", path.display())
-            }
-            TlsSetupError::NoCertificate(path) => {
-                write!(f, "{} holds no certificate", path.display())
-            }
-            TlsSetupError::BadCa { path, source } => {
-                write!(
-                    f,
-                    "{} is not a usable CA certificate: {source}",
-                    path.display()
-                )
-            }
-            TlsSetupError::Verifier(reason) => {
-                write!(f, "cannot verify client certificates: {reason}")
-            }
-            TlsSetupError::Config(e) => write!(f, "invalid TLS configuration: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for TlsSetupError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            TlsSetupError::Read { source, .. } => Some(source),
-            TlsSetupError::BadCa { source, .. } | TlsSetupError::Config(source) => Some(source),
-            _ => None,
-        }
-    }
 }
 
 // === impl TlsListener ===
@@ -330,7 +198,11 @@ impl std::error::Error for PeerIdentityError {}
 mod tests {
     use rcgen::string::Ia5String;
     use rcgen::{CertificateParams, KeyPair, PKCS_ECDSA_P256_SHA256, SanType};
+    use rustls::RootCertStore;
+    use rustls::pki_types::PrivateKeyDer;
+    use rustls::pki_types::pem::PemObject;
 
+    use super::super::certs::CA_CERT;
     use super::*;
 
     /// A self-signed certificate with these SANs (the chain is the
@@ -392,7 +264,7 @@ mod tests {
     #[test]
     fn setup_errors_name_the_missing_file() {
         let dir = std::env::temp_dir().join(format!("tls-server-missing-{}", std::process::id()));
-        let err = server_config(&dir, "user-service").unwrap_err();
+        let err = TlsDir::open(&dir, "user-service").unwrap_err();
         assert!(matches!(err, TlsSetupError::Read { .. }), "{err:?}");
         assert!(err.to_string().contains("ca.pem"), "{err}");
     }
@@ -428,7 +300,7 @@ mod tests {
         let nameless = params.signed_by(&key, &issuer).unwrap().der().clone();
         let nameless_key = PrivateKeyDer::try_from(key.serialize_der()).unwrap();
 
-        let config = server_config(&dir, "user-service").unwrap();
+        let config = server_config(&TlsDir::open(&dir, "user-service").unwrap()).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
