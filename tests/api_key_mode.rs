@@ -101,6 +101,23 @@ async fn the_order_flow_runs_end_to_end_on_api_keys() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_order_service_fetches_users_over_grpc_with_its_key_in_the_metadata() {
+    let c = Cluster::start_keyed(
+        Keys::api_keys(ring()),
+        UserTransport::Grpc,
+        fast_resilience(),
+    )
+    .await;
+    let res = place(&c.order.url(), 2).await;
+    assert_eq!(res.status, StatusCode::CREATED, "{:?}", res.json);
+    assert_eq!(res.json["user"]["source"], "live");
+    assert_eq!(res.json["user"]["name"], "Grace Hopper");
+    let stats = c.users.server.auth.api_key().expect("API-key mode").stats();
+    assert_eq!(stats.accepted(), 1, "one GetUser, with order-service's key");
+    assert_eq!(stats.rejected_total(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_service_down_uses_the_cached_user_then_503_on_api_keys() {
     let mut c = start().await;
     assert_eq!(
