@@ -2,9 +2,9 @@
 //! stack written out in [`Upstream::new`], outermost first: deadline →
 //! retry → circuit breaker → per-attempt timeout → deadline propagation →
 //! request id → the caller's credential (a service JWT or the API key, by
-//! `--service-auth`; with `mtls`, none) → hyper-util client. With `--user-transport
-//! grpc` the user service is called over gRPC instead, through the same
-//! stack in its gRPC form, written out in [`grpc`].
+//! `--service-auth`; with `mtls`, none) → hyper-util client. With
+//! `--user-transport grpc` the user service is called over gRPC instead,
+//! through the same stack in its gRPC form, written out in [`grpc`].
 
 pub mod grpc;
 
