@@ -28,7 +28,9 @@ use tower_circuit::timeout::ServerDeadlineLayer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
+use tower_jwt_service_auth::api_key::ApiKeyLayer;
 use tower_jwt_service_auth::jwt::server::VerifyLayer;
+use tower_jwt_service_auth::mtls::PeerAuthLayer;
 use tracing::{Level, Span};
 
 use crate::api::{self, ApiError};
@@ -60,14 +62,66 @@ pub const MIN_BUDGET: Duration = Duration::from_millis(10);
 /// How long graceful shutdown waits for in-flight requests.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// What every service's stack holds besides its routes: who it is, its
-/// verifier, its metrics and its fault settings.
+/// The layer that authenticates callers, by `--service-auth`: it sits
+/// where [`stack`] verifies, and each inserts the caller's
+/// [`ServiceIdentity`](tower_jwt_service_auth::jwt::ServiceIdentity) with
+/// its row of [`permissions_of`](crate::auth::permissions_of), so the
+/// routes' permission checks and the handlers are the same in every mode.
+#[derive(Debug, Clone)]
+pub enum ServerAuth {
+    /// Service JWTs (bound to the client certificate over mutual TLS).
+    Jwt(VerifyLayer),
+    /// API keys (bound to the client certificate over mutual TLS).
+    ApiKey(ApiKeyLayer),
+    /// The client certificate alone.
+    Mtls(PeerAuthLayer),
+}
+
+impl ServerAuth {
+    /// The layer of `keys`' mode for the service `service`.
+    pub fn new(service: &str, keys: &Keys) -> ServerAuth {
+        if let Some(ring) = keys.api_key_ring() {
+            ServerAuth::ApiKey(ring.server_layer())
+        } else if let Some(layer) = keys.peer_auth_layer() {
+            ServerAuth::Mtls(layer)
+        } else {
+            ServerAuth::Jwt(keys.verify_layer(service))
+        }
+    }
+
+    /// The JWT layer, with `--service-auth jwt`.
+    pub fn jwt(&self) -> Option<&VerifyLayer> {
+        match self {
+            ServerAuth::Jwt(layer) => Some(layer),
+            _ => None,
+        }
+    }
+
+    /// The API-key layer, with `--service-auth api-key`.
+    pub fn api_key(&self) -> Option<&ApiKeyLayer> {
+        match self {
+            ServerAuth::ApiKey(layer) => Some(layer),
+            _ => None,
+        }
+    }
+
+    /// The client-certificate layer, with `--service-auth mtls`.
+    pub fn mtls(&self) -> Option<&PeerAuthLayer> {
+        match self {
+            ServerAuth::Mtls(layer) => Some(layer),
+            _ => None,
+        }
+    }
+}
+
+/// What every service's stack holds besides its routes: who it is, how it
+/// authenticates callers, its metrics and its fault settings.
 #[derive(Debug, Clone)]
 pub struct ServerParts {
     /// The service's name.
     pub service: &'static str,
-    /// Its JWT verification layer (shared, so its counters are one).
-    pub verify: VerifyLayer,
+    /// Its authentication layer (shared, so its counters are one).
+    pub auth: ServerAuth,
     /// Its metrics registry.
     pub metrics: Metrics,
     /// Its fault injection settings.
@@ -95,7 +149,7 @@ impl ServerParts {
         }
         ServerParts {
             service,
-            verify: keys.verify_layer(service),
+            auth: ServerAuth::new(service, keys),
             metrics: Metrics::new(),
             faults,
             limits: serve::Limits::default(),
@@ -134,7 +188,10 @@ pub fn stack(protected: Router, public: Router, ops: &ServerParts) -> Router {
         .layer(ServerDeadlineLayer::new(SERVER_DEADLINE).min_budget(MIN_BUDGET))
         .layer(DefaultBodyLimit::max(MAX_BODY));
     let verified = ServiceBuilder::new()
-        .layer(ops.verify.clone())
+        // Exactly one of the three, by `--service-auth`.
+        .option_layer(ops.auth.jwt().cloned())
+        .option_layer(ops.auth.api_key().cloned())
+        .option_layer(ops.auth.mtls().cloned())
         .layer(ops.faults.layer());
     protected
         .layer(verified)
@@ -391,7 +448,7 @@ pub fn public_routes(ops: &ServerParts) -> Router {
             axum::routing::get(move || {
                 let ops = metrics_ops.clone();
                 async move {
-                    ops.metrics.observe_auth(&ops.verify);
+                    ops.metrics.observe_auth(&ops.auth);
                     metrics_response(ops.metrics.render())
                 }
             }),

@@ -19,6 +19,7 @@ use serde_json::Value;
 pub use demo_services::harness::{Answer, Http, Running};
 
 pub mod logs;
+pub mod tls;
 
 /// The workspace README's Rust snippets, compiled as doc tests so they
 /// stay true.
@@ -159,7 +160,16 @@ impl Cluster {
     /// Starts the three with these settings, the order service fetching
     /// users over `transport`.
     pub async fn start_over(transport: UserTransport, resilience: Resilience) -> Cluster {
-        let keys = Keys::ephemeral();
+        Cluster::start_keyed(Keys::ephemeral(), transport, resilience).await
+    }
+
+    /// Starts the three with `keys` (and so in `keys`' `--service-auth`
+    /// mode), the order service fetching users over `transport`.
+    pub async fn start_keyed(
+        keys: Keys,
+        transport: UserTransport,
+        resilience: Resilience,
+    ) -> Cluster {
         let data = TempDir::new();
         let (user, users) = start_user(data.path(), &keys, None).await;
         let (notification, _) = start_notification(data.path(), &keys, None).await;

@@ -15,7 +15,7 @@
 //! | `http_requests_total` | counter | `method`, `route`, `status` |
 //! | `http_request_duration_seconds` | histogram | `method`, `route`, `status` |
 //! | `auth_failures_total` | counter | `reason` |
-//! | `auth_verified_total`, `auth_cache_hits_total` | counter | |
+//! | `auth_verified_total` (callers let through, in any `--service-auth` mode), `auth_cache_hits_total` (tokens only) | counter | |
 //! | `circuit_breaker_state` | gauge (1 for the current state) | `breaker`, `state` |
 //! | `circuit_breaker_transitions_total` | counter | `breaker`, `from`, `to` |
 //! | `circuit_breaker_rejected_calls_total` | counter | `breaker` |
@@ -50,7 +50,9 @@ use tokio::time::Instant;
 use tower::{Layer, Service};
 use tower_circuit::breaker::CircuitState;
 use tower_circuit::retry::RetryReason;
-use tower_jwt_service_auth::jwt::server::VerifyLayer;
+use tower_jwt_service_auth::{api_key, mtls};
+
+use crate::server::ServerAuth;
 
 /// Latency buckets in seconds: 0.5 ms to 10 s, dense where a service
 /// answers, so `histogram_quantile` gives useful P95 and P99.
@@ -133,13 +135,41 @@ impl Metrics {
         }
     }
 
-    /// Reads a verifier's counters into the registry.
-    pub fn observe_auth(&self, verify: &VerifyLayer) {
-        let stats = verify.stats();
+    /// Reads the authenticating layer's counters into the registry: the
+    /// same families whichever `--service-auth` (`auth_verified_total`
+    /// counts callers let through; `auth_failures_total` by the layer's
+    /// own reasons, e.g. `expired`, `wrong_key` or `unknown_peer`).
+    pub fn observe_auth(&self, auth: &ServerAuth) {
+        let (verified, cache_hits, rejected) = match auth {
+            ServerAuth::Jwt(verify) => {
+                let stats = verify.stats();
+                (stats.verified, Some(stats.cache_hits), stats.rejected)
+            }
+            ServerAuth::ApiKey(layer) => {
+                let stats = layer.stats();
+                let rejected = api_key::Rejection::ALL
+                    .iter()
+                    .map(|r| (r.reason(), stats.rejected(*r)))
+                    .filter(|(_, n)| *n > 0)
+                    .collect();
+                (stats.accepted(), None, rejected)
+            }
+            ServerAuth::Mtls(layer) => {
+                let stats = layer.stats();
+                let rejected = mtls::Rejection::ALL
+                    .iter()
+                    .map(|r| (r.reason(), stats.rejected(*r)))
+                    .filter(|(_, n)| *n > 0)
+                    .collect();
+                (stats.authenticated(), None, rejected)
+            }
+        };
         self.record(|| {
-            counter!("auth_verified_total").absolute(stats.verified);
-            counter!("auth_cache_hits_total").absolute(stats.cache_hits);
-            for (reason, n) in stats.rejected {
+            counter!("auth_verified_total").absolute(verified);
+            if let Some(hits) = cache_hits {
+                counter!("auth_cache_hits_total").absolute(hits);
+            }
+            for (reason, n) in rejected {
                 counter!("auth_failures_total", "reason" => reason).absolute(n);
             }
         });
@@ -210,7 +240,7 @@ fn describe() {
     );
     describe_counter!(
         "auth_verified_total",
-        "Requests with a verified service token"
+        "Requests whose caller was authenticated (a token, an API key or a client certificate)"
     );
     describe_counter!(
         "auth_cache_hits_total",
