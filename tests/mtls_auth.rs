@@ -11,7 +11,7 @@ use demo_services::db::Durability;
 use demo_services::fault::Faults;
 use demo_services::harness::{self, Running};
 use demo_services::tls::certs;
-use demo_services::tls::server::server_config;
+use demo_services::tls::identity::TlsDir;
 use demo_services::user;
 use http::{Method, StatusCode};
 use integration_tests::TempDir;
@@ -37,7 +37,7 @@ async fn user_over_tls(dir: &Path, data: &Path, keys: &Keys) -> (Running, user::
     let mut state = user::State::open(data, Durability::Full, keys, Faults::default())
         .await
         .expect("open the user service");
-    state.server.tls = Some(server_config(dir, USER_SERVICE).expect("server config"));
+    state.server.tls = Some(TlsDir::open(dir, USER_SERVICE).expect("open the TLS directory"));
     let running = harness::start(state.clone(), None).await.expect("start");
     (running, state)
 }
