@@ -40,6 +40,7 @@ use crate::server::grpc_errors::GrpcErrorsLayer;
 use crate::telemetry::request_id::{self, MakeId};
 use crate::telemetry::{Escaped, Metrics};
 use crate::tls::identity::TlsDir;
+use crate::tls::reload::{self, ReloadSettings};
 use crate::tls::server::{TlsListener, server_config};
 
 pub mod grpc_errors;
@@ -280,10 +281,11 @@ pub trait ServiceState: Clone + Send + 'static {
     ) -> impl Future<Output = io::Result<()>> + Send;
 }
 
-/// Serves `app` on `listener` (over mutual TLS if `ops.tls` is set) under
-/// `ops.limits` until `shutdown`
-/// completes, then stops accepting and lets in-flight requests finish, for
-/// at most [`SHUTDOWN_GRACE`] (see [`serve::serve`]).
+/// Serves `app` on `listener` (over mutual TLS if `ops.tls` is set, its
+/// certificate reloaded as it is renewed: [`reload::run`]) under
+/// `ops.limits` until `shutdown` completes, then stops accepting and lets
+/// in-flight requests finish, for at most [`SHUTDOWN_GRACE`] (see
+/// [`serve::serve`]).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
@@ -294,8 +296,18 @@ pub async fn serve(
     let result = match &ops.tls {
         Some(tls) => {
             let config = server_config(tls).map_err(io::Error::other)?;
-            let listener = TlsListener::new(listener, config);
-            serve::serve(listener, app, ops.limits, shutdown).await
+            let listener = TlsListener::new(listener, config)
+                .with_metrics(ops.metrics.clone(), ops.limits.header_read_timeout);
+            // One task per identity: the order service calls with the
+            // same one, so its client side rotates with it.
+            let rotation = tokio::spawn(reload::run(
+                tls.identity().clone(),
+                ReloadSettings::default(),
+                ops.metrics.clone(),
+            ));
+            let result = serve::serve(listener, app, ops.limits, shutdown).await;
+            rotation.abort();
+            result
         }
         None => serve::serve(listener, app, ops.limits, shutdown).await,
     };
@@ -408,9 +420,14 @@ impl Signals {
     }
 }
 
-/// The `/health` answer of a service without dependencies.
+/// The `/health` answer of a service without dependencies; with
+/// `--tls-dir`, a `tls` object tells the certificate it presents
+/// ([`tls_health`]).
 pub fn health(ops: &ServerParts) -> serde_json::Value {
     let mut body = serde_json::json!({ "status": "ok", "service": ops.service });
+    if let Some(tls) = &ops.tls {
+        body["tls"] = tls_health(tls);
+    }
     if ops.faults.is_on() {
         body["faults"] = serde_json::json!({
             "errorRate": ops.faults.error_rate(),
@@ -418,6 +435,29 @@ pub fn health(ops: &ServerParts) -> serde_json::Value {
         });
     }
     body
+}
+
+/// The certificate a service presents, as `/health` shows it:
+/// `spiffeId`, `serial` (hex), `notAfter` (RFC 3339) and
+/// `expiresInSeconds` (negative once it has expired).
+pub fn tls_health(tls: &TlsDir) -> serde_json::Value {
+    let current = tls.identity().current();
+    serde_json::json!({
+        "spiffeId": current.spiffe_id.as_str(),
+        "serial": current.serial,
+        "notAfter": crate::tls::rfc3339(current.not_after),
+        "expiresInSeconds": reload::signed_secs_until(current.not_after),
+    })
+}
+
+/// Reads what every service reports at a scrape into its registry:
+/// authentication counters and, with `--tls-dir`, the certificate's
+/// seconds to expiry.
+pub fn observe(ops: &ServerParts) {
+    ops.metrics.observe_auth(&ops.auth);
+    if let Some(tls) = &ops.tls {
+        ops.metrics.observe_tls(tls);
+    }
 }
 
 /// The `/metrics` answer: Prometheus text.
@@ -448,7 +488,7 @@ pub fn public_routes(ops: &ServerParts) -> Router {
             axum::routing::get(move || {
                 let ops = metrics_ops.clone();
                 async move {
-                    ops.metrics.observe_auth(&ops.auth);
+                    observe(&ops);
                     metrics_response(ops.metrics.render())
                 }
             }),

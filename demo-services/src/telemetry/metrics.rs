@@ -24,13 +24,19 @@
 //! | `retry_budget_exhausted_total` | counter | `target` |
 //! | `outbox_pending_notifications` | gauge | |
 //! | `outbox_deliveries_total` | counter | `result` |
+//! | `tls_handshakes_total` | counter | |
+//! | `tls_handshake_failures_total` | counter | `reason` |
+//! | `tls_certificate_expiry_seconds` | gauge | |
+//! | `tls_certificate_reloads_total` | counter | `result` |
 //!
 //! Every label value comes from a bounded set, whatever clients send: a
 //! `method` is one of the nine standard methods or `other`, a `route` is a
 //! route template of the service or `unmatched`, a `status` is a three-digit
 //! code; auth `reason`s are the verifier's fixed codes; `breaker` and
 //! `target` are the configured client names; `reason`, `state`, `from`,
-//! `to` and `result` are fixed words. So `/metrics` cannot be grown by
+//! `to` and `result` are fixed words (a TLS handshake's `reason` is read
+//! from the error's kind, [`HandshakeFailure`], never from the peer's
+//! text). The `tls_` families appear with `--tls-dir`. So `/metrics` cannot be grown by
 //! requests.
 
 use std::fmt;
@@ -53,6 +59,9 @@ use tower_circuit::retry::RetryReason;
 use tower_jwt_service_auth::{api_key, mtls};
 
 use crate::server::ServerAuth;
+use crate::tls::handshakes::HandshakeFailure;
+use crate::tls::identity::TlsDir;
+use crate::tls::reload::ReloadResult;
 
 /// Latency buckets in seconds: 0.5 ms to 10 s, dense where a service
 /// answers, so `histogram_quantile` gives useful P95 and P99.
@@ -197,6 +206,31 @@ impl Metrics {
         });
     }
 
+    /// Counts a TLS handshake on the service's port: `None` for one that
+    /// gave a served connection, else why it failed.
+    pub fn tls_handshake(&self, failure: Option<HandshakeFailure>) {
+        self.record(|| match failure {
+            None => counter!("tls_handshakes_total").increment(1),
+            Some(reason) => {
+                counter!("tls_handshake_failures_total", "reason" => reason.as_str()).increment(1)
+            }
+        });
+    }
+
+    /// Counts a reload of the service's certificate.
+    pub fn tls_reload(&self, result: ReloadResult) {
+        self.record(|| {
+            counter!("tls_certificate_reloads_total", "result" => result.as_str()).increment(1);
+        });
+    }
+
+    /// Reads the seconds to expiry of the certificate `tls` presents
+    /// into the registry.
+    pub fn observe_tls(&self, tls: &TlsDir) {
+        let left = crate::tls::reload::signed_secs_until(tls.identity().current().not_after);
+        self.record(|| metrics::gauge!("tls_certificate_expiry_seconds").set(left as f64));
+    }
+
     /// Counts a breaker transition (from a breaker hook).
     pub fn transition(&self, breaker: &str, from: CircuitState, to: CircuitState) {
         let breaker = breaker.to_owned();
@@ -275,6 +309,23 @@ fn describe() {
     describe_counter!(
         "outbox_deliveries_total",
         "Notification delivery attempts, by result"
+    );
+    describe_counter!(
+        "tls_handshakes_total",
+        "TLS handshakes that gave a connection with a client identity"
+    );
+    describe_counter!(
+        "tls_handshake_failures_total",
+        "TLS handshakes that failed, by reason"
+    );
+    describe_gauge!(
+        "tls_certificate_expiry_seconds",
+        Unit::Seconds,
+        "Seconds until the service's own certificate expires (negative once it has)"
+    );
+    describe_counter!(
+        "tls_certificate_reloads_total",
+        "Reloads of the service's certificate from disk, by result"
     );
 }
 
