@@ -3,7 +3,8 @@
 //! connection busy (nothing fails on it, new connections get the new
 //! certificate); a broken renewal keeps the old certificate and is
 //! counted; `/health` shows the certificate; `/metrics` counts
-//! handshakes and their failures by reason.
+//! handshakes and their failures by reason, a handshake never started
+//! as a timeout.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -420,6 +421,45 @@ async fn metrics_count_handshakes_and_failures_by_reason() {
     assert!(
         (DAY.as_secs_f64() - 120.0..=DAY.as_secs_f64()).contains(&left),
         "{left}"
+    );
+    service.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_handshake_never_started_is_counted_as_a_timeout() {
+    let dir = certs_dir();
+    let data = TempDir::new();
+    let keys = Keys::ephemeral();
+    let mut state = user::State::open(data.path(), Durability::Full, &keys, Faults::default())
+        .await
+        .expect("open the user service");
+    state.server.tls = Some(TlsDir::open(dir.path(), auth::USER_SERVICE).unwrap());
+    state.server.limits.header_read_timeout = Duration::from_millis(300);
+    let service = harness::start(state, None).await.expect("start");
+    let gateway = client(dir.path(), Some(dir.path()));
+
+    // Connects and sends nothing: closed at the header read timeout.
+    let mut silent = TcpStream::connect(service.addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let closed = timeout(BOUND, silent.read(&mut buf)).await;
+    assert!(matches!(closed, Ok(Ok(0) | Err(_))), "{closed:?}");
+
+    let reason = "tls_handshake_failures_total{reason=";
+    wait_for_metric(
+        service.addr,
+        &gateway,
+        &format!("{reason}\"timeout\"}}"),
+        1.0,
+    )
+    .await;
+    assert_eq!(
+        metric(
+            service.addr,
+            gateway.clone(),
+            &format!("{reason}\"closed\"}}")
+        )
+        .await,
+        0.0
     );
     service.stop().await.unwrap();
 }
