@@ -73,7 +73,8 @@ pub(crate) async fn serve<F, I>(
             result = &mut handshake => match result {
                 Ok(sniffed) => break sniffed,
                 Err(e) => {
-                    tracing::debug!(%peer, error = %e, "handshake failed");
+                    // rustls and io errors can quote what a peer sent.
+                    tracing::debug!(%peer, error = %crate::telemetry::Escaped(&e), "handshake failed");
                     return;
                 }
             },
