@@ -1,7 +1,7 @@
 //! Mutual TLS between the services: the certificates ([`certs`], the
 //! `certs` command), a service's own side of them ([`identity`]: the CA
 //! it trusts and the certificate it presents) and serving with them
-//! ([`server`], `--tls-dir`). Calling over TLS builds on the same files.
+//! ([`server`], `--tls-dir`) and calling with them ([`client`]).
 //!
 //! Each service has a short-lived leaf certificate whose one URI SAN is
 //! its SPIFFE ID, `spiffe://<trust-domain>/<service>`, signed by a CA
@@ -10,6 +10,7 @@
 //! ([`PeerIdentity`](tower_jwt_service_auth::mtls::PeerIdentity)).
 
 pub mod certs;
+pub mod client;
 mod files;
 pub mod identity;
 pub mod server;
