@@ -115,13 +115,14 @@ impl ServiceArgs {
         Ok(Some(tls))
     }
 
-    /// Refuses `--tls-dir` for a command whose services call others:
-    /// they would call over plaintext a peer that only speaks TLS.
-    fn refuse_tls(&self, command: &str) -> Result<(), Error> {
-        if self.tls_dir.is_some() {
+    /// Refuses `--tls-dir` with `--without-layers` for a command whose
+    /// service calls others: the bare clients that measure the layers'
+    /// cost speak plaintext only, and TLS is not one of the layers.
+    fn refuse_tls_without_layers(&self, command: &str) -> Result<(), Error> {
+        if self.tls_dir.is_some() && self.without_layers {
             return Err(format!(
-                "--tls-dir is not supported by `{command}` yet: calling other services over TLS \
-                 is not built, so only `user` and `notification` can serve with it"
+                "`{command}` cannot take --tls-dir with --without-layers: without its layers \
+                 the order service calls over plaintext only"
             )
             .into());
         }
@@ -316,7 +317,7 @@ async fn serve(
             notification::run(listener, state, app, stopped()).await?;
         }
         Command::Order(args) => {
-            args.service.refuse_tls("order")?;
+            args.service.refuse_tls_without_layers("order")?;
             let keys = args.service.prepare(false)?;
             let limits = args.service.limits(1)?;
             let listener = bind(args.listen).await?;
@@ -325,6 +326,7 @@ async fn serve(
                 notification_url: args.notification_url,
                 user_transport: args.user_transport,
                 resilience: args.resilience,
+                tls: args.service.tls(auth::ORDER_SERVICE)?,
             };
             let mut state = args
                 .service
@@ -340,7 +342,7 @@ async fn serve(
             order::run(listener, state, app, stopped()).await?;
         }
         Command::All(args) => {
-            args.service.refuse_tls("all")?;
+            args.service.refuse_tls_without_layers("all")?;
             let keys = args.service.prepare(true)?;
             let limits = args.service.limits(3)?;
             let port = |i: u16| {
@@ -358,13 +360,18 @@ async fn serve(
                 orders.local_addr()?,
                 notifications.local_addr()?,
             );
+            let scheme = match args.service.tls_dir {
+                Some(_) => "https",
+                None => "http",
+            };
             let settings = Settings {
-                user_url: args.user_url.unwrap_or(format!("http://{user_addr}")),
+                user_url: args.user_url.unwrap_or(format!("{scheme}://{user_addr}")),
                 notification_url: args
                     .notification_url
-                    .unwrap_or(format!("http://{notification_addr}")),
+                    .unwrap_or(format!("{scheme}://{notification_addr}")),
                 user_transport: args.user_transport,
                 resilience: args.resilience,
+                tls: args.service.tls(auth::ORDER_SERVICE)?,
             };
             let dir = &args.service.data_dir;
             let faults_for = |service: &str| match &args.fault_target {
@@ -396,15 +403,24 @@ async fn serve(
                 .await?;
             let layered = args.service.layered();
             user_state.server.limits = limits;
+            user_state.server.tls = args.service.tls(auth::USER_SERVICE)?;
             user_state.grpc_reflection = !args.no_grpc_reflection;
             notification_state.server.limits = limits;
+            notification_state.server.tls = args.service.tls(auth::NOTIFICATION_SERVICE)?;
             order_state.server.limits = limits;
             if !layered {
                 tracing::warn!(
                     "--without-layers: no authentication, tracing, metrics or resilience"
                 );
             }
-            print_banner(&keys, dir, user_addr, order_addr, notification_addr)?;
+            print_banner(
+                &keys,
+                dir,
+                args.service.tls_dir.as_deref(),
+                user_addr,
+                order_addr,
+                notification_addr,
+            )?;
             let user_app = args.service.user_app(&user_state);
             let order_app = args.service.order_app(&order_state);
             let notification_app = args.service.notification_app(&notification_state);
@@ -454,6 +470,7 @@ async fn drill(args: DrillArgs) -> Result<(), Error> {
 fn print_banner(
     keys: &Keys,
     data_dir: &Path,
+    tls_dir: Option<&Path>,
     user: SocketAddr,
     order: SocketAddr,
     notification: SocketAddr,
@@ -464,23 +481,41 @@ fn print_banner(
     // the next run's command creates a new order instead of replaying an
     // old one from the same data directory.
     let key = format!("example-{}", crate::db::unix_millis());
+    // Over mutual TLS curl is the gateway: its certificate, and the CA to
+    // check the service's (its certificate names `localhost` and
+    // 127.0.0.1, so curl's own name check passes too).
+    let (scheme, curl, tls_note) = match tls_dir {
+        Some(dir) => {
+            let file = |name: &str| dir.join(name).display().to_string();
+            let curl = format!(
+                "curl --cert {} --key {} --cacert {}",
+                file(&tls::certs::cert_file(auth::API_GATEWAY)),
+                file(&tls::certs::key_file(auth::API_GATEWAY)),
+                file(tls::certs::CA_CERT),
+            );
+            let note = "\nOver mutual TLS: every call presents a certificate from the CA in \
+                        --tls-dir, curl the gateway's.\n";
+            ("https", curl, note)
+        }
+        None => ("http", "curl".to_owned(), ""),
+    };
     println!(
         "\
 demo-services running, databases in {data}/:
-  user-service          http://{user}
-  order-service         http://{order}
-  notification-service  http://{notification}
-
+  user-service          {scheme}://{user}
+  order-service         {scheme}://{order}
+  notification-service  {scheme}://{notification}
+{tls_note}
 Create an order (the token is api-gateway's, for order-service, valid 30 minutes):
 
   TOKEN={token}
-  curl -s -X POST http://{order}/orders \\
+  {curl} -s -X POST {scheme}://{order}/orders \\
     -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' \\
     -H 'Idempotency-Key: {key}' \\
     -d '{{\"userId\": 1, \"items\": [{{\"productId\": \"p-1\", \"quantity\": 2, \"unitPrice\": 9.99}}]}}'
 
-Read it back: curl -s http://{order}/orders/ID -H \"Authorization: Bearer $TOKEN\"  (ID from the answer)
-Health: curl -s http://{order}/health     Stop: Ctrl-C",
+Read it back: {curl} -s {scheme}://{order}/orders/ID -H \"Authorization: Bearer $TOKEN\"  (ID from the answer)
+Health: {curl} -s {scheme}://{order}/health     Stop: Ctrl-C",
         data = data_dir.display(),
     );
     if keys.source() == KeySource::Ephemeral {
