@@ -238,6 +238,15 @@ async fn impostor(transport: UserTransport) {
         answer.json
     );
     assert_eq!(answer.error(), "user_service_unavailable");
+    // Why, over either transport: the identity meant and the one found.
+    let message = answer.json["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(
+            "expected the server spiffe://demo.local/user-service, \
+             it presented spiffe://demo.local/notification-service"
+        ),
+        "{message}"
+    );
     let stats = state.upstream.users.breaker().stats();
     assert!(
         stats.failures >= 1,

@@ -449,6 +449,26 @@ fn check_scheme(service: &'static str, url: &str, tls: bool) -> Result<(), Upstr
     })
 }
 
+/// The TLS error under `e`, if a handshake failed.
+fn tls_refusal<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        // io::Error hides the error it wraps from `source` (and the TLS
+        // stream's io::Error is itself wrapped in another).
+        next = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    None
+}
+
 /// Why a lookup of a user failed, over either transport.
 #[derive(Debug)]
 enum LookupError {
@@ -491,7 +511,14 @@ impl LookupError {
 impl std::fmt::Display for LookupError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            LookupError::Http(e) => write!(f, "{e}"),
+            // hyper-util's error says only "client error (Connect)"; a
+            // refused handshake's reason (a server that is not the
+            // service meant) is further down, and is what an operator
+            // needs. (tonic's status already carries it.)
+            LookupError::Http(e) => match tls_refusal(e) {
+                Some(why) => write!(f, "{e}: {why}"),
+                None => write!(f, "{e}"),
+            },
             LookupError::Grpc(status) => write!(f, "{}", grpc::describe(status)),
         }
     }
