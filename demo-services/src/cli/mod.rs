@@ -129,6 +129,24 @@ impl ServiceArgs {
         Ok(())
     }
 
+    /// Refuses a dependency's URL whose scheme does not match
+    /// `--tls-dir` (https:// with it, http:// without), before anything
+    /// starts, naming the flag. The clients check again when built.
+    fn check_url(&self, flag: &str, url: &str) -> Result<(), Error> {
+        match (self.tls_dir.is_some(), url.starts_with("https://")) {
+            (true, false) => Err(format!(
+                "{flag} {url}: with --tls-dir the services are called over mutual TLS, \
+                 so it must be https://"
+            )
+            .into()),
+            (false, true) => Err(format!(
+                "{flag} {url}: https:// needs --tls-dir (the certificates to call with)"
+            )
+            .into()),
+            _ => Ok(()),
+        }
+    }
+
     /// Finds the key material (logging where it came from): what every
     /// service command starts with.
     fn prepare(&self, allow_ephemeral: bool) -> Result<Keys, Error> {
@@ -318,6 +336,9 @@ async fn serve(
         }
         Command::Order(args) => {
             args.service.refuse_tls_without_layers("order")?;
+            args.service.check_url("--user-url", &args.user_url)?;
+            args.service
+                .check_url("--notification-url", &args.notification_url)?;
             let keys = args.service.prepare(false)?;
             let limits = args.service.limits(1)?;
             let listener = bind(args.listen).await?;
@@ -343,6 +364,12 @@ async fn serve(
         }
         Command::All(args) => {
             args.service.refuse_tls_without_layers("all")?;
+            if let Some(url) = &args.user_url {
+                args.service.check_url("--user-url", url)?;
+            }
+            if let Some(url) = &args.notification_url {
+                args.service.check_url("--notification-url", url)?;
+            }
             let keys = args.service.prepare(true)?;
             let limits = args.service.limits(3)?;
             let port = |i: u16| {
