@@ -93,7 +93,7 @@ async fn a_service_cannot_grant_itself_the_right_to_place_orders() {
     assert_eq!(res.status, StatusCode::FORBIDDEN, "{:?}", res.json);
     assert_eq!(res.error(), "insufficient_scope");
     assert_eq!(c.orders.outbox.pending(), 0, "no order was placed");
-    let stats = c.orders.server.verify.stats();
+    let stats = c.orders.server.auth.jwt().unwrap().stats();
     assert_eq!(stats.permissions_trimmed, 1, "the receiver counted it");
 }
 
@@ -117,7 +117,16 @@ async fn a_service_cannot_grant_itself_the_right_to_change_users() {
     let user = http.get(&format!("{}/users/1", c.user.url()), &token).await;
     assert_eq!(user.status, StatusCode::OK);
     assert_eq!(user.json["name"], "Ada Lovelace", "unchanged");
-    assert_eq!(c.users.server.verify.stats().permissions_trimmed, 2);
+    assert_eq!(
+        c.users
+            .server
+            .auth
+            .jwt()
+            .unwrap()
+            .stats()
+            .permissions_trimmed,
+        2
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

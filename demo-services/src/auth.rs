@@ -1,17 +1,28 @@
-//! Who the services are, what each may do, and the keys they prove it with.
+//! Who the services are, what each may do, and how they prove it to each
+//! other: `--service-auth jwt|api-key|mtls` ([`ServiceAuth`]).
 //!
-//! Three ways to get key material, tried in this order:
-//! 1. `--keys-dir DIR`: per-service Ed25519 keys as written by `keygen`
-//!    (`<service>.key.pem` for the services this process signs as, and
-//!    `jwks.json` with every service's public key). A service holds only
-//!    its own private key, so it cannot mint tokens as another.
-//! 2. `SERVICE_JWT_SECRET`: one HS256 secret shared by every service.
-//!    Simple; any holder can mint tokens as anyone, so as
-//!    the gateway, with all of the gateway's permissions. For development
-//!    only.
-//! 3. Ephemeral Ed25519 keys, generated at start, in `all` mode only: the
-//!    three services share the process, so they share the keys too, and
-//!    tokens die with it.
+//! - `jwt` (the default): a short-lived service token per call. Three ways
+//!   to get key material, tried in this order:
+//!   1. `--keys-dir DIR`: per-service Ed25519 keys as written by `keygen`
+//!      (`<service>.key.pem` for the services this process signs as, and
+//!      `jwks.json` with every service's public key). A service holds only
+//!      its own private key, so it cannot mint tokens as another.
+//!   2. `SERVICE_JWT_SECRET`: one HS256 secret shared by every service.
+//!      Simple; any holder can mint tokens as anyone, so as
+//!      the gateway, with all of the gateway's permissions. For development
+//!      only.
+//!   3. Ephemeral Ed25519 keys, generated at start, in `all` mode only: the
+//!      three services share the process, so they share the keys too, and
+//!      tokens die with it.
+//! - `api-key`: each caller names itself in `X-Service-Name` and sends
+//!   its key in `X-API-Key` ([`api_keys`]).
+//! - `mtls`: the client certificate alone (`--tls-dir` required).
+//!
+//! In every mode the receiver gives each caller its row of
+//! [`permissions_of`], never more, and over mutual TLS a token or a key is
+//! accepted only from the service the client certificate names.
+
+pub mod api_keys;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -22,6 +33,31 @@ use tower_jwt_service_auth::jwt::keys::{Ed25519KeyPair, KeySet, SigningKey, Veri
 use tower_jwt_service_auth::jwt::server::VerifyLayer;
 use tower_jwt_service_auth::jwt::sign::Signer;
 use tower_jwt_service_auth::jwt::verify::Verifier;
+use tower_jwt_service_auth::mtls::{PeerAuthLayer, PeerPolicy};
+
+pub use self::api_keys::ApiKeyRing;
+
+/// How the services prove who they are to each other
+/// (`--service-auth`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ServiceAuth {
+    /// A short-lived service JWT on every call (`Authorization: Bearer`).
+    #[default]
+    Jwt,
+    /// `X-Service-Name` and `X-API-Key` on every call.
+    ApiKey,
+    /// The client certificate alone; needs `--tls-dir`.
+    Mtls,
+}
+
+/// The credentials of the chosen [`ServiceAuth`]: tokens use the JWT keys
+/// of [`Keys`], so only the other two carry anything.
+#[derive(Debug, Clone)]
+enum Method {
+    Jwt,
+    ApiKey(ApiKeyRing),
+    Mtls(PeerPolicy),
+}
 
 /// The user service's name: token subject and audience.
 pub const USER_SERVICE: &str = "user-service";
@@ -79,6 +115,9 @@ pub enum KeySource {
     SharedSecret,
     /// Generated at start; gone when the process ends.
     Ephemeral,
+    /// None: the services do not use tokens (`--service-auth api-key` or
+    /// `mtls`).
+    Unused,
 }
 
 /// Key material could not be found or read.
@@ -93,21 +132,27 @@ impl fmt::Display for KeyMaterialError {
 
 impl std::error::Error for KeyMaterialError {}
 
-/// The keys of one process: private keys of the services it signs as, and
-/// the public keys (or shared secret) it verifies with.
+/// The credentials of one process: how its services authenticate to each
+/// other ([`ServiceAuth`]), and for tokens the private keys of the
+/// services it signs as and the public keys (or shared secret) it
+/// verifies with.
 #[derive(Clone)]
 pub struct Keys {
     signing: HashMap<String, SigningKey>,
     verifying: KeySet,
     source: KeySource,
+    method: Method,
 }
 
 impl fmt::Debug for Keys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Keys")
+            .field("service_auth", &self.service_auth())
             .field("source", &self.source)
             .field("signs_as", &self.signing.keys().collect::<Vec<_>>())
             .field("verifying", &self.verifying.len())
+            // Versions only: the ring's Debug never shows a key.
+            .field("method", &self.method)
             .finish()
     }
 }
@@ -148,6 +193,7 @@ impl Keys {
             signing,
             verifying,
             source: KeySource::SharedSecret,
+            method: Method::Jwt,
         })
     }
 
@@ -168,6 +214,7 @@ impl Keys {
             signing,
             verifying,
             source: KeySource::Ephemeral,
+            method: Method::Jwt,
         }
     }
 
@@ -212,7 +259,70 @@ impl Keys {
             signing,
             verifying,
             source: KeySource::KeysDir,
+            method: Method::Jwt,
         })
+    }
+
+    /// Services that call each other with API keys from `ring`, and no
+    /// tokens.
+    pub fn api_keys(ring: ApiKeyRing) -> Keys {
+        Keys {
+            method: Method::ApiKey(ring),
+            ..Keys::without_tokens()
+        }
+    }
+
+    /// Services that know their callers by client certificate alone, of
+    /// `trust_domain`, each granted its row of [`permissions_of`], and use
+    /// no tokens.
+    pub fn mtls(trust_domain: &str) -> Result<Keys, KeyMaterialError> {
+        let policy = PeerPolicy::new(trust_domain)
+            .map_err(|e| KeyMaterialError(format!("trust domain: {e}")))?;
+        let policy = SERVICES.iter().fold(policy, |policy, caller| {
+            policy.grant(
+                *caller,
+                permissions_of(caller).unwrap_or_default().iter().copied(),
+            )
+        });
+        Ok(Keys {
+            method: Method::Mtls(policy),
+            ..Keys::without_tokens()
+        })
+    }
+
+    fn without_tokens() -> Keys {
+        Keys {
+            signing: HashMap::new(),
+            verifying: KeySet::new(),
+            source: KeySource::Unused,
+            method: Method::Jwt,
+        }
+    }
+
+    /// How the services authenticate to each other.
+    pub fn service_auth(&self) -> ServiceAuth {
+        match self.method {
+            Method::Jwt => ServiceAuth::Jwt,
+            Method::ApiKey(_) => ServiceAuth::ApiKey,
+            Method::Mtls(_) => ServiceAuth::Mtls,
+        }
+    }
+
+    /// The API keys, with `--service-auth api-key`.
+    pub fn api_key_ring(&self) -> Option<&ApiKeyRing> {
+        match &self.method {
+            Method::ApiKey(ring) => Some(ring),
+            _ => None,
+        }
+    }
+
+    /// The server layer of `--service-auth mtls` (see [`Keys::mtls`]);
+    /// `None` in the other modes.
+    pub fn peer_auth_layer(&self) -> Option<PeerAuthLayer> {
+        match &self.method {
+            Method::Mtls(policy) => Some(PeerAuthLayer::new(policy.clone())),
+            _ => None,
+        }
     }
 
     /// Where the keys came from.
@@ -308,7 +418,7 @@ pub fn keygen(dir: &Path) -> Result<Vec<PathBuf>, KeyMaterialError> {
     Ok(written)
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);

@@ -28,7 +28,9 @@ use tower_circuit::timeout::ServerDeadlineLayer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
+use tower_jwt_service_auth::api_key::ApiKeyLayer;
 use tower_jwt_service_auth::jwt::server::VerifyLayer;
+use tower_jwt_service_auth::mtls::PeerAuthLayer;
 use tracing::{Level, Span};
 
 use crate::api::{self, ApiError};
@@ -38,6 +40,7 @@ use crate::server::grpc_errors::GrpcErrorsLayer;
 use crate::telemetry::request_id::{self, MakeId};
 use crate::telemetry::{Escaped, Metrics};
 use crate::tls::identity::TlsDir;
+use crate::tls::reload::{self, ReloadSettings};
 use crate::tls::server::{TlsListener, server_config};
 
 pub mod grpc_errors;
@@ -60,14 +63,66 @@ pub const MIN_BUDGET: Duration = Duration::from_millis(10);
 /// How long graceful shutdown waits for in-flight requests.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// What every service's stack holds besides its routes: who it is, its
-/// verifier, its metrics and its fault settings.
+/// The layer that authenticates callers, by `--service-auth`: it sits
+/// where [`stack`] verifies, and each inserts the caller's
+/// [`ServiceIdentity`](tower_jwt_service_auth::jwt::ServiceIdentity) with
+/// its row of [`permissions_of`](crate::auth::permissions_of), so the
+/// routes' permission checks and the handlers are the same in every mode.
+#[derive(Debug, Clone)]
+pub enum ServerAuth {
+    /// Service JWTs (bound to the client certificate over mutual TLS).
+    Jwt(VerifyLayer),
+    /// API keys (bound to the client certificate over mutual TLS).
+    ApiKey(ApiKeyLayer),
+    /// The client certificate alone.
+    Mtls(PeerAuthLayer),
+}
+
+impl ServerAuth {
+    /// The layer of `keys`' mode for the service `service`.
+    pub fn new(service: &str, keys: &Keys) -> ServerAuth {
+        if let Some(ring) = keys.api_key_ring() {
+            ServerAuth::ApiKey(ring.server_layer())
+        } else if let Some(layer) = keys.peer_auth_layer() {
+            ServerAuth::Mtls(layer)
+        } else {
+            ServerAuth::Jwt(keys.verify_layer(service))
+        }
+    }
+
+    /// The JWT layer, with `--service-auth jwt`.
+    pub fn jwt(&self) -> Option<&VerifyLayer> {
+        match self {
+            ServerAuth::Jwt(layer) => Some(layer),
+            _ => None,
+        }
+    }
+
+    /// The API-key layer, with `--service-auth api-key`.
+    pub fn api_key(&self) -> Option<&ApiKeyLayer> {
+        match self {
+            ServerAuth::ApiKey(layer) => Some(layer),
+            _ => None,
+        }
+    }
+
+    /// The client-certificate layer, with `--service-auth mtls`.
+    pub fn mtls(&self) -> Option<&PeerAuthLayer> {
+        match self {
+            ServerAuth::Mtls(layer) => Some(layer),
+            _ => None,
+        }
+    }
+}
+
+/// What every service's stack holds besides its routes: who it is, how it
+/// authenticates callers, its metrics and its fault settings.
 #[derive(Debug, Clone)]
 pub struct ServerParts {
     /// The service's name.
     pub service: &'static str,
-    /// Its JWT verification layer (shared, so its counters are one).
-    pub verify: VerifyLayer,
+    /// Its authentication layer (shared, so its counters are one).
+    pub auth: ServerAuth,
     /// Its metrics registry.
     pub metrics: Metrics,
     /// Its fault injection settings.
@@ -95,7 +150,7 @@ impl ServerParts {
         }
         ServerParts {
             service,
-            verify: keys.verify_layer(service),
+            auth: ServerAuth::new(service, keys),
             metrics: Metrics::new(),
             faults,
             limits: serve::Limits::default(),
@@ -134,7 +189,10 @@ pub fn stack(protected: Router, public: Router, ops: &ServerParts) -> Router {
         .layer(ServerDeadlineLayer::new(SERVER_DEADLINE).min_budget(MIN_BUDGET))
         .layer(DefaultBodyLimit::max(MAX_BODY));
     let verified = ServiceBuilder::new()
-        .layer(ops.verify.clone())
+        // Exactly one of the three, by `--service-auth`.
+        .option_layer(ops.auth.jwt().cloned())
+        .option_layer(ops.auth.api_key().cloned())
+        .option_layer(ops.auth.mtls().cloned())
         .layer(ops.faults.layer());
     protected
         .layer(verified)
@@ -226,10 +284,11 @@ pub trait ServiceState: Clone + Send + 'static {
     ) -> impl Future<Output = io::Result<()>> + Send;
 }
 
-/// Serves `app` on `listener` (over mutual TLS if `ops.tls` is set) under
-/// `ops.limits` until `shutdown`
-/// completes, then stops accepting and lets in-flight requests finish, for
-/// at most [`SHUTDOWN_GRACE`] (see [`serve::serve`]).
+/// Serves `app` on `listener` (over mutual TLS if `ops.tls` is set, its
+/// certificate reloaded as it is renewed: [`reload::run`]) under
+/// `ops.limits` until `shutdown` completes, then stops accepting and lets
+/// in-flight requests finish, for at most [`SHUTDOWN_GRACE`] (see
+/// [`serve::serve`]).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
@@ -240,8 +299,18 @@ pub async fn serve(
     let result = match &ops.tls {
         Some(tls) => {
             let config = server_config(tls).map_err(io::Error::other)?;
-            let listener = TlsListener::new(listener, config);
-            serve::serve(listener, app, ops.limits, shutdown).await
+            let listener = TlsListener::new(listener, config)
+                .with_metrics(ops.metrics.clone(), ops.limits.header_read_timeout);
+            // One task per identity: the order service calls with the
+            // same one, so its client side rotates with it.
+            let rotation = tokio::spawn(reload::run(
+                tls.identity().clone(),
+                ReloadSettings::default(),
+                ops.metrics.clone(),
+            ));
+            let result = serve::serve(listener, app, ops.limits, shutdown).await;
+            rotation.abort();
+            result
         }
         None => serve::serve(listener, app, ops.limits, shutdown).await,
     };
@@ -354,9 +423,14 @@ impl Signals {
     }
 }
 
-/// The `/health` answer of a service without dependencies.
+/// The `/health` answer of a service without dependencies; with
+/// `--tls-dir`, a `tls` object tells the certificate it presents
+/// ([`tls_health`]).
 pub fn health(ops: &ServerParts) -> serde_json::Value {
     let mut body = serde_json::json!({ "status": "ok", "service": ops.service });
+    if let Some(tls) = &ops.tls {
+        body["tls"] = tls_health(tls);
+    }
     if ops.faults.is_on() {
         body["faults"] = serde_json::json!({
             "errorRate": ops.faults.error_rate(),
@@ -364,6 +438,29 @@ pub fn health(ops: &ServerParts) -> serde_json::Value {
         });
     }
     body
+}
+
+/// The certificate a service presents, as `/health` shows it:
+/// `spiffeId`, `serial` (hex), `notAfter` (RFC 3339) and
+/// `expiresInSeconds` (negative once it has expired).
+pub fn tls_health(tls: &TlsDir) -> serde_json::Value {
+    let current = tls.identity().current();
+    serde_json::json!({
+        "spiffeId": current.spiffe_id.as_str(),
+        "serial": current.serial,
+        "notAfter": crate::tls::rfc3339(current.not_after),
+        "expiresInSeconds": reload::signed_secs_until(current.not_after),
+    })
+}
+
+/// Reads what every service reports at a scrape into its registry:
+/// authentication counters and, with `--tls-dir`, the certificate's
+/// seconds to expiry.
+pub fn observe(ops: &ServerParts) {
+    ops.metrics.observe_auth(&ops.auth);
+    if let Some(tls) = &ops.tls {
+        ops.metrics.observe_tls(tls);
+    }
 }
 
 /// The `/metrics` answer: Prometheus text.
@@ -394,7 +491,7 @@ pub fn public_routes(ops: &ServerParts) -> Router {
             axum::routing::get(move || {
                 let ops = metrics_ops.clone();
                 async move {
-                    ops.metrics.observe_auth(&ops.verify);
+                    observe(&ops);
                     metrics_response(ops.metrics.render())
                 }
             }),

@@ -92,7 +92,7 @@ wait "$PID" 2>/dev/null || true
 PID=$!
 ORDERS=""
 for _ in $(seq 1 100); do
-  ORDERS=$(grep -o 'order-service  *https://127\.0\.0\.1:[0-9]*' "$WORK/all.out" 2>/dev/null | grep -o 'https://.*' || true)
+  ORDERS=$(grep -o 'order-service  *https://localhost:[0-9]*' "$WORK/all.out" 2>/dev/null | grep -o 'https://.*' || true)
   [ -n "$ORDERS" ] && grep -q '^  TOKEN=' "$WORK/all.out" && break
   kill -0 "$PID" 2>/dev/null || fail "all --tls-dir exited"
   sleep 0.1

@@ -21,6 +21,7 @@ use serde_json::Value;
 pub use demo_services::harness::{Answer, Http, Running};
 
 pub mod logs;
+pub mod tls;
 
 /// The workspace README's Rust snippets, compiled as doc tests so they
 /// stay true.
@@ -186,7 +187,17 @@ impl Cluster {
     /// Starts the three with these settings, the order service fetching
     /// users over `transport`.
     pub async fn start_over(transport: UserTransport, resilience: Resilience) -> Cluster {
-        Cluster::start_as(transport, resilience, None).await
+        Cluster::start_keyed(Keys::ephemeral(), transport, resilience).await
+    }
+
+    /// Starts the three with `keys` (and so in `keys`' `--service-auth`
+    /// mode), the order service fetching users over `transport`.
+    pub async fn start_keyed(
+        keys: Keys,
+        transport: UserTransport,
+        resilience: Resilience,
+    ) -> Cluster {
+        Cluster::start_as(keys, transport, resilience, None).await
     }
 
     /// Starts the three over mutual TLS with fresh certificates (trust
@@ -201,15 +212,15 @@ impl Cluster {
             time::OffsetDateTime::now_utc(),
         )
         .expect("create certificates");
-        Cluster::start_as(transport, resilience, Some(dir)).await
+        Cluster::start_as(Keys::ephemeral(), transport, resilience, Some(dir)).await
     }
 
     async fn start_as(
+        keys: Keys,
         transport: UserTransport,
         resilience: Resilience,
         certs: Option<TempDir>,
     ) -> Cluster {
-        let keys = Keys::ephemeral();
         let data = TempDir::new();
         let tls = |service| {
             certs

@@ -61,10 +61,13 @@
 //!   ([`ApiKeyLayer`](api_key::ApiKeyLayer)) layers.
 //! - [`mtls`]: mutual TLS: the peer's SPIFFE identity
 //!   ([`SpiffeId`](mtls::SpiffeId), [`PeerIdentity`](mtls::PeerIdentity))
-//!   that a TLS server hands to layers and handlers.
+//!   that a TLS server hands to layers and handlers, which the token and
+//!   API-key layers bind their credential to, and the server layer that
+//!   authenticates by it alone ([`PeerAuthLayer`](mtls::PeerAuthLayer)).
 //!
-//! Each credential has its own refusal enum, named the same in both
-//! modules: [`jwt::Rejection`] and [`api_key::Rejection`]. They are not one
+//! Each credential has its own refusal enum, named the same in every
+//! module: [`jwt::Rejection`], [`api_key::Rejection`] and
+//! [`mtls::Rejection`]. They are not one
 //! type because they answer differently (a JWT refusal may be `403` for a
 //! known caller without a permission, with an RFC 6750 `Bearer` challenge;
 //! an API-key refusal is always `401` with an `ApiKey` challenge); the module

@@ -40,6 +40,9 @@ pub enum Command {
     /// Writes a CA and a certificate per service for mutual TLS, or
     /// renews the certificates from the CA already there.
     Certs(CertsArgs),
+    /// Writes a new API key version per service (for `--service-auth
+    /// api-key`), keeping the versions already there.
+    ApiKeys(ApiKeysArgs),
     /// Runs the services on loopback through a scripted outage and tells
     /// what happened, step by step.
     Drill(DrillArgs),
@@ -60,10 +63,20 @@ pub struct ServiceArgs {
     /// Directory of the SQLite databases.
     #[arg(long, default_value = "data")]
     pub data_dir: PathBuf,
+    /// How the services prove who they are to each other: `jwt` (a
+    /// service token per call), `api-key` (X-Service-Name and X-API-Key)
+    /// or `mtls` (the client certificate alone; needs --tls-dir).
+    #[arg(long, value_enum, default_value = "jwt")]
+    pub service_auth: crate::auth::ServiceAuth,
     /// Per-service Ed25519 keys written by `keygen`; otherwise
-    /// SERVICE_JWT_SECRET is used.
+    /// SERVICE_JWT_SECRET is used (with `--service-auth jwt`).
     #[arg(long)]
     pub keys_dir: Option<PathBuf>,
+    /// The API keys `api-keys --out DIR` wrote (with `--service-auth
+    /// api-key`); otherwise `DEMO_API_KEY_<SERVICE>_V<N>` variables, or in
+    /// `all` keys made for the process.
+    #[arg(long, value_name = "DIR")]
+    pub api_keys_dir: Option<PathBuf>,
     /// Leaves out the server and client layers (tokens, tracing, metrics,
     /// deadlines, retries, breakers, timeouts): only for measuring what
     /// they cost. Every request is taken for the service's usual caller.
@@ -243,6 +256,15 @@ pub struct TokenArgs {
 #[derive(Debug, Clone, Args)]
 pub struct KeygenArgs {
     /// Directory to write the keys into.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// `api-keys`.
+#[derive(Debug, Clone, Args)]
+pub struct ApiKeysArgs {
+    /// Directory to write the keys into (`<service>.v<N>.apikey`, readable
+    /// by their owner only).
     #[arg(long)]
     pub out: PathBuf,
 }

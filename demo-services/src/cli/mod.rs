@@ -1,4 +1,4 @@
-//! The command line: `demo-services [all|user|order|notification|token|keygen|certs|drill]`.
+//! The command line: `demo-services [all|user|order|notification|token|keygen|certs|api-keys|drill]`.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -10,7 +10,8 @@ use clap::Parser;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::auth::{self, KeySource, Keys};
+use crate::auth::api_keys::{self, ApiKeySource};
+use crate::auth::{self, ApiKeyRing, KeySource, Keys, ServiceAuth};
 use crate::fault::Faults;
 use crate::order::Settings;
 use crate::{notification, order, server, tls, user};
@@ -18,8 +19,8 @@ use crate::{notification, order, server, tls, user};
 mod args;
 
 pub use args::{
-    AllArgs, CertsArgs, Cli, Command, DrillArgs, FaultArgs, KeygenArgs, NotificationArgs,
-    OrderArgs, ServiceArgs, TokenArgs, UserArgs,
+    AllArgs, ApiKeysArgs, CertsArgs, Cli, Command, DrillArgs, FaultArgs, KeygenArgs,
+    NotificationArgs, OrderArgs, ServiceArgs, TokenArgs, UserArgs,
 };
 
 impl ServiceArgs {
@@ -147,10 +148,32 @@ impl ServiceArgs {
         }
     }
 
-    /// Finds the key material (logging where it came from): what every
-    /// service command starts with.
+    /// Finds the credentials of `--service-auth` (logging where they came
+    /// from, never a key): what every service command starts with.
     fn prepare(&self, allow_ephemeral: bool) -> Result<Keys, Error> {
-        let keys = Keys::resolve(self.keys_dir.as_deref(), allow_ephemeral)?;
+        let misplaced = |flag: &str, mode: &str| -> Result<(), Error> {
+            Err(format!("{flag} is for --service-auth {mode}").into())
+        };
+        if self.keys_dir.is_some() && self.service_auth != ServiceAuth::Jwt {
+            misplaced("--keys-dir", "jwt")?;
+        }
+        if self.api_keys_dir.is_some() && self.service_auth != ServiceAuth::ApiKey {
+            misplaced("--api-keys-dir", "api-key")?;
+        }
+        let keys = match self.service_auth {
+            ServiceAuth::Jwt => Keys::resolve(self.keys_dir.as_deref(), allow_ephemeral)?,
+            ServiceAuth::ApiKey => Keys::api_keys(ApiKeyRing::resolve(
+                self.api_keys_dir.as_deref(),
+                allow_ephemeral,
+            )?),
+            ServiceAuth::Mtls => {
+                let dir = self.tls_dir.as_deref().ok_or(
+                    "--service-auth mtls needs --tls-dir DIR: the client certificate is the \
+                     only credential (write the certificates with `demo-services certs --out DIR`)",
+                )?;
+                Keys::mtls(&tls::certs::trust_domain(dir)?)?
+            }
+        };
         log_keys(&keys);
         Ok(keys)
     }
@@ -170,6 +193,7 @@ pub fn main() -> ExitCode {
         Command::Token(args) => token(&args),
         Command::Keygen(args) => keygen(&args.out),
         Command::Certs(args) => certs(&args),
+        Command::ApiKeys(args) => write_api_keys(&args.out),
         Command::Drill(args) => runtime().and_then(|rt| rt.block_on(drill(args))),
         service => runtime().and_then(|rt| rt.block_on(serve(service, server::signal()))),
     };
@@ -240,6 +264,13 @@ fn keygen(out: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+fn write_api_keys(out: &Path) -> Result<(), Error> {
+    for path in api_keys::generate(out)? {
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
 fn certs(args: &CertsArgs) -> Result<(), Error> {
     use crate::tls::certs;
     let now = time::OffsetDateTime::now_utc();
@@ -271,6 +302,24 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
 }
 
 fn log_keys(keys: &Keys) {
+    if let Some(ring) = keys.api_key_ring() {
+        // Where from and which versions; never a key.
+        match ring.source() {
+            ApiKeySource::Dir(dir) => {
+                tracing::info!(dir = %dir.display(), "service auth: API keys from --api-keys-dir")
+            }
+            ApiKeySource::Env => tracing::info!(
+                "service auth: API keys from {}* variables",
+                api_keys::ENV_PREFIX
+            ),
+            ApiKeySource::Ephemeral => tracing::warn!(
+                "service auth: neither --api-keys-dir nor {}* variables given; generated \
+                 API keys for this process",
+                api_keys::ENV_PREFIX
+            ),
+        }
+        return;
+    }
     match keys.source() {
         KeySource::KeysDir => tracing::info!("keys: per-service Ed25519 keys from --keys-dir"),
         KeySource::SharedSecret => {
@@ -281,6 +330,9 @@ fn log_keys(keys: &Keys) {
              so tokens work only against this process and die with it",
             auth::SECRET_ENV
         ),
+        KeySource::Unused => {
+            tracing::info!("service auth: client certificates alone (mutual TLS)")
+        }
     }
 }
 
@@ -442,8 +494,7 @@ async fn serve(
             }
             print_banner(
                 &keys,
-                dir,
-                args.service.tls_dir.as_deref(),
+                &args.service,
                 user_addr,
                 order_addr,
                 notification_addr,
@@ -465,7 +516,11 @@ async fn serve(
             b?;
             c?;
         }
-        Command::Token(_) | Command::Keygen(_) | Command::Certs(_) | Command::Drill(_) => {
+        Command::Token(_)
+        | Command::Keygen(_)
+        | Command::Certs(_)
+        | Command::ApiKeys(_)
+        | Command::Drill(_) => {
             unreachable!("handled before the services start")
         }
     }
@@ -494,58 +549,143 @@ async fn drill(args: DrillArgs) -> Result<(), Error> {
     }
 }
 
+/// How the banner's curl commands prove who the caller is: set-up lines
+/// to paste first, the arguments of each call, and the URL scheme.
+struct CurlAuth {
+    intro: String,
+    setup: String,
+    args: String,
+    scheme: &'static str,
+}
+
+/// curl's arguments for presenting api-gateway's certificate from `dir`
+/// and checking the service's against its CA.
+fn curl_tls_args(dir: &Path) -> String {
+    let file = |name: &str| dir.join(name).display().to_string();
+    format!(
+        "--cert {} --key {} --cacert {}",
+        file(&tls::certs::cert_file(auth::API_GATEWAY)),
+        file(&tls::certs::key_file(auth::API_GATEWAY)),
+        file(tls::certs::CA_CERT)
+    )
+}
+
+impl CurlAuth {
+    /// As api-gateway calling the order service, in `keys`' mode; over
+    /// mutual TLS (with the gateway's certificate) whenever `--tls-dir`
+    /// is given, whatever the mode.
+    fn of(keys: &Keys, service: &ServiceArgs) -> Result<CurlAuth, Error> {
+        let mut auth = CurlAuth::credential(keys, service)?;
+        if let (Some(dir), "http") = (service.tls_dir.as_deref(), auth.scheme) {
+            auth.args = format!("{} {}", curl_tls_args(dir), auth.args);
+            auth.scheme = "https";
+        }
+        Ok(auth)
+    }
+
+    fn credential(keys: &Keys, service: &ServiceArgs) -> Result<CurlAuth, Error> {
+        let ttl = Duration::from_secs(30 * 60);
+        Ok(match keys.service_auth() {
+            ServiceAuth::Jwt => CurlAuth {
+                intro: "the token is api-gateway's, for order-service, valid 30 minutes".into(),
+                setup: format!(
+                    "TOKEN={}",
+                    keys.token(auth::API_GATEWAY, auth::ORDER_SERVICE, None, ttl)?
+                ),
+                args: "-H \"Authorization: Bearer $TOKEN\"".into(),
+                scheme: "http",
+            },
+            ServiceAuth::ApiKey => {
+                let ring = keys.api_key_ring().ok_or("no API keys")?;
+                let (version, key) = ring
+                    .newest(auth::API_GATEWAY)
+                    .ok_or("no API key for api-gateway")?;
+                // The key itself only when nothing else can show it: keys
+                // made for this process.
+                let value = match ring.source() {
+                    ApiKeySource::Ephemeral => key.to_owned(),
+                    ApiKeySource::Env => {
+                        format!("${}", api_keys::env_var(auth::API_GATEWAY, version))
+                    }
+                    ApiKeySource::Dir(dir) => format!(
+                        "$(cat {})",
+                        dir.join(api_keys::key_file(auth::API_GATEWAY, version))
+                            .display()
+                    ),
+                };
+                CurlAuth {
+                    intro: format!("api-gateway's API key, version {version}"),
+                    setup: format!("KEY={value}"),
+                    args: "-H 'X-Service-Name: api-gateway' -H \"X-API-Key: $KEY\"".into(),
+                    scheme: "http",
+                }
+            }
+            ServiceAuth::Mtls => {
+                let dir = service.tls_dir.as_deref().ok_or("no --tls-dir")?;
+                CurlAuth {
+                    intro: "api-gateway's client certificate is the credential".into(),
+                    setup: format!("CERTS={}", dir.display()),
+                    args: format!(
+                        "--cert $CERTS/{} --key $CERTS/{} --cacert $CERTS/{}",
+                        tls::certs::cert_file(auth::API_GATEWAY),
+                        tls::certs::key_file(auth::API_GATEWAY),
+                        tls::certs::CA_CERT
+                    ),
+                    scheme: "https",
+                }
+            }
+        })
+    }
+}
+
 fn print_banner(
     keys: &Keys,
-    data_dir: &Path,
-    tls_dir: Option<&Path>,
+    service: &ServiceArgs,
     user: SocketAddr,
     order: SocketAddr,
     notification: SocketAddr,
 ) -> Result<(), Error> {
-    let ttl = Duration::from_secs(30 * 60);
-    let token = keys.token(auth::API_GATEWAY, auth::ORDER_SERVICE, None, ttl)?;
+    let curl = CurlAuth::of(keys, service)?;
+    let (scheme, args) = (curl.scheme, &curl.args);
+    // Over TLS the certificates name `localhost`, not the address.
+    let host = |addr: SocketAddr| match scheme {
+        "https" => format!("localhost:{}", addr.port()),
+        _ => addr.to_string(),
+    };
+    let order_url = format!("{scheme}://{}", host(order));
     // A key of this run: pasting the command twice shows the replay, and
     // the next run's command creates a new order instead of replaying an
     // old one from the same data directory.
     let key = format!("example-{}", crate::db::unix_millis());
-    // Over mutual TLS curl is the gateway: its certificate, and the CA to
-    // check the service's (its certificate names `localhost` and
-    // 127.0.0.1, so curl's own name check passes too).
-    let (scheme, curl, tls_note) = match tls_dir {
-        Some(dir) => {
-            let file = |name: &str| dir.join(name).display().to_string();
-            let curl = format!(
-                "curl --cert {} --key {} --cacert {}",
-                file(&tls::certs::cert_file(auth::API_GATEWAY)),
-                file(&tls::certs::key_file(auth::API_GATEWAY)),
-                file(tls::certs::CA_CERT),
-            );
-            let note = "\nOver mutual TLS: every call presents a certificate from the CA in \
-                        --tls-dir, curl the gateway's.\n";
-            ("https", curl, note)
-        }
-        None => ("http", "curl".to_owned(), ""),
-    };
     println!(
         "\
 demo-services running, databases in {data}/:
   user-service          {scheme}://{user}
-  order-service         {scheme}://{order}
+  order-service         {order_url}
   notification-service  {scheme}://{notification}
-{tls_note}
-Create an order (the token is api-gateway's, for order-service, valid 30 minutes):
 
-  TOKEN={token}
-  {curl} -s -X POST {scheme}://{order}/orders \\
-    -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' \\
+Create an order ({intro}):
+
+  {setup}
+  curl -s -X POST {order_url}/orders \\
+    {args} -H 'Content-Type: application/json' \\
     -H 'Idempotency-Key: {key}' \\
     -d '{{\"userId\": 1, \"items\": [{{\"productId\": \"p-1\", \"quantity\": 2, \"unitPrice\": 9.99}}]}}'
 
-Read it back: {curl} -s {scheme}://{order}/orders/ID -H \"Authorization: Bearer $TOKEN\"  (ID from the answer)
-Health: {curl} -s {scheme}://{order}/health     Stop: Ctrl-C",
-        data = data_dir.display(),
+Read it back: curl -s {order_url}/orders/ID {args}  (ID from the answer)
+Health: curl -s {health}{order_url}/health     Stop: Ctrl-C",
+        data = service.data_dir.display(),
+        user = host(user),
+        notification = host(notification),
+        intro = curl.intro,
+        setup = curl.setup,
+        health = match service.tls_dir.as_deref() {
+            Some(dir) => format!("{} ", curl_tls_args(dir)),
+            None => String::new(),
+        },
     );
     if keys.source() == KeySource::Ephemeral {
+        let ttl = Duration::from_secs(30 * 60);
         let users = keys.token(auth::API_GATEWAY, auth::USER_SERVICE, None, ttl)?;
         let notifications = keys.token(auth::API_GATEWAY, auth::NOTIFICATION_SERVICE, None, ttl)?;
         println!(
@@ -560,6 +700,15 @@ For tokens from another terminal, start with keys on disk instead:
   cargo run -p demo-services -- keygen --out keys
   cargo run -p demo-services -- all --keys-dir keys
   cargo run -q -p demo-services -- token --keys-dir keys --service api-gateway --audience user-service"
+        );
+    }
+    if keys.api_key_ring().map(ApiKeyRing::source) == Some(&ApiKeySource::Ephemeral) {
+        println!(
+            "
+The API keys were made for this process: the same KEY works against all
+three services. For keys on disk (and a rotation), start with:
+  cargo run -p demo-services -- api-keys --out api-keys
+  cargo run -p demo-services -- all --service-auth api-key --api-keys-dir api-keys"
         );
     }
     println!();

@@ -186,7 +186,7 @@ impl State {
     /// The `/metrics` answer's text.
     pub fn metrics(&self) -> String {
         let m = &self.server.metrics;
-        m.observe_auth(&self.server.verify);
+        server::observe(&self.server);
         m.observe_dependency(&self.upstream.users);
         m.observe_dependency(&self.upstream.notifications);
         let pending = self.outbox.pending() as f64;

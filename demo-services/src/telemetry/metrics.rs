@@ -15,7 +15,7 @@
 //! | `http_requests_total` | counter | `method`, `route`, `status` |
 //! | `http_request_duration_seconds` | histogram | `method`, `route`, `status` |
 //! | `auth_failures_total` | counter | `reason` |
-//! | `auth_verified_total`, `auth_cache_hits_total` | counter | |
+//! | `auth_verified_total` (callers let through, in any `--service-auth` mode), `auth_cache_hits_total` (tokens only) | counter | |
 //! | `circuit_breaker_state` | gauge (1 for the current state) | `breaker`, `state` |
 //! | `circuit_breaker_transitions_total` | counter | `breaker`, `from`, `to` |
 //! | `circuit_breaker_rejected_calls_total` | counter | `breaker` |
@@ -24,13 +24,19 @@
 //! | `retry_budget_exhausted_total` | counter | `target` |
 //! | `outbox_pending_notifications` | gauge | |
 //! | `outbox_deliveries_total` | counter | `result` |
+//! | `tls_handshakes_total` | counter | |
+//! | `tls_handshake_failures_total` | counter | `reason` |
+//! | `tls_certificate_expiry_seconds` | gauge | |
+//! | `tls_certificate_reloads_total` | counter | `result` |
 //!
 //! Every label value comes from a bounded set, whatever clients send: a
 //! `method` is one of the nine standard methods or `other`, a `route` is a
 //! route template of the service or `unmatched`, a `status` is a three-digit
 //! code; auth `reason`s are the verifier's fixed codes; `breaker` and
 //! `target` are the configured client names; `reason`, `state`, `from`,
-//! `to` and `result` are fixed words. So `/metrics` cannot be grown by
+//! `to` and `result` are fixed words (a TLS handshake's `reason` is read
+//! from the error's kind, [`HandshakeFailure`], never from the peer's
+//! text). The `tls_` families appear with `--tls-dir`. So `/metrics` cannot be grown by
 //! requests.
 
 use std::fmt;
@@ -50,7 +56,12 @@ use tokio::time::Instant;
 use tower::{Layer, Service};
 use tower_circuit::breaker::CircuitState;
 use tower_circuit::retry::RetryReason;
-use tower_jwt_service_auth::jwt::server::VerifyLayer;
+use tower_jwt_service_auth::{api_key, mtls};
+
+use crate::server::ServerAuth;
+use crate::tls::handshakes::HandshakeFailure;
+use crate::tls::identity::TlsDir;
+use crate::tls::reload::ReloadResult;
 
 /// Latency buckets in seconds: 0.5 ms to 10 s, dense where a service
 /// answers, so `histogram_quantile` gives useful P95 and P99.
@@ -133,13 +144,41 @@ impl Metrics {
         }
     }
 
-    /// Reads a verifier's counters into the registry.
-    pub fn observe_auth(&self, verify: &VerifyLayer) {
-        let stats = verify.stats();
+    /// Reads the authenticating layer's counters into the registry: the
+    /// same families whichever `--service-auth` (`auth_verified_total`
+    /// counts callers let through; `auth_failures_total` by the layer's
+    /// own reasons, e.g. `expired`, `wrong_key` or `unknown_peer`).
+    pub fn observe_auth(&self, auth: &ServerAuth) {
+        let (verified, cache_hits, rejected) = match auth {
+            ServerAuth::Jwt(verify) => {
+                let stats = verify.stats();
+                (stats.verified, Some(stats.cache_hits), stats.rejected)
+            }
+            ServerAuth::ApiKey(layer) => {
+                let stats = layer.stats();
+                let rejected = api_key::Rejection::ALL
+                    .iter()
+                    .map(|r| (r.reason(), stats.rejected(*r)))
+                    .filter(|(_, n)| *n > 0)
+                    .collect();
+                (stats.accepted(), None, rejected)
+            }
+            ServerAuth::Mtls(layer) => {
+                let stats = layer.stats();
+                let rejected = mtls::Rejection::ALL
+                    .iter()
+                    .map(|r| (r.reason(), stats.rejected(*r)))
+                    .filter(|(_, n)| *n > 0)
+                    .collect();
+                (stats.authenticated(), None, rejected)
+            }
+        };
         self.record(|| {
-            counter!("auth_verified_total").absolute(stats.verified);
-            counter!("auth_cache_hits_total").absolute(stats.cache_hits);
-            for (reason, n) in stats.rejected {
+            counter!("auth_verified_total").absolute(verified);
+            if let Some(hits) = cache_hits {
+                counter!("auth_cache_hits_total").absolute(hits);
+            }
+            for (reason, n) in rejected {
                 counter!("auth_failures_total", "reason" => reason).absolute(n);
             }
         });
@@ -165,6 +204,31 @@ impl Metrics {
             counter!("retry_budget_exhausted_total", "target" => name.clone())
                 .absolute(retry.budget_exhausted);
         });
+    }
+
+    /// Counts a TLS handshake on the service's port: `None` for one that
+    /// gave a served connection, else why it failed.
+    pub fn tls_handshake(&self, failure: Option<HandshakeFailure>) {
+        self.record(|| match failure {
+            None => counter!("tls_handshakes_total").increment(1),
+            Some(reason) => {
+                counter!("tls_handshake_failures_total", "reason" => reason.as_str()).increment(1)
+            }
+        });
+    }
+
+    /// Counts a reload of the service's certificate.
+    pub fn tls_reload(&self, result: ReloadResult) {
+        self.record(|| {
+            counter!("tls_certificate_reloads_total", "result" => result.as_str()).increment(1);
+        });
+    }
+
+    /// Reads the seconds to expiry of the certificate `tls` presents
+    /// into the registry.
+    pub fn observe_tls(&self, tls: &TlsDir) {
+        let left = crate::tls::reload::signed_secs_until(tls.identity().current().not_after);
+        self.record(|| metrics::gauge!("tls_certificate_expiry_seconds").set(left as f64));
     }
 
     /// Counts a breaker transition (from a breaker hook).
@@ -210,7 +274,7 @@ fn describe() {
     );
     describe_counter!(
         "auth_verified_total",
-        "Requests with a verified service token"
+        "Requests whose caller was authenticated (a token, an API key or a client certificate)"
     );
     describe_counter!(
         "auth_cache_hits_total",
@@ -245,6 +309,23 @@ fn describe() {
     describe_counter!(
         "outbox_deliveries_total",
         "Notification delivery attempts, by result"
+    );
+    describe_counter!(
+        "tls_handshakes_total",
+        "TLS handshakes that gave a connection with a client identity"
+    );
+    describe_counter!(
+        "tls_handshake_failures_total",
+        "TLS handshakes that failed, by reason"
+    );
+    describe_gauge!(
+        "tls_certificate_expiry_seconds",
+        Unit::Seconds,
+        "Seconds until the service's own certificate expires (negative once it has)"
+    );
+    describe_counter!(
+        "tls_certificate_reloads_total",
+        "Reloads of the service's certificate from disk, by result"
     );
 }
 

@@ -425,6 +425,13 @@ fn read_text(path: &Path) -> Result<String, CertsError> {
     Ok(text)
 }
 
+/// The trust domain `dir`'s certificates were issued for, as recorded in
+/// its [`METADATA`] file: what a service accepting callers by certificate
+/// alone (`--service-auth mtls`) trusts.
+pub fn trust_domain(dir: &Path) -> Result<String, CertsError> {
+    read_trust_domain(&dir.join(METADATA))
+}
+
 fn read_trust_domain(path: &Path) -> Result<String, CertsError> {
     let bad = |why: String| CertsError::BadCa {
         path: path.to_owned(),

@@ -18,6 +18,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustls::ServerConfig;
 use rustls::pki_types::CertificateDer;
@@ -28,9 +29,12 @@ use tower_jwt_service_auth::mtls::{InvalidSpiffeId, PeerIdentity, SpiffeId};
 use x509_parser::extensions::GeneralName;
 
 pub use super::files::TlsSetupError;
+#[cfg(doc)]
+use super::handshakes::HandshakeFailure;
+use super::handshakes::Tally;
 use super::identity::TlsDir;
-use crate::server::serve::{Accept, ConnectionInfo};
-use crate::telemetry::Escaped;
+use crate::server::serve::{Accept, ConnectionInfo, HEADER_READ_TIMEOUT};
+use crate::telemetry::{Escaped, Metrics};
 
 /// The protocol versions served: TLS 1.2 and 1.3, nothing older (rustls
 /// has nothing older either; listing them keeps it so if it ever did).
@@ -71,6 +75,8 @@ pub fn server_config(tls: &TlsDir) -> Result<Arc<ServerConfig>, TlsSetupError> {
 pub struct TlsListener {
     listener: TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
+    metrics: Option<Metrics>,
+    header_read_timeout: Duration,
 }
 
 impl fmt::Debug for TlsListener {
@@ -88,7 +94,21 @@ impl TlsListener {
         TlsListener {
             listener,
             acceptor: tokio_rustls::TlsAcceptor::from(config),
+            metrics: None,
+            header_read_timeout: HEADER_READ_TIMEOUT,
         }
+    }
+
+    /// Counts every handshake's outcome into `metrics`
+    /// (`tls_handshakes_total`, `tls_handshake_failures_total` by
+    /// [`HandshakeFailure`]). `header_read_timeout` is the serve loop's
+    /// ([`Limits::header_read_timeout`](crate::server::serve::Limits)):
+    /// a handshake it abandons that late is a timeout, earlier the loop
+    /// closed it (connection cap, shutdown).
+    pub fn with_metrics(mut self, metrics: Metrics, header_read_timeout: Duration) -> TlsListener {
+        self.metrics = Some(metrics);
+        self.header_read_timeout = header_read_timeout;
+        self
     }
 
     /// The address it listens on.
@@ -111,19 +131,26 @@ impl Accept for TlsListener {
     ) -> impl Future<Output = io::Result<(TlsStream<TcpStream>, ConnectionInfo)>> + Send + 'static
     {
         let accepting = self.acceptor.accept(conn);
+        let tally = Tally::start(self.metrics.clone(), self.header_read_timeout);
         async move {
-            let stream = accepting.await?;
-            let leaf = stream
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first());
-            // A refusal is logged where every failed handshake is (the
-            // connection's task), with this error's escaped text.
-            match peer_identity(leaf) {
-                Ok(id) => Ok((stream, ConnectionInfo::with_peer_identity(id))),
-                Err(e) => Err(io::Error::new(io::ErrorKind::PermissionDenied, e)),
+            let result = accepting.await.and_then(|stream| {
+                let leaf = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first());
+                // A refusal is logged where every failed handshake is (the
+                // connection's task), with this error's escaped text.
+                match peer_identity(leaf) {
+                    Ok(id) => Ok((stream, ConnectionInfo::with_peer_identity(id))),
+                    Err(e) => Err(io::Error::new(io::ErrorKind::PermissionDenied, e)),
+                }
+            });
+            match &result {
+                Ok(_) => tally.succeeded(),
+                Err(e) => tally.failed(e),
             }
+            result
         }
     }
 }

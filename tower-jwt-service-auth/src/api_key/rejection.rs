@@ -40,6 +40,11 @@ pub enum Rejection {
     UnknownService,
     /// The key matches no active version of the claimed service's key.
     WrongKey,
+    /// A valid key, sent over a mutual TLS connection whose client
+    /// certificate names another service than [`SERVICE_NAME_HEADER`]: a
+    /// key taken from one service and replayed over another's connection
+    /// (see [`ApiKeyLayer`](super::ApiKeyLayer#identity-binding)).
+    PeerMismatch,
 }
 
 impl Rejection {
@@ -53,6 +58,7 @@ impl Rejection {
         Rejection::Malformed,
         Rejection::UnknownService,
         Rejection::WrongKey,
+        Rejection::PeerMismatch,
     ];
 
     /// Always `401 Unauthorized`; see the type's docs for why not 403.
@@ -60,10 +66,12 @@ impl Rejection {
         StatusCode::UNAUTHORIZED
     }
 
-    /// The JSON body's `error`: `missing_api_key` or `invalid_api_key`.
+    /// The JSON body's `error`: `missing_api_key`, `peer_mismatch` (a
+    /// valid key over another service's connection) or `invalid_api_key`.
     pub fn body_error(&self) -> &'static str {
         match self {
             Rejection::MissingKey | Rejection::MissingServiceName => "missing_api_key",
+            Rejection::PeerMismatch => "peer_mismatch",
             _ => "invalid_api_key",
         }
     }
@@ -90,6 +98,7 @@ impl Rejection {
             Rejection::Malformed => "malformed",
             Rejection::UnknownService => "unknown_service",
             Rejection::WrongKey => "wrong_key",
+            Rejection::PeerMismatch => "peer_mismatch",
         }
     }
 
@@ -151,6 +160,10 @@ impl fmt::Display for Rejection {
                     "the API key is not valid for the service named in {SERVICE_NAME_HEADER}"
                 )
             }
+            Rejection::PeerMismatch => write!(
+                f,
+                "{SERVICE_NAME_HEADER} must name the service of the client certificate"
+            ),
         }
     }
 }

@@ -1,6 +1,8 @@
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
+use std::time::SystemTime;
 
 use http::header::HeaderName;
 use http::{HeaderMap, Request, Response};
@@ -11,6 +13,8 @@ use super::future::ResponseFuture;
 use super::{
     API_KEY_HEADER, ApiKeyIdentity, ApiKeys, Rejection, SERVICE_NAME_HEADER, TokenProblem,
 };
+use crate::jwt::verify::ServiceIdentity;
+use crate::mtls::other_peer;
 
 /// One target for this module's events, whichever file logs them.
 const TARGET: &str = "tower_jwt_service_auth::api_key";
@@ -20,11 +24,67 @@ const TARGET: &str = "tower_jwt_service_auth::api_key";
 ///
 /// The service's error type is the inner one, and a refusal is a response
 /// rather than an error, so it fits axum's infallible services.
+///
+/// # Permissions: the receiver decides
+///
+/// A key says who the caller is, not what it may do. With
+/// [`grant`](ApiKeyLayer::grant), this layer also gives each caller the
+/// permissions this service grants it, as the
+/// [`ServiceIdentity`] that [`RequirePermissionLayer`] and handlers read
+/// (`token_id` empty, `expires_at` the time of the check): the same
+/// routes work behind this layer as behind
+/// [`VerifyLayer`](crate::jwt::VerifyLayer). A caller with a valid key
+/// and no grant holds no permission, so every route that requires one
+/// answers it `403`. Nothing the caller sends can widen its grant.
+///
+/// ```
+/// use std::convert::Infallible;
+///
+/// use http::{Request, Response, StatusCode};
+/// use tower::{ServiceBuilder, ServiceExt, service_fn};
+/// use tower_jwt_service_auth::api_key::{ApiKeyClientLayer, ApiKeyLayer, ApiKeys};
+/// use tower_jwt_service_auth::jwt::RequirePermissionLayer;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let keys = ApiKeys::new().with_key("order-service", "v1", "k7Hq2-random-secret");
+/// let users = ServiceBuilder::new()
+///     .layer(ApiKeyLayer::new(keys).grant("order-service", ["read:users"]))
+///     .layer(RequirePermissionLayer::new("read:users"))
+///     .service(service_fn(|_: Request<String>| async {
+///         Ok::<_, Infallible>(Response::new(String::new()))
+///     }));
+/// let order_service = ApiKeyClientLayer::new("order-service", "k7Hq2-random-secret").unwrap();
+/// let res = order_service.layer(users).oneshot(Request::new(String::new())).await.unwrap();
+/// assert_eq!(res.status(), StatusCode::OK);
+/// # }
+/// # use tower::Layer;
+/// ```
+///
+/// # Identity binding
+///
+/// Over mutual TLS (the request carries a
+/// [`PeerIdentity`](crate::mtls::PeerIdentity)), [`SERVICE_NAME_HEADER`]
+/// must name the service of the client certificate: a valid key of
+/// another service is refused `401` with `{"error": "peer_mismatch"}`,
+/// counted as [`Rejection::PeerMismatch`] and logged. A key is a bearer
+/// secret; bound to the certificate, one taken from a service cannot be
+/// used over any other service's connection. On by default;
+/// [`without_peer_binding`](ApiKeyLayer::without_peer_binding) is for a
+/// proxy that terminates its callers' mutual TLS and forwards their keys
+/// over its own.
+///
+/// [`RequirePermissionLayer`]: crate::jwt::RequirePermissionLayer
 #[derive(Debug, Clone)]
 pub struct ApiKeyLayer {
     keys: Arc<ApiKeys>,
     stats: ApiKeyStats,
+    grants: Option<Arc<Grants>>,
+    peer_binding: bool,
 }
+
+/// Each caller's permissions here, by service name.
+type Grants = BTreeMap<String, Vec<String>>;
 
 impl ApiKeyLayer {
     /// Accepts the keys in `keys`.
@@ -32,7 +92,36 @@ impl ApiKeyLayer {
         ApiKeyLayer {
             keys: Arc::new(keys),
             stats: ApiKeyStats::default(),
+            grants: None,
+            peer_binding: true,
         }
+    }
+
+    /// Grants `service` these permissions (added to any granted before),
+    /// and from then on gives every caller a [`ServiceIdentity`] with its
+    /// grant; see [permissions](ApiKeyLayer#permissions-the-receiver-decides).
+    pub fn grant<I, S>(mut self, service: impl Into<String>, permissions: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let grants = Arc::make_mut(self.grants.get_or_insert_with(Default::default));
+        let granted = grants.entry(service.into()).or_default();
+        for permission in permissions {
+            let permission = permission.into();
+            if !granted.contains(&permission) {
+                granted.push(permission);
+            }
+        }
+        self
+    }
+
+    /// Accepts a key over a mutual TLS connection whatever service the
+    /// client certificate names: only behind a proxy that re-originates
+    /// TLS (see [identity binding](ApiKeyLayer#identity-binding)).
+    pub fn without_peer_binding(mut self) -> Self {
+        self.peer_binding = false;
+        self
     }
 
     /// The keys accepted.
@@ -55,6 +144,8 @@ impl<S> Layer<S> for ApiKeyLayer {
             inner,
             keys: Arc::clone(&self.keys),
             stats: self.stats.clone(),
+            grants: self.grants.clone(),
+            peer_binding: self.peer_binding,
         }
     }
 }
@@ -70,16 +161,15 @@ pub struct ApiKey<S> {
     inner: S,
     keys: Arc<ApiKeys>,
     stats: ApiKeyStats,
+    grants: Option<Arc<Grants>>,
+    peer_binding: bool,
 }
 
 impl<S> ApiKey<S> {
-    /// Guards `inner` with `keys`, counting into fresh [`ApiKeyStats`].
+    /// Guards `inner` with `keys`, counting into fresh [`ApiKeyStats`];
+    /// the same as `ApiKeyLayer::new(keys).layer(inner)`.
     pub fn new(inner: S, keys: ApiKeys) -> Self {
-        ApiKey {
-            inner,
-            keys: Arc::new(keys),
-            stats: ApiKeyStats::default(),
-        }
+        ApiKeyLayer::new(keys).layer(inner)
     }
 
     /// This service's counters.
@@ -150,7 +240,22 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
-        let (claimed, result) = authenticate(&self.keys, req.headers());
+        let (claimed, mut result) = authenticate(&self.keys, req.headers());
+        // After the key check, so this refusal means a valid key came over
+        // another service's connection: worth a warning of its own.
+        if let Ok(identity) = &result
+            && self.peer_binding
+            && let Some(peer) = other_peer(req.extensions(), &identity.service)
+        {
+            tracing::warn!(
+                target: TARGET,
+                service = %identity.service,
+                // The SPIFFE grammar has nothing to escape.
+                peer = %peer,
+                "a valid API key came over another service's connection"
+            );
+            result = Err(Rejection::PeerMismatch);
+        }
         let identity = match result {
             Ok(identity) => identity,
             Err(rejection) => {
@@ -177,6 +282,15 @@ where
         // out of any request logging further in.
         if let Some(key) = req.headers_mut().get_mut(API_KEY_HEADER) {
             key.set_sensitive(true);
+        }
+        if let Some(grants) = &self.grants {
+            let permissions = grants.get(&identity.service).cloned().unwrap_or_default();
+            req.extensions_mut().insert(ServiceIdentity {
+                service: identity.service.clone(),
+                permissions,
+                token_id: None,
+                expires_at: SystemTime::now(),
+            });
         }
         req.extensions_mut().insert(identity);
         ResponseFuture::called(self.inner.call(req))

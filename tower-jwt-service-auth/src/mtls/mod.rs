@@ -35,16 +35,40 @@
 //! string. That grammar also excludes control characters, spaces and
 //! quotes, so an ID is safe to print in a log line as it is.
 //!
+//! # Authenticating by certificate
+//!
+//! The identity serves two ways. Under tokens or API keys, the server
+//! layers of [`jwt`](crate::jwt) and [`api_key`](crate::api_key) bind the
+//! credential to it: a token or key is accepted over mutual TLS only from
+//! the service the certificate names. Alone, [`PeerAuthLayer`] ([`server`])
+//! authenticates the caller by the certificate and gives it the
+//! permissions a [`PeerPolicy`] grants.
+//!
 //! This module reads identities; it holds no TLS code. Building the
 //! certificates and the TLS configuration is for the application (the
 //! demo's `certs` command and its `tls` module).
 
 mod identity;
+pub mod server;
 
 #[cfg(feature = "axum")]
 mod extract;
 
 pub use identity::{InvalidSpiffeId, PeerIdentity, SpiffeId};
+pub use server::{PeerAuthLayer, PeerPolicy, Rejection};
+
+/// The peer of the request's connection when its certificate does not
+/// name `service`: `None` for a request without a [`PeerIdentity`] (not
+/// over mutual TLS) or from `service` itself. What the token and API-key
+/// layers check to bind a credential to the connection it came over.
+pub(crate) fn other_peer<'a>(
+    extensions: &'a http::Extensions,
+    service: &str,
+) -> Option<&'a PeerIdentity> {
+    extensions
+        .get::<PeerIdentity>()
+        .filter(|peer| peer.service() != Some(service))
+}
 
 #[cfg(feature = "axum")]
 pub use extract::MissingPeerIdentity;

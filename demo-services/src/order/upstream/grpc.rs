@@ -5,8 +5,10 @@
 //! once (so attempts can be replayed) → retry (gRPC rules, GetUser
 //! idempotent) → circuit breaker (judging `grpc-status`, trailers included)
 //! → per-attempt timeout → deadline propagation (`grpc-timeout` and
-//! `x-request-budget-ms`) → request id → JWT signing → hyper-util client
-//! speaking HTTP/2, cleartext or (with `--tls-dir`) over mutual TLS.
+//! `x-request-budget-ms`) → request id → the caller's credential (a
+//! service JWT or the API key in the metadata, by `--service-auth`) →
+//! hyper-util client speaking HTTP/2, cleartext or (with `--tls-dir`) over
+//! mutual TLS.
 
 use std::time::Duration;
 
@@ -28,11 +30,9 @@ use tower_circuit::retry::RetryLayer;
 use tower_circuit::timeout::{
     DeadlineLayer, Elapsed, Fixed, PropagateDeadlineLayer, RequestTimeoutLayer,
 };
-use tower_jwt_service_auth::jwt::client::SignTokenLayer;
-use tower_jwt_service_auth::jwt::sign::Signer;
 
 use super::super::resilience::Resilience;
-use super::UpstreamError;
+use super::{Credentials, UpstreamError};
 use crate::auth::USER_SERVICE;
 use crate::proto::user::user_service_client::UserServiceClient;
 use crate::proto::user::{GetUserRequest, User};
@@ -123,7 +123,7 @@ pub(super) fn users(
     user_url: &str,
     resilience: &Resilience,
     breaker: &Breaker,
-    signer: &Signer,
+    credentials: &Credentials,
     metrics: &Metrics,
     tls: Option<Arc<ClientConfig>>,
 ) -> Result<(GrpcUsers, RetryLayer<GrpcRetryClassifier, GrpcMethods>), UpstreamError> {
@@ -160,9 +160,13 @@ pub(super) fn users(
         .layer(PropagateDeadlineLayer::new().min_budget(crate::server::MIN_BUDGET))
         // The inbound request's id, as `x-request-id` metadata.
         .layer(request_id::outbound_layer())
-        // A service token addressed to the user service, in the
-        // `authorization` metadata.
-        .layer(SignTokenLayer::new(signer.clone(), USER_SERVICE))
+        // Who is calling, by `--service-auth`: a service token addressed
+        // to the user service (`authorization` metadata), or the API key
+        // (`x-service-name`, `x-api-key`), or neither.
+        .option_layer(credentials.token_for(USER_SERVICE))
+        .option_layer(credentials.api_key())
+        // One error type under both choices (the token layer's).
+        .map_err(tower::BoxError::from)
         // HTTP/2: cleartext with prior knowledge, or mutual TLS.
         .service(http)
         .map_response(|res| res.map(tonic::body::Body::new));

@@ -1,9 +1,10 @@
 //! The order service's calls to its dependencies, each through the client
 //! stack written out in [`Upstream::new`], outermost first: deadline →
 //! retry → circuit breaker → per-attempt timeout → deadline propagation →
-//! request id → JWT signing → hyper-util client. With `--user-transport
-//! grpc` the user service is called over gRPC instead, through the same
-//! stack in its gRPC form, written out in [`grpc`].
+//! request id → the caller's credential (a service JWT or the API key, by
+//! `--service-auth`; with `mtls`, none) → hyper-util client. With
+//! `--user-transport grpc` the user service is called over gRPC instead,
+//! through the same stack in its gRPC form, written out in [`grpc`].
 //!
 //! With `--tls-dir` only the innermost client changes: hyper-util over
 //! mutual TLS, presenting the order service's certificate and accepting
@@ -29,13 +30,17 @@ use tower_circuit::client::{
 use tower_circuit::grpc::retry::{GrpcMethods, GrpcRetryClassifier};
 use tower_circuit::retry::{RetryConfigError, RetryLayer, RetryStats};
 use tower_circuit::timeout::{DeadlineLayer, PropagateDeadlineLayer, RequestTimeoutLayer};
+use tower_jwt_service_auth::api_key::ApiKeyClientLayer;
 use tower_jwt_service_auth::jwt::client::SignTokenLayer;
+use tower_jwt_service_auth::jwt::sign::Signer;
 
 use super::UserTransport;
 use super::resilience::Resilience;
 use super::store::{CachedUser, OrderStore, OrderUser};
 use crate::api::ApiError;
-use crate::auth::{KeyMaterialError, Keys, NOTIFICATION_SERVICE, ORDER_SERVICE, USER_SERVICE};
+use crate::auth::{
+    KeyMaterialError, Keys, NOTIFICATION_SERVICE, ORDER_SERVICE, ServiceAuth, USER_SERVICE,
+};
 use crate::telemetry::request_id;
 use crate::telemetry::{Escaped, Metrics};
 use crate::tls::client::{ALPN_H2, ALPN_HTTP1};
@@ -64,6 +69,42 @@ impl<C> Dependency<C> {
             Retries::Http(retry) => retry.stats(),
             Retries::Grpc(retry) => retry.stats(),
         }
+    }
+}
+
+/// How the order service says who it is on each call, by
+/// `--service-auth`: a service token per target, its API key, or neither
+/// (with `mtls`, its client certificate does).
+#[derive(Debug, Clone)]
+pub(crate) struct Credentials {
+    signer: Option<Signer>,
+    api_key: Option<ApiKeyClientLayer>,
+}
+
+impl Credentials {
+    /// The order service's credentials in `keys`' mode.
+    fn of(keys: &Keys) -> Result<Credentials, UpstreamError> {
+        let signer = match keys.service_auth() {
+            ServiceAuth::Jwt => Some(keys.signer(ORDER_SERVICE).map_err(UpstreamError::Keys)?),
+            ServiceAuth::ApiKey | ServiceAuth::Mtls => None,
+        };
+        let api_key = keys
+            .api_key_ring()
+            .map(|ring| ring.client_layer(ORDER_SERVICE))
+            .transpose()
+            .map_err(UpstreamError::Keys)?;
+        Ok(Credentials { signer, api_key })
+    }
+
+    /// With tokens: the layer signing them for `audience`.
+    pub(crate) fn token_for(&self, audience: &str) -> Option<SignTokenLayer> {
+        let signer = self.signer.clone()?;
+        Some(SignTokenLayer::new(signer, audience))
+    }
+
+    /// With API keys: the layer sending the newest one.
+    pub(crate) fn api_key(&self) -> Option<ApiKeyClientLayer> {
+        self.api_key.clone()
     }
 }
 
@@ -171,7 +212,7 @@ impl Upstream {
     ) -> Result<Upstream, UpstreamError> {
         check_scheme(USER_SERVICE, user_url, tls.is_some())?;
         check_scheme(NOTIFICATION_SERVICE, notification_url, tls.is_some())?;
-        let signer = keys.signer(ORDER_SERVICE).map_err(UpstreamError::Keys)?;
+        let credentials = Credentials::of(keys)?;
         let breaker = |name: &'static str| {
             let on_change = metrics.clone();
             let breaker = Breaker::builder(name)
@@ -206,9 +247,12 @@ impl Upstream {
                 .layer(PropagateDeadlineLayer::new().min_budget(crate::server::MIN_BUDGET))
                 // The inbound request's id, as `x-request-id`.
                 .layer(request_id::outbound_layer())
-                // A service token addressed to `name`, signed once and
-                // reused until 80 % of its lifetime.
-                .layer(SignTokenLayer::new(signer.clone(), name))
+                // Who is calling, by `--service-auth`: a service token
+                // addressed to `name` (signed once, reused until 80 % of
+                // its lifetime), or the API key, or neither (the client
+                // certificate says it).
+                .option_layer(credentials.token_for(name))
+                .option_layer(credentials.api_key())
                 // hyper-util (plaintext or mutual TLS), reading the whole
                 // body (at most 4 MiB) inside the attempt's timeout.
                 .service(http);
@@ -233,7 +277,7 @@ impl Upstream {
                     user_url,
                     resilience,
                     &breaker_of_users,
-                    &signer,
+                    &credentials,
                     metrics,
                     config,
                 )?;

@@ -117,6 +117,10 @@ pub async fn serve<A: Accept>(
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             accepted = acceptor.accept() => match accepted {
                 Ok((conn, peer)) => {
+                    // The handshake (not yet started) before admission:
+                    // its clock starts no later than the connection's
+                    // header read deadline does.
+                    let handshake = acceptor.handshake(conn);
                     let admission = registry.admit();
                     if admission.shed > 0
                         && let Some(n) = shed_log.record(admission.shed as u64)
@@ -138,7 +142,7 @@ pub async fn serve<A: Accept>(
                         continue;
                     };
                     tasks.spawn(connection::serve(
-                        acceptor.handshake(conn),
+                        handshake,
                         peer,
                         app.clone(),
                         builders.clone(),

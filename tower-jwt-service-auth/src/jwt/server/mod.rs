@@ -78,6 +78,7 @@ use self::cache::{Entry, TokenCache};
 use crate::escape::Escaped;
 use crate::future::ResponseFuture;
 use crate::jwt::verify::{Rejection, ServiceIdentity, Verifier};
+use crate::mtls::other_peer;
 
 /// How many verified tokens are remembered by default.
 pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
@@ -177,15 +178,78 @@ impl Shared {
 }
 
 /// Verifies the bearer token of every request; see the [module docs](self).
+///
+/// # Identity binding
+///
+/// A request that came over mutual TLS carries the client certificate's
+/// [`PeerIdentity`](crate::mtls::PeerIdentity) (the TLS server puts it in the extensions). For such a
+/// request the token is accepted only if its issuer is the service the
+/// certificate names ([`PeerIdentity::service`](crate::mtls::PeerIdentity::service)); otherwise the answer is
+/// `401` with `{"error": "peer_mismatch", ...}` (gRPC: `UNAUTHENTICATED`),
+/// counted under the reason `peer_mismatch` and logged with both names.
+/// A token is a bearer credential: whoever holds it can send it. Bound to
+/// the certificate, a token taken from one service (from a log, a proxy,
+/// a compromised host) is useless over any other service's connection,
+/// because the thief cannot also present the victim's private key. A
+/// request without a `PeerIdentity` (plaintext, a test) is not affected.
+///
+/// The check is on by default. [`without_peer_binding`] turns it off for
+/// the one setup where the TLS peer is by design not the caller: a proxy
+/// or gateway that terminates the callers' mutual TLS and opens its own,
+/// with its own certificate, forwarding their tokens. There the proxy is
+/// the one to bind tokens to its callers' certificates.
+///
+/// ```
+/// use http::{Request, Response, StatusCode};
+/// use tower::{ServiceBuilder, ServiceExt, service_fn};
+/// use tower_jwt_service_auth::jwt::{KeySet, Signer, SigningKey, Verifier, VerifyLayer, VerifyingKey};
+/// use tower_jwt_service_auth::mtls::{PeerIdentity, SpiffeId};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let secret = [7u8; 32];
+/// let keys = KeySet::new().with(VerifyingKey::hs256("k1", &secret).unwrap());
+/// let users = ServiceBuilder::new()
+///     .layer(VerifyLayer::new(Verifier::new("user-service", keys)))
+///     .service(service_fn(|_: Request<String>| async {
+///         Ok::<_, std::convert::Infallible>(Response::new(String::new()))
+///     }));
+/// let token = Signer::new("order-service", SigningKey::hs256("k1", &secret).unwrap())
+///     .sign("user-service")
+///     .unwrap()
+///     .token;
+/// let over = |peer: &str| {
+///     let mut req = Request::get("/users/1")
+///         .header("authorization", format!("Bearer {token}"))
+///         .body(String::new())
+///         .unwrap();
+///     let id = SpiffeId::for_service("demo.local", peer).unwrap();
+///     req.extensions_mut().insert(PeerIdentity::new(id));
+///     req
+/// };
+///
+/// // order-service's token over order-service's connection...
+/// let res = users.clone().oneshot(over("order-service")).await.unwrap();
+/// assert_eq!(res.status(), StatusCode::OK);
+/// // ...and over the gateway's.
+/// let res = users.oneshot(over("api-gateway")).await.unwrap();
+/// assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+/// assert!(res.body().contains("\"peer_mismatch\""));
+/// # }
+/// ```
+///
+/// [`without_peer_binding`]: VerifyLayer::without_peer_binding
 #[derive(Clone)]
 pub struct VerifyLayer {
     shared: Arc<Shared>,
+    peer_binding: bool,
 }
 
 impl fmt::Debug for VerifyLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("VerifyLayer")
             .field("verifier", &self.shared.verifier)
+            .field("peer_binding", &self.peer_binding)
             .finish_non_exhaustive()
     }
 }
@@ -222,7 +286,22 @@ impl VerifyLayer {
                 permissions_trimmed: AtomicU64::new(0),
                 rejected: Mutex::new(HashMap::new()),
             }),
+            peer_binding: true,
         }
+    }
+
+    /// Accepts a token over a mutual TLS connection whatever service the
+    /// client certificate names: only behind a proxy that re-originates
+    /// TLS with its own certificate (see
+    /// [identity binding](VerifyLayer#identity-binding)).
+    pub fn without_peer_binding(mut self) -> Self {
+        self.peer_binding = false;
+        self
+    }
+
+    /// Whether tokens are bound to the client certificate's service.
+    pub fn binds_to_peer(&self) -> bool {
+        self.peer_binding
     }
 
     /// Counts since the layer was built.
@@ -257,6 +336,7 @@ impl<S> Layer<S> for VerifyLayer {
         Verify {
             inner,
             shared: self.shared.clone(),
+            peer_binding: self.peer_binding,
         }
     }
 }
@@ -266,6 +346,7 @@ impl<S> Layer<S> for VerifyLayer {
 pub struct Verify<S> {
     inner: S,
     shared: Arc<Shared>,
+    peer_binding: bool,
 }
 
 impl<S> Verify<S> {
@@ -307,7 +388,25 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
-        match self.shared.authenticate(&req) {
+        let verdict = self.shared.authenticate(&req).and_then(|identity| {
+            // Per request, after the cache: the token is the same on every
+            // connection, the peer is not.
+            if self.peer_binding
+                && let Some(peer) = other_peer(req.extensions(), &identity.service)
+            {
+                tracing::warn!(
+                    target: "tower_jwt_service_auth::jwt::server",
+                    audience = self.shared.verifier.audience(),
+                    issuer = %Escaped(&identity.service),
+                    // The SPIFFE grammar has nothing to escape.
+                    peer = %peer,
+                    "a valid service token came over another service's connection"
+                );
+                return Err(Rejection::PeerMismatch);
+            }
+            Ok(identity)
+        });
+        match verdict {
             Ok(identity) => {
                 self.shared.verified.fetch_add(1, Ordering::Relaxed);
                 req.extensions_mut().insert(identity);

@@ -27,7 +27,8 @@ use self::json::{json_object, seconds, string};
 use crate::jwt::claims::{TOKEN_TYPE, unix_seconds};
 use crate::jwt::keys::{Algorithm, KeySet};
 
-/// Who called, established from a verified token.
+/// Who called, established from a verified token (or, by the API-key and
+/// mutual TLS layers that grant permissions, from a key or a certificate).
 ///
 /// [`VerifyLayer`](crate::jwt::server::VerifyLayer) puts it in the request's
 /// extensions; with the `axum` feature, handlers can also take it directly
@@ -40,7 +41,10 @@ pub struct ServiceIdentity {
     pub permissions: Vec<String>,
     /// The token id (`jti`), when present.
     pub token_id: Option<String>,
-    /// When the token expires.
+    /// When the token expires. For a caller known without a token (by an
+    /// API key, [`ApiKeyLayer::grant`](crate::api_key::ApiKeyLayer::grant),
+    /// or by its certificate, [`PeerAuthLayer`](crate::mtls::PeerAuthLayer)),
+    /// the time it was checked: such an identity holds for its request only.
     pub expires_at: SystemTime,
 }
 

@@ -65,6 +65,11 @@ pub enum Rejection {
     /// policy ([`Verifier::grant`](super::Verifier::grant)) grants nothing: the caller is known, but
     /// may not call here.
     IssuerNotGranted,
+    /// A valid token sent over a mutual TLS connection whose client
+    /// certificate names another service than the token's issuer: a token
+    /// taken from one service and replayed over another's connection (see
+    /// [`VerifyLayer`](crate::jwt::server::VerifyLayer#identity-binding)).
+    PeerMismatch,
 }
 
 impl Rejection {
@@ -99,9 +104,16 @@ impl Rejection {
         }
     }
 
-    /// The JSON body's `error`: the RFC 6750 code, or `missing_token`.
+    /// The JSON body's `error`: the RFC 6750 code, `missing_token`, or
+    /// `peer_mismatch` for [`Rejection::PeerMismatch`] (whose challenge
+    /// still says `invalid_token`, the only RFC 6750 code that fits), so a
+    /// caller can tell a token sent over the wrong connection from a bad
+    /// token.
     pub fn body_error(&self) -> &'static str {
-        self.error_code().unwrap_or("missing_token")
+        match self {
+            Rejection::PeerMismatch => "peer_mismatch",
+            _ => self.error_code().unwrap_or("missing_token"),
+        }
     }
 
     /// The response the server layers answer with: [`status`],
@@ -160,6 +172,7 @@ impl Rejection {
             Rejection::NotAService => "not_a_service",
             Rejection::MissingPermission(_) => "missing_permission",
             Rejection::IssuerNotGranted => "issuer_not_granted",
+            Rejection::PeerMismatch => "peer_mismatch",
         }
     }
 }
@@ -203,6 +216,9 @@ impl fmt::Display for Rejection {
             }
             Rejection::IssuerNotGranted => {
                 f.write_str("the caller is granted no permissions by this service")
+            }
+            Rejection::PeerMismatch => {
+                f.write_str("the token's issuer is not the service named by the client certificate")
             }
         }
     }
