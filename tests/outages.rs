@@ -251,6 +251,7 @@ async fn shutdown_is_prompt_while_the_notification_service_never_answers() {
         notification_url: format!("http://{hole_addr}"),
         user_transport: Default::default(),
         resilience,
+        tls: None,
     };
     let (order, orders) = start_order(data.path(), &keys, &settings, None).await;
     let http = Http::default();

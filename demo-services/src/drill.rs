@@ -189,6 +189,7 @@ pub async fn run(data_dir: &Path, say: &mut dyn FnMut(String)) -> Result<Report,
         notification_url: notification.url(),
         user_transport: Default::default(),
         resilience: resilience.clone(),
+        tls: None,
     };
     let state = order::State::open(
         data_dir,

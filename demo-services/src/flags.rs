@@ -77,23 +77,26 @@ pub fn audience(text: &str) -> Result<String, String> {
     }
 }
 
-/// A dependency's base URL: `http://` and a host, optionally a port,
-/// nothing after (the client speaks plain HTTP/1 and appends paths).
-pub fn http_url(text: &str) -> Result<String, String> {
+/// A dependency's base URL: `http://` or `https://` and a host,
+/// optionally a port, nothing after (the client appends paths). Which of
+/// the two a service accepts depends on `--tls-dir`, checked when its
+/// clients are built.
+pub fn service_url(text: &str) -> Result<String, String> {
     let bad = |why: &str| format!("`{}` {why}", text.escape_debug());
-    let rest = text
-        .strip_prefix("http://")
-        .ok_or_else(|| bad("is not an http:// URL (only http:// is spoken)"))?;
+    let (scheme, rest) = ["http://", "https://"]
+        .into_iter()
+        .find_map(|scheme| text.strip_prefix(scheme).map(|rest| (scheme, rest)))
+        .ok_or_else(|| bad("is not an http:// or https:// URL"))?;
     let authority = rest.strip_suffix('/').unwrap_or(rest);
     if authority.is_empty() {
         return Err(bad("has no host"));
     }
     if authority.contains(['/', '?', '#', '@']) || authority.chars().any(char::is_whitespace) {
-        return Err(bad("must be http://HOST[:PORT] with nothing after it"));
+        return Err(bad("must be http[s]://HOST[:PORT] with nothing after it"));
     }
     text.parse::<http::Uri>()
         .map_err(|e| bad(&format!("is not a valid URL: {e}")))?;
-    Ok(format!("http://{authority}"))
+    Ok(format!("{scheme}{authority}"))
 }
 
 /// A fraction from 0 to 1 (a fault injection rate).
@@ -127,19 +130,25 @@ mod tests {
     #[test]
     fn urls() {
         assert_eq!(
-            http_url("http://127.0.0.1:3000").unwrap(),
+            service_url("http://127.0.0.1:3000").unwrap(),
             "http://127.0.0.1:3000"
         );
-        assert_eq!(http_url("http://users/").unwrap(), "http://users");
+        assert_eq!(service_url("http://users/").unwrap(), "http://users");
+        assert_eq!(
+            service_url("https://127.0.0.1:3000/").unwrap(),
+            "https://127.0.0.1:3000"
+        );
         for bad in [
             "ftp://x",
             "http://",
-            "https://x",
+            "https://",
             "http://x/path",
+            "https://x?q",
             "x:3000",
             "http://a b",
+            "httpsx://a",
         ] {
-            assert!(http_url(bad).is_err(), "{bad}");
+            assert!(service_url(bad).is_err(), "{bad}");
         }
     }
 

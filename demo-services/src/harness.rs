@@ -10,6 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -19,20 +20,24 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::server::ServiceState;
+use crate::tls::client;
+use crate::tls::identity::TlsDir;
 
 /// A service running on a task, stoppable.
 #[derive(Debug)]
 pub struct Running {
     /// Where it listens.
     pub addr: SocketAddr,
+    tls: bool,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<io::Result<()>>,
 }
 
 impl Running {
-    /// Its base URL.
+    /// Its base URL: `https://` when it serves over mutual TLS.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Stops it gracefully and waits until it has (at most 15 s).
@@ -59,6 +64,7 @@ async fn listen(addr: Option<SocketAddr>) -> Result<TcpListener, Error> {
 
 fn spawn<F>(
     listener: TcpListener,
+    tls: bool,
     run: impl FnOnce(TcpListener, oneshot::Receiver<()>) -> F,
 ) -> Result<Running, Error>
 where
@@ -69,6 +75,7 @@ where
     let task = tokio::spawn(run(listener, rx));
     Ok(Running {
         addr,
+        tls,
         stop: Some(tx),
         task,
     })
@@ -84,7 +91,8 @@ async fn stopped(rx: oneshot::Receiver<()>) {
 pub async fn start(state: impl ServiceState, addr: Option<SocketAddr>) -> Result<Running, Error> {
     let listener = listen(addr).await?;
     let app = state.app();
-    spawn(listener, move |l, rx| state.run(l, app, stopped(rx)))
+    let tls = state.parts().tls.is_some();
+    spawn(listener, tls, move |l, rx| state.run(l, app, stopped(rx)))
 }
 
 /// An answer: status, headers and the body as JSON (or `Value::Null`).
@@ -107,17 +115,38 @@ impl Answer {
     }
 }
 
-/// A plain HTTP client for tests.
+/// An HTTP client for tests: plaintext ([`Http::default`]) or mutual TLS
+/// ([`Http::over_tls`]).
 #[derive(Debug, Clone)]
-pub struct Http(HyperClient<HttpConnector, Full<Bytes>>);
+pub struct Http(Client);
+
+#[derive(Debug, Clone)]
+enum Client {
+    Plain(HyperClient<HttpConnector, Full<Bytes>>),
+    Tls(HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>),
+}
 
 impl Default for Http {
     fn default() -> Self {
-        Http(HyperClient::builder(TokioExecutor::new()).build_http())
+        Http(Client::Plain(
+            HyperClient::builder(TokioExecutor::new()).build_http(),
+        ))
     }
 }
 
 impl Http {
+    /// A client calling `service` over mutual TLS with `tls` (for tests,
+    /// usually the gateway's directory): it presents `tls`'s certificate
+    /// and accepts only `service`'s, as the services' own clients do
+    /// ([`crate::tls::client`]). `https://` URLs only.
+    pub fn over_tls(tls: &TlsDir, service: &str) -> Result<Http, Error> {
+        let expect = client::expected(tls, service)?;
+        let config = client::client_config(tls, expect, client::ALPN_HTTP1)?;
+        Ok(Http(Client::Tls(
+            HyperClient::builder(TokioExecutor::new()).build(client::connector(config)),
+        )))
+    }
+
     /// Sends `method url` with an optional bearer token, extra headers and
     /// body. Panics when the server cannot be reached within 10 s: for
     /// tests; see [`Http::try_send`].
@@ -152,7 +181,13 @@ impl Http {
             req = req.header(*name, *value);
         }
         let req = req.body(Full::new(body.into()))?;
-        let res = tokio::time::timeout(Duration::from_secs(10), self.0.request(req))
+        let sent = async {
+            match &self.0 {
+                Client::Plain(http) => http.request(req).await,
+                Client::Tls(http) => http.request(req).await,
+            }
+        };
+        let res = tokio::time::timeout(Duration::from_secs(10), sent)
             .await
             .map_err(|_| "no answer within 10 s")??;
         let (parts, body) = res.into_parts();

@@ -271,6 +271,9 @@ pub trait ServiceState: Clone + Send + 'static {
     /// The service: its routes in the common stack ([`stack`]).
     fn app(&self) -> Router;
 
+    /// What its stack holds: name, verifier, metrics, limits, TLS.
+    fn parts(&self) -> &ServerParts;
+
     /// Serves `app` (usually [`ServiceState::app`]) on `listener` until
     /// `shutdown`, with whatever the service runs beside it.
     fn run(

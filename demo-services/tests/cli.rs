@@ -388,6 +388,39 @@ fn values_the_services_cannot_work_with_are_refused_with_one_line() {
         &["--user-url", "ftp://x"],
     );
     refused(&["user", "--idle-timeout", "0s"], &["--idle-timeout"]);
+    // With --tls-dir the order service calls over mutual TLS only, and
+    // without it over plaintext only: a URL of the other kind is refused
+    // before anything starts.
+    refused(
+        &["order", "--listen", "127.0.0.1:0", "--tls-dir", "certs"],
+        &["--user-url", "http://127.0.0.1:3000", "https://"],
+    );
+    refused(
+        &[
+            "all",
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-dir",
+            "certs",
+            "--notification-url",
+            "http://notifications",
+        ],
+        &["--notification-url", "http://notifications", "https://"],
+    );
+    refused(
+        &[
+            "order",
+            "--listen",
+            "127.0.0.1:0",
+            "--user-url",
+            "https://users",
+        ],
+        &["--user-url", "https://users", "--tls-dir"],
+    );
+    refused(
+        &["all", "--tls-dir", "certs", "--without-layers"],
+        &["--tls-dir", "--without-layers"],
+    );
     // The certificate is mtls mode's only credential.
     refused(
         &["user", "--service-auth", "mtls"],

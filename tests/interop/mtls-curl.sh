@@ -9,6 +9,8 @@
 # GET /users/1 with a token answers the user; without a client
 # certificate, with a certificate of another CA of the same name, and with
 # TLS 1.1 at most, the handshake fails; plain HTTP gets no HTTP answer.
+# Then `all --tls-dir`: POST /orders with the gateway's certificate and
+# the banner's token answers 201 with the user fetched over mutual TLS.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -79,4 +81,28 @@ refused "TLS 1.1 at most" --cacert "$C/ca.pem" --cert "$C/api-gateway.pem" \
 plain=$(curl -s --max-time 5 "http://localhost:$PORT/health" 2>&1 || true)
 [[ "$plain" != *'"status"'* ]] || fail "plain HTTP was answered: $plain"
 echo "ok   plain HTTP on the TLS port gets no HTTP answer"
+
+# The README's walkthrough: `all --tls-dir`, where the order service calls
+# the other two over mutual TLS; curl, as the gateway, creates an order
+# with the banner's token.
+kill "$PID" 2>/dev/null || true
+wait "$PID" 2>/dev/null || true
+"$BIN" all --listen 127.0.0.1:0 --data-dir "$WORK/all-data" --tls-dir "$WORK/certs" \
+  >"$WORK/all.out" 2>"$WORK/user.log" &
+PID=$!
+ORDERS=""
+for _ in $(seq 1 100); do
+  ORDERS=$(grep -o 'order-service  *https://localhost:[0-9]*' "$WORK/all.out" 2>/dev/null | grep -o 'https://.*' || true)
+  [ -n "$ORDERS" ] && grep -q '^  TOKEN=' "$WORK/all.out" && break
+  kill -0 "$PID" 2>/dev/null || fail "all --tls-dir exited"
+  sleep 0.1
+done
+[ -n "$ORDERS" ] || fail "all --tls-dir did not print the order service's https URL"
+ORDER_TOKEN=$(sed -n 's/^  TOKEN=//p' "$WORK/all.out")
+order=$(curl -sS --cacert "$C/ca.pem" --cert "$C/api-gateway.pem" --key "$C/api-gateway.key.pem" \
+  -X POST -H "Authorization: Bearer $ORDER_TOKEN" -H 'Content-Type: application/json' \
+  -d '{"userId": 1, "items": [{"productId": "p-1", "quantity": 2, "unitPrice": 9.99}]}' \
+  -w ' %{http_code}' "$ORDERS/orders") || fail "POST /orders: curl exit $?"
+[[ "$order" == *'"source":"live"'*' 201' ]] || fail "POST /orders answered: $order"
+echo "ok   all --tls-dir: POST /orders with the gateway's certificate: 201, the user fetched over mutual TLS"
 echo "mtls-curl: all checks passed"

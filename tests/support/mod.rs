@@ -13,6 +13,8 @@ use demo_services::fault::Faults;
 use demo_services::harness;
 use demo_services::order::{self, Resilience, Settings, UserTransport};
 use demo_services::server::ServiceState;
+use demo_services::tls::certs;
+use demo_services::tls::identity::TlsDir;
 use demo_services::{notification, user};
 use serde_json::Value;
 
@@ -77,9 +79,20 @@ pub async fn start_user(
     keys: &Keys,
     addr: Option<SocketAddr>,
 ) -> (Running, user::State) {
-    let state = user::State::open(dir, Durability::Full, keys, Faults::default())
+    start_user_with(dir, keys, addr, None).await
+}
+
+/// Starts the user service, over mutual TLS with `tls` if given.
+pub async fn start_user_with(
+    dir: &Path,
+    keys: &Keys,
+    addr: Option<SocketAddr>,
+    tls: Option<TlsDir>,
+) -> (Running, user::State) {
+    let mut state = user::State::open(dir, Durability::Full, keys, Faults::default())
         .await
         .expect("open the user service");
+    state.server.tls = tls;
     start(state, addr).await
 }
 
@@ -89,9 +102,20 @@ pub async fn start_notification(
     keys: &Keys,
     addr: Option<SocketAddr>,
 ) -> (Running, notification::State) {
-    let state = notification::State::open(dir, Durability::Full, keys, Faults::default())
+    start_notification_with(dir, keys, addr, None).await
+}
+
+/// Starts the notification service, over mutual TLS with `tls` if given.
+pub async fn start_notification_with(
+    dir: &Path,
+    keys: &Keys,
+    addr: Option<SocketAddr>,
+    tls: Option<TlsDir>,
+) -> (Running, notification::State) {
+    let mut state = notification::State::open(dir, Durability::Full, keys, Faults::default())
         .await
         .expect("open the notification service");
+    state.server.tls = tls;
     start(state, addr).await
 }
 
@@ -144,6 +168,9 @@ pub struct Cluster {
     pub orders: order::State,
     /// The order service's settings, to restart it alike.
     pub settings: Settings,
+    /// With [`Cluster::start_mtls`], the certificates (`certs` output) all
+    /// three serve and call with.
+    pub certs: Option<TempDir>,
 }
 
 impl Cluster {
@@ -170,14 +197,47 @@ impl Cluster {
         transport: UserTransport,
         resilience: Resilience,
     ) -> Cluster {
+        Cluster::start_as(keys, transport, resilience, None).await
+    }
+
+    /// Starts the three over mutual TLS with fresh certificates (trust
+    /// domain `demo.local`), the order service fetching users over
+    /// `transport`.
+    pub async fn start_mtls(transport: UserTransport, resilience: Resilience) -> Cluster {
+        let dir = TempDir::new();
+        certs::create(
+            dir.path(),
+            certs::DEFAULT_TRUST_DOMAIN,
+            certs::DEFAULT_LEAF_TTL,
+            time::OffsetDateTime::now_utc(),
+        )
+        .expect("create certificates");
+        Cluster::start_as(Keys::ephemeral(), transport, resilience, Some(dir)).await
+    }
+
+    async fn start_as(
+        keys: Keys,
+        transport: UserTransport,
+        resilience: Resilience,
+        certs: Option<TempDir>,
+    ) -> Cluster {
         let data = TempDir::new();
-        let (user, users) = start_user(data.path(), &keys, None).await;
-        let (notification, _) = start_notification(data.path(), &keys, None).await;
+        let tls = |service| {
+            certs
+                .as_ref()
+                .map(|dir| TlsDir::open(dir.path(), service).expect("open the TLS directory"))
+        };
+        let (user, users) =
+            start_user_with(data.path(), &keys, None, tls(auth::USER_SERVICE)).await;
+        let (notification, _) =
+            start_notification_with(data.path(), &keys, None, tls(auth::NOTIFICATION_SERVICE))
+                .await;
         let settings = Settings {
             user_url: user.url(),
             notification_url: notification.url(),
             user_transport: transport,
             resilience,
+            tls: tls(auth::ORDER_SERVICE),
         };
         let (order, orders) = start_order(data.path(), &keys, &settings, None).await;
         Cluster {
@@ -189,6 +249,24 @@ impl Cluster {
             order,
             orders,
             settings,
+            certs,
+        }
+    }
+
+    /// `service`'s side of the cluster's certificates, if it runs over
+    /// mutual TLS.
+    pub fn tls(&self, service: &str) -> Option<TlsDir> {
+        self.certs
+            .as_ref()
+            .map(|dir| TlsDir::open(dir.path(), service).expect("open the TLS directory"))
+    }
+
+    /// The gateway's client for calls to `service`: over mutual TLS with
+    /// the gateway's certificate when the cluster runs over it.
+    pub fn http(&self, service: &str) -> Http {
+        match self.tls(auth::API_GATEWAY) {
+            Some(gateway) => Http::over_tls(&gateway, service).expect("a TLS client"),
+            None => Http::default(),
         }
     }
 

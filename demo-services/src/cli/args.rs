@@ -100,10 +100,11 @@ pub struct ServiceArgs {
     /// `all`).
     #[arg(long)]
     pub max_connections: Option<usize>,
-    /// Serve over mutual TLS with the certificates `certs` wrote to this
-    /// directory: clients must present a certificate from its CA. For now
-    /// on `user` and `notification` only (`order` and `all` would call
-    /// over TLS too, which is not built yet, so they refuse it).
+    /// Serve and call over mutual TLS with the certificates `certs` wrote
+    /// to this directory: clients must present a certificate from its CA,
+    /// and a called service must prove its own SPIFFE ID. The order
+    /// service's URLs are then https:// (not with --without-layers, whose
+    /// clients speak plaintext only).
     #[arg(long, value_name = "DIR")]
     pub tls_dir: Option<PathBuf>,
 }
@@ -136,17 +137,18 @@ pub struct AllArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub service: ServiceArgs,
-    /// Where the order service finds the user service, http://HOST:PORT
-    /// (default: the one started here).
-    #[arg(long, value_parser = flags::http_url)]
+    /// Where the order service finds the user service, http://HOST:PORT,
+    /// or https:// with --tls-dir (default: the one started here).
+    #[arg(long, value_parser = flags::service_url)]
     pub user_url: Option<String>,
     /// Where the order service finds the notification service,
-    /// http://HOST:PORT (default: the one started here).
-    #[arg(long, value_parser = flags::http_url)]
+    /// http://HOST:PORT, or https:// with --tls-dir (default: the one
+    /// started here).
+    #[arg(long, value_parser = flags::service_url)]
     pub notification_url: Option<String>,
     /// How the order service fetches users: `http` (REST, JSON) or `grpc`
-    /// (user.UserService over HTTP/2 cleartext, at the host and port of
-    /// the user URL).
+    /// (user.UserService over HTTP/2, at the host and port of the user
+    /// URL).
     #[arg(long, value_enum, default_value = "http")]
     pub user_transport: crate::order::UserTransport,
     #[command(flatten)]
@@ -207,15 +209,17 @@ pub struct OrderArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub service: ServiceArgs,
-    /// Base URL of the user service, http://HOST:PORT.
-    #[arg(long, default_value = "http://127.0.0.1:3000", value_parser = flags::http_url)]
+    /// Base URL of the user service, http://HOST:PORT (https:// with
+    /// --tls-dir, and only then).
+    #[arg(long, default_value = "http://127.0.0.1:3000", value_parser = flags::service_url)]
     pub user_url: String,
-    /// Base URL of the notification service, http://HOST:PORT.
-    #[arg(long, default_value = "http://127.0.0.1:3002", value_parser = flags::http_url)]
+    /// Base URL of the notification service, http://HOST:PORT (https://
+    /// with --tls-dir, and only then).
+    #[arg(long, default_value = "http://127.0.0.1:3002", value_parser = flags::service_url)]
     pub notification_url: String,
     /// How the order service fetches users: `http` (REST, JSON) or `grpc`
-    /// (user.UserService over HTTP/2 cleartext, at the host and port of
-    /// the user URL).
+    /// (user.UserService over HTTP/2, at the host and port of the user
+    /// URL).
     #[arg(long, value_enum, default_value = "http")]
     pub user_transport: crate::order::UserTransport,
     #[command(flatten)]

@@ -116,17 +116,36 @@ impl ServiceArgs {
         Ok(Some(tls))
     }
 
-    /// Refuses `--tls-dir` for a command whose services call others:
-    /// they would call over plaintext a peer that only speaks TLS.
-    fn refuse_tls(&self, command: &str) -> Result<(), Error> {
-        if self.tls_dir.is_some() {
+    /// Refuses `--tls-dir` with `--without-layers` for a command whose
+    /// service calls others: the bare clients that measure the layers'
+    /// cost speak plaintext only, and TLS is not one of the layers.
+    fn refuse_tls_without_layers(&self, command: &str) -> Result<(), Error> {
+        if self.tls_dir.is_some() && self.without_layers {
             return Err(format!(
-                "--tls-dir is not supported by `{command}` yet: calling other services over TLS \
-                 is not built, so only `user` and `notification` can serve with it"
+                "`{command}` cannot take --tls-dir with --without-layers: without its layers \
+                 the order service calls over plaintext only"
             )
             .into());
         }
         Ok(())
+    }
+
+    /// Refuses a dependency's URL whose scheme does not match
+    /// `--tls-dir` (https:// with it, http:// without), before anything
+    /// starts, naming the flag. The clients check again when built.
+    fn check_url(&self, flag: &str, url: &str) -> Result<(), Error> {
+        match (self.tls_dir.is_some(), url.starts_with("https://")) {
+            (true, false) => Err(format!(
+                "{flag} {url}: with --tls-dir the services are called over mutual TLS, \
+                 so it must be https://"
+            )
+            .into()),
+            (false, true) => Err(format!(
+                "{flag} {url}: https:// needs --tls-dir (the certificates to call with)"
+            )
+            .into()),
+            _ => Ok(()),
+        }
     }
 
     /// Finds the credentials of `--service-auth` (logging where they came
@@ -368,7 +387,10 @@ async fn serve(
             notification::run(listener, state, app, stopped()).await?;
         }
         Command::Order(args) => {
-            args.service.refuse_tls("order")?;
+            args.service.refuse_tls_without_layers("order")?;
+            args.service.check_url("--user-url", &args.user_url)?;
+            args.service
+                .check_url("--notification-url", &args.notification_url)?;
             let keys = args.service.prepare(false)?;
             let limits = args.service.limits(1)?;
             let listener = bind(args.listen).await?;
@@ -377,6 +399,7 @@ async fn serve(
                 notification_url: args.notification_url,
                 user_transport: args.user_transport,
                 resilience: args.resilience,
+                tls: args.service.tls(auth::ORDER_SERVICE)?,
             };
             let mut state = args
                 .service
@@ -392,7 +415,13 @@ async fn serve(
             order::run(listener, state, app, stopped()).await?;
         }
         Command::All(args) => {
-            args.service.refuse_tls("all")?;
+            args.service.refuse_tls_without_layers("all")?;
+            if let Some(url) = &args.user_url {
+                args.service.check_url("--user-url", url)?;
+            }
+            if let Some(url) = &args.notification_url {
+                args.service.check_url("--notification-url", url)?;
+            }
             let keys = args.service.prepare(true)?;
             let limits = args.service.limits(3)?;
             let port = |i: u16| {
@@ -410,13 +439,18 @@ async fn serve(
                 orders.local_addr()?,
                 notifications.local_addr()?,
             );
+            let scheme = match args.service.tls_dir {
+                Some(_) => "https",
+                None => "http",
+            };
             let settings = Settings {
-                user_url: args.user_url.unwrap_or(format!("http://{user_addr}")),
+                user_url: args.user_url.unwrap_or(format!("{scheme}://{user_addr}")),
                 notification_url: args
                     .notification_url
-                    .unwrap_or(format!("http://{notification_addr}")),
+                    .unwrap_or(format!("{scheme}://{notification_addr}")),
                 user_transport: args.user_transport,
                 resilience: args.resilience,
+                tls: args.service.tls(auth::ORDER_SERVICE)?,
             };
             let dir = &args.service.data_dir;
             let faults_for = |service: &str| match &args.fault_target {
@@ -448,8 +482,10 @@ async fn serve(
                 .await?;
             let layered = args.service.layered();
             user_state.server.limits = limits;
+            user_state.server.tls = args.service.tls(auth::USER_SERVICE)?;
             user_state.grpc_reflection = !args.no_grpc_reflection;
             notification_state.server.limits = limits;
+            notification_state.server.tls = args.service.tls(auth::NOTIFICATION_SERVICE)?;
             order_state.server.limits = limits;
             if !layered {
                 tracing::warn!(
@@ -522,9 +558,32 @@ struct CurlAuth {
     scheme: &'static str,
 }
 
+/// curl's arguments for presenting api-gateway's certificate from `dir`
+/// and checking the service's against its CA.
+fn curl_tls_args(dir: &Path) -> String {
+    let file = |name: &str| dir.join(name).display().to_string();
+    format!(
+        "--cert {} --key {} --cacert {}",
+        file(&tls::certs::cert_file(auth::API_GATEWAY)),
+        file(&tls::certs::key_file(auth::API_GATEWAY)),
+        file(tls::certs::CA_CERT)
+    )
+}
+
 impl CurlAuth {
-    /// As api-gateway calling the order service, in `keys`' mode.
+    /// As api-gateway calling the order service, in `keys`' mode; over
+    /// mutual TLS (with the gateway's certificate) whenever `--tls-dir`
+    /// is given, whatever the mode.
     fn of(keys: &Keys, service: &ServiceArgs) -> Result<CurlAuth, Error> {
+        let mut auth = CurlAuth::credential(keys, service)?;
+        if let (Some(dir), "http") = (service.tls_dir.as_deref(), auth.scheme) {
+            auth.args = format!("{} {}", curl_tls_args(dir), auth.args);
+            auth.scheme = "https";
+        }
+        Ok(auth)
+    }
+
+    fn credential(keys: &Keys, service: &ServiceArgs) -> Result<CurlAuth, Error> {
         let ttl = Duration::from_secs(30 * 60);
         Ok(match keys.service_auth() {
             ServiceAuth::Jwt => CurlAuth {
@@ -620,7 +679,10 @@ Health: curl -s {health}{order_url}/health     Stop: Ctrl-C",
         notification = host(notification),
         intro = curl.intro,
         setup = curl.setup,
-        health = if scheme == "https" { format!("{args} ") } else { String::new() },
+        health = match service.tls_dir.as_deref() {
+            Some(dir) => format!("{} ", curl_tls_args(dir)),
+            None => String::new(),
+        },
     );
     if keys.source() == KeySource::Ephemeral {
         let ttl = Duration::from_secs(30 * 60);

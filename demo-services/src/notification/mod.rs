@@ -97,6 +97,10 @@ impl server::ServiceState for State {
         app(self.clone())
     }
 
+    fn parts(&self) -> &server::ServerParts {
+        &self.server
+    }
+
     fn run(
         self,
         listener: TcpListener,

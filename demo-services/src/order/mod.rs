@@ -33,6 +33,7 @@ use crate::auth::{Keys, NOTIFICATION_SERVICE, ORDER_SERVICE, USER_SERVICE};
 use crate::db::Durability;
 use crate::fault::Faults;
 use crate::server::{self, ServerParts};
+use crate::tls::identity::TlsDir;
 
 pub use self::outbox::Outbox;
 pub use self::resilience::Resilience;
@@ -68,6 +69,10 @@ pub struct Settings {
     pub user_transport: UserTransport,
     /// Breaker, retry and timeout settings.
     pub resilience: Resilience,
+    /// With `Some` (`--tls-dir`), the order service serves and calls over
+    /// mutual TLS with this directory's CA and its own certificate, and
+    /// both URLs are `https://`.
+    pub tls: Option<TlsDir>,
 }
 
 /// How the order service calls the user service.
@@ -76,7 +81,8 @@ pub enum UserTransport {
     /// `GET /users/{id}` over HTTP/1.1, JSON.
     #[default]
     Http,
-    /// `user.UserService/GetUser` over HTTP/2 cleartext, protobuf.
+    /// `user.UserService/GetUser` over HTTP/2 (cleartext, or mutual TLS
+    /// with `--tls-dir`), protobuf.
     Grpc,
 }
 
@@ -111,7 +117,10 @@ impl State {
         settings: &Settings,
         faults: Faults,
     ) -> Result<State, StartError> {
-        let ops = ServerParts::new(ORDER_SERVICE, keys, faults);
+        let mut ops = ServerParts::new(ORDER_SERVICE, keys, faults);
+        // One directory for both ends: it serves and calls with the same
+        // certificate.
+        ops.tls = settings.tls.clone();
         let upstream = Upstream::new(
             &settings.user_url,
             &settings.notification_url,
@@ -119,6 +128,7 @@ impl State {
             &settings.resilience,
             keys,
             &ops.metrics,
+            settings.tls.as_ref(),
         )
         .map_err(StartError::Upstream)?;
         State::with_upstream(data_dir, durability, ops, upstream, settings).await
@@ -279,6 +289,10 @@ pub async fn run(
 impl server::ServiceState for State {
     fn app(&self) -> Router {
         app(self.clone())
+    }
+
+    fn parts(&self) -> &server::ServerParts {
+        &self.server
     }
 
     fn run(

@@ -3,7 +3,7 @@
 //! it trusts and the certificate it presents) and serving with them
 //! ([`server`], `--tls-dir`), with its handshakes counted
 //! ([`handshakes`]) and its certificate reloaded as it is renewed
-//! ([`reload`]). Calling over TLS builds on the same files.
+//! ([`reload`]), and calling with them ([`client`]).
 //!
 //! Each service has a short-lived leaf certificate whose one URI SAN is
 //! its SPIFFE ID, `spiffe://<trust-domain>/<service>`, signed by a CA
@@ -12,6 +12,7 @@
 //! ([`PeerIdentity`](tower_jwt_service_auth::mtls::PeerIdentity)).
 
 pub mod certs;
+pub mod client;
 mod files;
 pub mod handshakes;
 pub mod identity;

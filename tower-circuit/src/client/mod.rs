@@ -54,7 +54,7 @@ use http::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, Response};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{Connect, HttpConnector};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tower::util::BoxCloneSyncService;
@@ -68,7 +68,8 @@ use crate::BoxError;
 /// responses with the whole body read.
 pub type WireService = BoxCloneSyncService<Request<Full<Bytes>>, Response<Bytes>, BoxError>;
 
-/// The plain HTTP/1 client [`wire`] sends through.
+/// The plain HTTP/1 client [`wire`] usually sends through; any
+/// hyper-util client with a buffered body will do (over TLS, say).
 pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
 /// The response body [`wire`] reads at most unless told otherwise: 4 MiB.
@@ -78,7 +79,13 @@ pub const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;
 /// response body, failing the attempt when it is longer than `max_body`
 /// bytes. Reading the body here, under the per-attempt timeout, makes a
 /// server that stalls mid-body a timeout like any other.
-pub fn wire(http: HttpClient, max_body: usize) -> WireService {
+///
+/// `http` may use any connector: [`HttpClient`]'s plain TCP, or one that
+/// wraps it in TLS.
+pub fn wire<C>(http: Client<C, Full<Bytes>>, max_body: usize) -> WireService
+where
+    C: Connect + Clone + Send + Sync + 'static,
+{
     BoxCloneSyncService::new(service_fn(move |req| {
         let http = http.clone();
         async move {

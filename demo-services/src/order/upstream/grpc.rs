@@ -7,13 +7,18 @@
 //! → per-attempt timeout → deadline propagation (`grpc-timeout` and
 //! `x-request-budget-ms`) → request id → the caller's credential (a
 //! service JWT or the API key in the metadata, by `--service-auth`) →
-//! hyper-util client speaking HTTP/2 cleartext.
+//! hyper-util client speaking HTTP/2, cleartext or (with `--tls-dir`) over
+//! mutual TLS.
 
 use std::time::Duration;
 
 use http::Uri;
+use std::sync::Arc;
+
+use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use rustls::ClientConfig;
 use tonic::{Code, Status};
 use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt};
@@ -66,6 +71,31 @@ impl GrpcUsers {
     }
 }
 
+/// The innermost client: hyper-util speaking HTTP/2 only, over mutual TLS
+/// with `tls` (ALPN `h2`), else cleartext with prior knowledge. Boxed, so
+/// the stack above is one type either way.
+type H2<B> = BoxCloneSyncService<
+    http::Request<B>,
+    http::Response<Incoming>,
+    hyper_util::client::legacy::Error,
+>;
+
+fn h2_client<B>(tls: Option<Arc<ClientConfig>>) -> H2<B>
+where
+    B: http_body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<tower_circuit::BoxError>,
+{
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder.http2_only(true);
+    match tls {
+        Some(config) => {
+            BoxCloneSyncService::new(builder.build(crate::tls::client::connector(config)))
+        }
+        None => BoxCloneSyncService::new(builder.build_http()),
+    }
+}
+
 /// Where the gRPC client connects: the scheme, host and port of the user
 /// service's URL (its path, if any, is not part of a gRPC call).
 fn origin(user_url: &str) -> Result<Uri, UpstreamError> {
@@ -75,8 +105,10 @@ fn origin(user_url: &str) -> Result<Uri, UpstreamError> {
     let authority = uri
         .authority()
         .ok_or_else(|| UpstreamError::Grpc(format!("user URL {user_url:?} has no host")))?;
+    // `https` is what tells the TLS connector to connect at all.
+    let scheme = uri.scheme().cloned().unwrap_or(http::uri::Scheme::HTTP);
     Uri::builder()
-        .scheme("http")
+        .scheme(scheme)
         .authority(authority.as_str())
         .path_and_query("/")
         .build()
@@ -85,13 +117,15 @@ fn origin(user_url: &str) -> Result<Uri, UpstreamError> {
 
 /// The user service's gRPC client through the whole stack, guarded by
 /// `breaker` (which `/health` and `/metrics` show as they do for REST),
-/// and its retry layer, for its counts.
+/// and its retry layer, for its counts. With `tls` (see
+/// [`crate::tls::client::client_config`]) it calls over mutual TLS.
 pub(super) fn users(
     user_url: &str,
     resilience: &Resilience,
     breaker: &Breaker,
     credentials: &Credentials,
     metrics: &Metrics,
+    tls: Option<Arc<ClientConfig>>,
 ) -> Result<(GrpcUsers, RetryLayer<GrpcRetryClassifier, GrpcMethods>), UpstreamError> {
     let origin = origin(user_url)?;
     // GetUser reads: calling it twice is calling it once.
@@ -104,9 +138,7 @@ pub(super) fn users(
         .build()
         .map_err(UpstreamError::Retry)?
         .classifier(GrpcRetryClassifier);
-    let http = Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http();
+    let http = h2_client(tls);
     let stack = ServiceBuilder::new()
         // An open circuit reaches the caller as UNAVAILABLE, a timeout as
         // DEADLINE_EXCEEDED; the original error stays the status's source.
@@ -135,7 +167,7 @@ pub(super) fn users(
         .option_layer(credentials.api_key())
         // One error type under both choices (the token layer's).
         .map_err(tower::BoxError::from)
-        // HTTP/2 cleartext, prior knowledge.
+        // HTTP/2: cleartext with prior knowledge, or mutual TLS.
         .service(http)
         .map_response(|res| res.map(tonic::body::Body::new));
     let client = UserServiceClient::with_origin(BoxCloneSyncService::new(stack), origin);
@@ -146,9 +178,7 @@ pub(super) fn users(
 /// `--without-layers`.
 pub(super) fn bare(user_url: &str) -> Result<GrpcUsers, UpstreamError> {
     let origin = origin(user_url)?;
-    let http = Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http::<tonic::body::Body>();
+    let http = h2_client::<tonic::body::Body>(None);
     let stack = ServiceBuilder::new()
         .layer(StatusLayer::new())
         .service(http)

@@ -5,16 +5,28 @@
 //! `--service-auth`; with `mtls`, none) → hyper-util client. With
 //! `--user-transport grpc` the user service is called over gRPC instead,
 //! through the same stack in its gRPC form, written out in [`grpc`].
+//!
+//! With `--tls-dir` only the innermost client changes: hyper-util over
+//! mutual TLS, presenting the order service's certificate and accepting
+//! only the SPIFFE ID of the service called ([`crate::tls::client`]), one
+//! client configuration per called service. The URLs are then `https://`
+//! and must be; plaintext URLs are refused when the clients are built,
+//! as `https://` ones are without `--tls-dir`.
 
 pub mod grpc;
+
+use std::sync::Arc;
 
 use axum::http::StatusCode;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use rustls::ClientConfig;
 use serde::{Deserialize, Serialize};
 use tower::ServiceBuilder;
 use tower_circuit::breaker::{Breaker, BreakerConfigError};
-use tower_circuit::client::{BuildError, ClientError, DEFAULT_MAX_BODY, ServiceClient, wire};
+use tower_circuit::client::{
+    BuildError, ClientError, DEFAULT_MAX_BODY, ServiceClient, WireService, wire,
+};
 use tower_circuit::grpc::retry::{GrpcMethods, GrpcRetryClassifier};
 use tower_circuit::retry::{RetryConfigError, RetryLayer, RetryStats};
 use tower_circuit::timeout::{DeadlineLayer, PropagateDeadlineLayer, RequestTimeoutLayer};
@@ -31,6 +43,9 @@ use crate::auth::{
 };
 use crate::telemetry::request_id;
 use crate::telemetry::{Escaped, Metrics};
+use crate::tls::client::{ALPN_H2, ALPN_HTTP1};
+use crate::tls::identity::TlsDir;
+use crate::tls::server::TlsSetupError;
 
 /// One dependency: its client over its stack, and the handles of the
 /// stack's breaker and retry layer, for `/health`, `/metrics` and tests.
@@ -131,6 +146,18 @@ pub enum UpstreamError {
     Keys(KeyMaterialError),
     /// The gRPC client's address.
     Grpc(String),
+    /// The TLS client configuration.
+    Tls(TlsSetupError),
+    /// A URL whose scheme does not match how the service calls: `https://`
+    /// with `--tls-dir`, `http://` without.
+    Scheme {
+        /// The service the URL is for.
+        service: &'static str,
+        /// The URL.
+        url: String,
+        /// Whether the service calls over TLS.
+        tls: bool,
+    },
 }
 
 impl std::fmt::Display for UpstreamError {
@@ -141,6 +168,27 @@ impl std::fmt::Display for UpstreamError {
             UpstreamError::Retry(e) => write!(f, "retry: {e}"),
             UpstreamError::Keys(e) => write!(f, "{e}"),
             UpstreamError::Grpc(e) => write!(f, "gRPC client: {e}"),
+            UpstreamError::Tls(e) => write!(f, "TLS client: {e}"),
+            UpstreamError::Scheme {
+                service,
+                url,
+                tls: true,
+            } => write!(
+                f,
+                "{service} is called over mutual TLS (--tls-dir), so its URL must be \
+                 https://, not {}",
+                Escaped(url.as_str())
+            ),
+            UpstreamError::Scheme {
+                service,
+                url,
+                tls: false,
+            } => write!(
+                f,
+                "{service}'s URL must be http://, not {} (https:// needs --tls-dir, the \
+                 certificates to call with)",
+                Escaped(url.as_str())
+            ),
         }
     }
 }
@@ -150,7 +198,9 @@ impl std::error::Error for UpstreamError {}
 impl Upstream {
     /// Clients for the services at `user_url` (over `user_transport`) and
     /// `notification_url`, each through the whole client stack; breaker
-    /// changes and retries are counted in `metrics`.
+    /// changes and retries are counted in `metrics`. With `tls`, every
+    /// call is over mutual TLS (`https://` URLs only), without it over
+    /// plaintext (`http://` only).
     pub fn new(
         user_url: &str,
         notification_url: &str,
@@ -158,7 +208,10 @@ impl Upstream {
         resilience: &Resilience,
         keys: &Keys,
         metrics: &Metrics,
+        tls: Option<&TlsDir>,
     ) -> Result<Upstream, UpstreamError> {
+        check_scheme(USER_SERVICE, user_url, tls.is_some())?;
+        check_scheme(NOTIFICATION_SERVICE, notification_url, tls.is_some())?;
         let credentials = Credentials::of(keys)?;
         let breaker = |name: &'static str| {
             let on_change = metrics.clone();
@@ -179,7 +232,7 @@ impl Upstream {
                 .on_retry(move |e| on_retry.retry(&e.name, &e.reason))
                 .build()
                 .map_err(UpstreamError::Retry)?;
-            let http = Client::builder(TokioExecutor::new()).build_http();
+            let http = rest_client(name, tls)?;
             let stack = ServiceBuilder::new()
                 // One budget for the whole call, retries included.
                 .layer(DeadlineLayer::new(resilience.call_deadline))
@@ -200,9 +253,9 @@ impl Upstream {
                 // certificate says it).
                 .option_layer(credentials.token_for(name))
                 .option_layer(credentials.api_key())
-                // hyper-util, reading the whole body (at most 4 MiB)
-                // inside the attempt's timeout.
-                .service(wire(http, DEFAULT_MAX_BODY));
+                // hyper-util (plaintext or mutual TLS), reading the whole
+                // body (at most 4 MiB) inside the attempt's timeout.
+                .service(http);
             let client = ServiceClient::new(name, url, stack).map_err(UpstreamError::Build)?;
             Ok::<_, UpstreamError>((client, retry))
         };
@@ -217,12 +270,16 @@ impl Upstream {
                 }
             }
             UserTransport::Grpc => {
+                let config = tls
+                    .map(|tls| client_config(tls, USER_SERVICE, ALPN_H2))
+                    .transpose()?;
                 let (client, retry) = grpc::users(
                     user_url,
                     resilience,
                     &breaker_of_users,
                     &credentials,
                     metrics,
+                    config,
                 )?;
                 Dependency {
                     client: UserClient::Grpc(client),
@@ -256,6 +313,10 @@ impl Upstream {
         notification_url: &str,
         user_transport: UserTransport,
     ) -> Result<Upstream, UpstreamError> {
+        // Plaintext only: what it measures is the layers, and TLS is not
+        // one of them.
+        check_scheme(USER_SERVICE, user_url, false)?;
+        check_scheme(NOTIFICATION_SERVICE, notification_url, false)?;
         let handles = |name: &'static str| {
             let breaker = Breaker::builder(name)
                 .build()
@@ -390,6 +451,68 @@ impl Upstream {
     }
 }
 
+/// The innermost REST client for calls to `service`: hyper-util over
+/// mutual TLS with `tls`, else over plaintext.
+fn rest_client(service: &str, tls: Option<&TlsDir>) -> Result<WireService, UpstreamError> {
+    let builder = Client::builder(TokioExecutor::new());
+    Ok(match tls {
+        Some(tls) => {
+            let config = client_config(tls, service, ALPN_HTTP1)?;
+            wire(
+                builder.build(crate::tls::client::connector(config)),
+                DEFAULT_MAX_BODY,
+            )
+        }
+        None => wire(builder.build_http(), DEFAULT_MAX_BODY),
+    })
+}
+
+/// The client configuration for calls to `service`: expecting its SPIFFE
+/// ID in the trust domain of the caller's own certificate.
+fn client_config(
+    tls: &TlsDir,
+    service: &str,
+    alpn: &[&[u8]],
+) -> Result<Arc<ClientConfig>, UpstreamError> {
+    use crate::tls::client;
+    let expect = client::expected(tls, service).map_err(UpstreamError::Tls)?;
+    client::client_config(tls, expect, alpn).map_err(UpstreamError::Tls)
+}
+
+/// Refuses a URL for `service` whose scheme is not the one its calls
+/// speak.
+fn check_scheme(service: &'static str, url: &str, tls: bool) -> Result<(), UpstreamError> {
+    let want = if tls { "https://" } else { "http://" };
+    if url.starts_with(want) {
+        return Ok(());
+    }
+    Err(UpstreamError::Scheme {
+        service,
+        url: url.to_owned(),
+        tls,
+    })
+}
+
+/// The TLS error under `e`, if a handshake failed.
+fn tls_refusal<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        // io::Error hides the error it wraps from `source` (and the TLS
+        // stream's io::Error is itself wrapped in another).
+        next = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    None
+}
+
 /// Why a lookup of a user failed, over either transport.
 #[derive(Debug)]
 enum LookupError {
@@ -432,7 +555,14 @@ impl LookupError {
 impl std::fmt::Display for LookupError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            LookupError::Http(e) => write!(f, "{e}"),
+            // hyper-util's error says only "client error (Connect)"; a
+            // refused handshake's reason (a server that is not the
+            // service meant) is further down, and is what an operator
+            // needs. (tonic's status already carries it.)
+            LookupError::Http(e) => match tls_refusal(e) {
+                Some(why) => write!(f, "{e}: {why}"),
+                None => write!(f, "{e}"),
+            },
             LookupError::Grpc(status) => write!(f, "{}", grpc::describe(status)),
         }
     }
