@@ -1,23 +1,26 @@
 //! Calling over mutual TLS (`--tls-dir` on the order service), over real
 //! sockets on 127.0.0.1: the order flow end to end with the gateway's
 //! certificate, users fetched over REST and over gRPC; both outages as
-//! tests/outages.rs has them; and a server presenting another service's
-//! certificate where the user service should be, which the order service
-//! refuses in the handshake instead of using it.
+//! tests/outages.rs has them, with service tokens and with certificates
+//! alone (`--service-auth mtls`); and a server presenting another
+//! service's certificate where the user service should be, which the order
+//! service refuses in the handshake instead of using it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use demo_services::auth::{NOTIFICATION_SERVICE, ORDER_SERVICE, USER_SERVICE};
+use bytes::Bytes;
+use demo_services::auth::{Keys, NOTIFICATION_SERVICE, ORDER_SERVICE, USER_SERVICE};
 use demo_services::order::{Settings, UserTransport};
 use demo_services::server::serve::{self, Limits};
+use demo_services::tls::certs::DEFAULT_TRUST_DOMAIN;
 use demo_services::tls::server::{TlsListener, server_config};
-use http::StatusCode;
+use http::{Method, StatusCode};
 use integration_tests::{
-    Cluster, TempDir, fast_resilience, order_body, start_notification_with, start_order,
-    start_user_with,
+    Answer, Cluster, Http, TempDir, fast_resilience, order_body, start_notification_with,
+    start_order, start_user_with,
 };
 use tokio::net::TcpListener;
 use tower_circuit::breaker::CircuitState;
@@ -25,45 +28,97 @@ use tower_circuit::breaker::CircuitState;
 /// The longest the outbox may take to deliver a backlog here.
 const DRAIN: Duration = Duration::from_secs(10);
 
+/// What the services prove themselves with besides their certificates.
+#[derive(Debug, Clone, Copy)]
+enum Auth {
+    /// Service tokens, each bound to the certificate of the connection
+    /// it comes on (`--service-auth jwt`, the default).
+    Tokens,
+    /// Nothing: the certificate alone, with the receiver's per-caller
+    /// permissions (`--service-auth mtls`).
+    CertificatesAlone,
+}
+
+impl Auth {
+    async fn cluster(self, transport: UserTransport) -> Cluster {
+        match self {
+            Auth::Tokens => Cluster::start_mtls(transport, fast_resilience()).await,
+            Auth::CertificatesAlone => {
+                let keys = Keys::mtls(DEFAULT_TRUST_DOMAIN).expect("an mTLS policy");
+                Cluster::start_mtls_keyed(keys, transport, fast_resilience()).await
+            }
+        }
+    }
+
+    /// What the gateway sends to `audience` besides its certificate.
+    fn credential(self, c: &Cluster, audience: &str) -> Option<String> {
+        match self {
+            Auth::Tokens => Some(c.gateway(audience)),
+            Auth::CertificatesAlone => None,
+        }
+    }
+}
+
+/// `POST url` with a JSON body and, if given, a bearer token.
+async fn post(http: &Http, url: &str, token: Option<&str>, body: &serde_json::Value) -> Answer {
+    let json = [("content-type", "application/json")];
+    http.send(Method::POST, url, token, &json, body.to_string())
+        .await
+}
+
+/// `GET url` with, if given, a bearer token.
+async fn get(http: &Http, url: &str, token: Option<&str>) -> Answer {
+    http.send(Method::GET, url, token, &[], Bytes::new()).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_order_flow_runs_over_mutual_tls_with_users_over_rest() {
-    order_flow(UserTransport::Http).await;
+    order_flow(Auth::Tokens, UserTransport::Http).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_order_flow_runs_over_mutual_tls_with_users_over_grpc() {
-    order_flow(UserTransport::Grpc).await;
+    order_flow(Auth::Tokens, UserTransport::Grpc).await;
 }
 
-/// POST /orders with the gateway's certificate and token: 201 with the
-/// user fetched live over `transport`, and the notification delivered to
-/// the notification service, all three hops over mutual TLS.
-async fn order_flow(transport: UserTransport) {
-    let c = Cluster::start_mtls(transport, fast_resilience()).await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_order_flow_runs_on_certificates_alone() {
+    order_flow(Auth::CertificatesAlone, UserTransport::Http).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_order_flow_runs_on_certificates_alone_with_users_over_grpc() {
+    order_flow(Auth::CertificatesAlone, UserTransport::Grpc).await;
+}
+
+/// POST /orders with the gateway's certificate (and token, with `Tokens`):
+/// 201 with the user fetched live over `transport`, and the notification
+/// delivered to the notification service, all three hops over mutual TLS.
+async fn order_flow(auth: Auth, transport: UserTransport) {
+    let c = auth.cluster(transport).await;
     assert!(c.order.url().starts_with("https://"), "{}", c.order.url());
     assert!(c.settings.user_url.starts_with("https://"));
     let orders = c.http(ORDER_SERVICE);
 
-    let created = orders
-        .post(
-            &format!("{}/orders", c.order.url()),
-            &c.gateway(ORDER_SERVICE),
-            &order_body(1),
-        )
-        .await;
+    let created = post(
+        &orders,
+        &format!("{}/orders", c.order.url()),
+        auth.credential(&c, ORDER_SERVICE).as_deref(),
+        &order_body(1),
+    )
+    .await;
     assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.json);
     assert_eq!(created.json["user"]["source"], "live");
     assert_eq!(created.json["user"]["name"], "Ada Lovelace");
     let id = created.json["id"].as_i64().unwrap();
 
     c.drained(DRAIN).await;
-    let list = c
-        .http(NOTIFICATION_SERVICE)
-        .get(
-            &format!("{}/notifications?orderId={id}", c.notification.url()),
-            &c.gateway(NOTIFICATION_SERVICE),
-        )
-        .await;
+    let list = get(
+        &c.http(NOTIFICATION_SERVICE),
+        &format!("{}/notifications?orderId={id}", c.notification.url()),
+        auth.credential(&c, NOTIFICATION_SERVICE).as_deref(),
+    )
+    .await;
     assert_eq!(list.status, StatusCode::OK, "{:?}", list.json);
     assert_eq!(
         list.json["notifications"].as_array().unwrap().len(),
@@ -75,22 +130,28 @@ async fn order_flow(transport: UserTransport) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_mutual_tls_user_service_down_uses_the_cached_user_then_fails_fast_then_recovers() {
-    user_service_down(UserTransport::Http).await;
+    user_service_down(Auth::Tokens, UserTransport::Http).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_mutual_tls_and_grpc_user_service_down_uses_the_cached_user_then_recovers() {
-    user_service_down(UserTransport::Grpc).await;
+    user_service_down(Auth::Tokens, UserTransport::Grpc).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_certificates_alone_user_service_down_uses_the_cached_user_then_recovers() {
+    user_service_down(Auth::CertificatesAlone, UserTransport::Http).await;
 }
 
 /// tests/outages.rs's user-service outage, every hop over mutual TLS.
-async fn user_service_down(transport: UserTransport) {
-    let mut c = Cluster::start_mtls(transport, fast_resilience()).await;
+async fn user_service_down(auth: Auth, transport: UserTransport) {
+    let mut c = auth.cluster(transport).await;
     let http = c.http(ORDER_SERVICE);
-    let token = c.gateway(ORDER_SERVICE);
+    let token = auth.credential(&c, ORDER_SERVICE);
+    let token = token.as_deref();
     let orders = format!("{}/orders", c.order.url());
 
-    let live = http.post(&orders, &token, &order_body(1)).await;
+    let live = post(&http, &orders, token, &order_body(1)).await;
     assert_eq!(live.status, StatusCode::CREATED, "{:?}", live.json);
     assert_eq!(live.json["user"]["source"], "live");
 
@@ -99,14 +160,14 @@ async fn user_service_down(transport: UserTransport) {
     c.user.stop().await.unwrap();
 
     // A known user: the kept copy.
-    let cached = http.post(&orders, &token, &order_body(1)).await;
+    let cached = post(&http, &orders, token, &order_body(1)).await;
     assert_eq!(cached.status, StatusCode::CREATED, "{:?}", cached.json);
     assert_eq!(cached.json["user"]["source"], "cache");
 
     // An unseen user: 503, the breaker open, then refused at once with
     // Retry-After.
     let breaker = c.orders.upstream.users.breaker().clone();
-    let unseen = http.post(&orders, &token, &order_body(2)).await;
+    let unseen = post(&http, &orders, token, &order_body(2)).await;
     assert_eq!(
         unseen.status,
         StatusCode::SERVICE_UNAVAILABLE,
@@ -115,7 +176,7 @@ async fn user_service_down(transport: UserTransport) {
     );
     assert_eq!(unseen.error(), "user_service_unavailable");
     assert_eq!(breaker.state(), CircuitState::Open);
-    let fast = http.post(&orders, &token, &order_body(2)).await;
+    let fast = post(&http, &orders, token, &order_body(2)).await;
     assert_eq!(fast.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(fast.headers.contains_key("retry-after"));
 
@@ -126,20 +187,29 @@ async fn user_service_down(transport: UserTransport) {
         .await
         .0;
     tokio::time::sleep(breaker.retry_after().unwrap_or_default()).await;
-    let back = http.post(&orders, &token, &order_body(2)).await;
+    let back = post(&http, &orders, token, &order_body(2)).await;
     assert_eq!(back.status, StatusCode::CREATED, "{:?}", back.json);
     assert_eq!(back.json["user"]["source"], "live");
     assert_eq!(back.json["user"]["name"], "Grace Hopper");
     assert_eq!(breaker.state(), CircuitState::Closed);
 }
 
-/// tests/outages.rs's notification outage over mutual TLS: orders still
-/// 201, and once the service is back every notification arrives once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_mutual_tls_notification_service_down_orders_succeed_and_notifications_arrive_once() {
-    let mut c = Cluster::start_mtls(UserTransport::Http, fast_resilience()).await;
+    notification_service_down(Auth::Tokens).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_certificates_alone_notification_service_down_orders_succeed_and_arrive_once() {
+    notification_service_down(Auth::CertificatesAlone).await;
+}
+
+/// tests/outages.rs's notification outage over mutual TLS: orders still
+/// 201, and once the service is back every notification arrives once.
+async fn notification_service_down(auth: Auth) {
+    let mut c = auth.cluster(UserTransport::Http).await;
     let http = c.http(ORDER_SERVICE);
-    let token = c.gateway(ORDER_SERVICE);
+    let token = auth.credential(&c, ORDER_SERVICE);
     let orders = format!("{}/orders", c.order.url());
 
     let note_addr = c.notification.addr;
@@ -147,7 +217,7 @@ async fn over_mutual_tls_notification_service_down_orders_succeed_and_notificati
     c.notification.stop().await.unwrap();
     let mut ids = Vec::new();
     for user in [1, 2, 3, 1] {
-        let res = http.post(&orders, &token, &order_body(user)).await;
+        let res = post(&http, &orders, token.as_deref(), &order_body(user)).await;
         assert_eq!(res.status, StatusCode::CREATED, "{:?}", res.json);
         assert_eq!(res.json["notification"], "queued");
         ids.push(res.json["id"].as_i64().unwrap());
@@ -160,14 +230,14 @@ async fn over_mutual_tls_notification_service_down_orders_succeed_and_notificati
     c.drained(DRAIN).await;
 
     let notifications = c.http(NOTIFICATION_SERVICE);
-    let reader = c.gateway(NOTIFICATION_SERVICE);
+    let reader = auth.credential(&c, NOTIFICATION_SERVICE);
     for id in &ids {
-        let list = notifications
-            .get(
-                &format!("{}/notifications?orderId={id}", c.notification.url()),
-                &reader,
-            )
-            .await;
+        let list = get(
+            &notifications,
+            &format!("{}/notifications?orderId={id}", c.notification.url()),
+            reader.as_deref(),
+        )
+        .await;
         assert_eq!(
             list.json["notifications"].as_array().unwrap().len(),
             1,

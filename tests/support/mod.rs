@@ -204,6 +204,17 @@ impl Cluster {
     /// domain `demo.local`), the order service fetching users over
     /// `transport`.
     pub async fn start_mtls(transport: UserTransport, resilience: Resilience) -> Cluster {
+        Cluster::start_mtls_keyed(Keys::ephemeral(), transport, resilience).await
+    }
+
+    /// Starts the three over mutual TLS with fresh certificates (trust
+    /// domain `demo.local`), authenticating each other as `keys` says
+    /// (`Keys::mtls` for certificates alone).
+    pub async fn start_mtls_keyed(
+        keys: Keys,
+        transport: UserTransport,
+        resilience: Resilience,
+    ) -> Cluster {
         let dir = TempDir::new();
         certs::create(
             dir.path(),
@@ -212,7 +223,7 @@ impl Cluster {
             time::OffsetDateTime::now_utc(),
         )
         .expect("create certificates");
-        Cluster::start_as(Keys::ephemeral(), transport, resilience, Some(dir)).await
+        Cluster::start_as(keys, transport, resilience, Some(dir)).await
     }
 
     async fn start_as(
