@@ -126,7 +126,8 @@ fn client(dir: &CertDir, version: ProtocolVersion, resume: bool) -> TlsConnector
 
 /// One connection to `listener`: the client connects, both sides finish
 /// the handshake, the server writes one byte and the client reads it.
-/// Returns both ends, for the checks before timing.
+/// Returns the client's stream and what the server's handshake learned,
+/// for the checks before timing.
 async fn connection<A, C>(
     listener: &mut A,
     addr: SocketAddr,
