@@ -52,6 +52,7 @@ use std::time::Duration;
 use criterion::{BenchmarkGroup, Criterion, measurement::WallTime};
 use demo_services::server::serve::{Accept, ConnectionInfo};
 use demo_services::tls::certs;
+use demo_services::tls::identity::TlsDir;
 use demo_services::tls::server::{TlsListener, server_config};
 use rustls::HandshakeKind::{self, Full, Resumed};
 use rustls::client::Resumption;
@@ -215,7 +216,8 @@ fn main() {
         .build()
         .expect("runtime");
     let dir = CertDir::create();
-    let config = server_config(&dir.0, SERVER).expect("server configuration");
+    let tls = TlsDir::open(&dir.0, SERVER).expect("open the TLS directory");
+    let config = server_config(&tls).expect("server configuration");
     let bind = || {
         rt.block_on(TcpListener::bind("127.0.0.1:0"))
             .expect("bind 127.0.0.1:0")
