@@ -15,7 +15,7 @@ use bytes::Bytes;
 use demo_services::auth::{Keys, NOTIFICATION_SERVICE, ORDER_SERVICE, USER_SERVICE};
 use demo_services::order::{Settings, UserTransport};
 use demo_services::server::serve::{self, Limits};
-use demo_services::tls::certs::DEFAULT_TRUST_DOMAIN;
+use demo_services::tls::certs::{self, DEFAULT_TRUST_DOMAIN};
 use demo_services::tls::server::{TlsListener, server_config};
 use http::{Method, StatusCode};
 use integration_tests::{
@@ -328,4 +328,57 @@ async fn impostor(transport: UserTransport) {
         "no request reached the impostor"
     );
     order.stop().await.unwrap();
+}
+
+/// The order service calls with the certificate it serves with, and a
+/// renewal reaches both: its identity reloads (the reload task runs for the
+/// order service too), and once its old connections to the user service
+/// are gone, the new ones (made with the renewed certificate, the only one
+/// it holds) are accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_certificate_is_the_one_the_order_service_calls_with() {
+    let mut c = Auth::Tokens.cluster(UserTransport::Http).await;
+    let http = c.http(ORDER_SERVICE);
+    let token = c.gateway(ORDER_SERVICE);
+    let orders = format!("{}/orders", c.order.url());
+    let first = post(&http, &orders, Some(&token), &order_body(1)).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{:?}", first.json);
+
+    let identity = c.settings.tls.as_ref().unwrap().identity().clone();
+    let before = identity.current().serial.clone();
+    certs::renew(
+        c.certs.as_ref().unwrap().path(),
+        None,
+        certs::DEFAULT_LEAF_TTL,
+        time::OffsetDateTime::now_utc(),
+    )
+    .expect("renew the leaves");
+    // The reload task looks at the files every second.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while identity.current().serial == before {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the order service reloads its certificate");
+    let health = get(&http, &format!("{}/health", c.order.url()), None).await;
+    assert_eq!(
+        health.json["tls"]["serial"].as_str(),
+        Some(identity.current().serial.as_str()),
+        "{:?}",
+        health.json
+    );
+
+    // A fresh user service on the same address: the order service's pooled
+    // connections to the old one are gone, so the next lookup handshakes
+    // anew, presenting the renewed certificate.
+    let user_addr = c.user.addr;
+    let user_tls = c.tls(USER_SERVICE);
+    c.user.stop().await.unwrap();
+    c.user = start_user_with(c.data.path(), &c.keys, Some(user_addr), user_tls)
+        .await
+        .0;
+    let unseen = post(&http, &orders, Some(&token), &order_body(2)).await;
+    assert_eq!(unseen.status, StatusCode::CREATED, "{:?}", unseen.json);
+    assert_eq!(unseen.json["user"]["source"], "live");
 }
