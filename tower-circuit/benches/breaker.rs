@@ -25,6 +25,9 @@
 //!   `Err(CircuitOpen)`: `forced_open` (after [`Breaker::force_open`]) and
 //!   `tripped` (opened by a failure, so every rejection also reads the clock
 //!   for its `retry_after`).
+//! - **instructions** (`BREAKER_PROFILE=<service>` under callgrind; see
+//!   `profile`): one service's calls and nothing else, the repeatable
+//!   figure on a shared machine.
 //! - `contention`: aggregate calls per second on a two-worker multi-thread
 //!   runtime, with 1, 2 and 8 tasks each calling its own clone of one
 //!   service, so the tasks share one breaker: `bare`, `count_window` and
@@ -163,9 +166,42 @@ fn print_allocations() {
     }
 }
 
+/// Calls made by [`profile`]: enough that the setup's instructions are noise.
+const PROFILE_CALLS: u64 = 200_000;
+
+/// Runs one service `PROFILE_CALLS` times and nothing else, for an
+/// instruction count under `valgrind --tool=callgrind` (repeatable on a
+/// shared machine, where wall-clock figures are not): subtract the `bare`
+/// run's total and divide by the calls.
+fn profile(which: &str) {
+    let rt = current_thread();
+    let calls = PROFILE_CALLS;
+    match which {
+        "bare" => rt.block_on(harness::run(&mut bare(), calls)),
+        "count" => rt.block_on(harness::run(&mut guarded(&count_breaker()), calls)),
+        "time" => rt.block_on(harness::run(&mut guarded(&time_breaker()), calls)),
+        "forced" => {
+            let mut svc = forced_open(&rt);
+            rt.block_on(harness::run(&mut svc, calls));
+        }
+        "tripped" => {
+            let mut svc = tripped(&rt);
+            rt.block_on(harness::run(&mut svc, calls));
+        }
+        other => panic!("BREAKER_PROFILE: unknown service `{other}`"),
+    }
+}
+
 /// `criterion_main!` with the allocation figures first. (`criterion_group!`
 /// would define an undocumented `pub fn`, which the workspace lints flag.)
+///
+/// With `BREAKER_PROFILE=<bare|count|time|forced|tripped>` it only runs that
+/// service (see [`profile`]).
 fn main() {
+    if let Ok(which) = std::env::var("BREAKER_PROFILE") {
+        profile(&which);
+        return;
+    }
     print_allocations();
     let mut criterion = Criterion::default().configure_from_args();
     closed_path(&mut criterion);
