@@ -329,32 +329,39 @@ impl Breaker {
         CallGuard::admit(lane)
     }
 
-    /// Whether a call now would surely be rejected: forced open, or open
-    /// with time left. Reads only; `poll_ready` uses it to fail fast.
+    /// What `poll_ready` needs to fail fast: `Some` if a call now would
+    /// surely be rejected (forced open, or open with time left), with the
+    /// state and time left the rejection reports. Reads only.
     #[inline]
-    pub(crate) fn would_reject(&self) -> bool {
+    pub(crate) fn found_open(&self) -> Option<FoundOpen> {
         let shared = &self.inner.shared;
         match shared.word().state() {
-            CircuitState::ForcedOpen => true,
-            CircuitState::Open => shared.open_elapsed(Instant::now()).is_some(),
-            _ => false,
+            CircuitState::ForcedOpen => Some(FoundOpen {
+                state: CircuitState::ForcedOpen,
+                retry_after: None,
+            }),
+            CircuitState::Open => {
+                let left = shared.open_elapsed(Instant::now())?;
+                Some(FoundOpen {
+                    state: CircuitState::Open,
+                    retry_after: Some(left),
+                })
+            }
+            _ => None,
         }
     }
 
     /// Rejects a call that `poll_ready` let through without the inner
-    /// service being ready, because the circuit was open then. If the
-    /// circuit has since let calls through (the open duration ended), the
-    /// call is still rejected: its readiness was decided while open, and
-    /// the inner service may not be called unready.
-    pub(crate) fn reject_unready(&self) -> CircuitOpen {
-        match self.admit() {
-            Err(open) => open,
-            // Dropping the guard records nothing and gives back a probe slot.
-            Ok(_guard) => self
-                .inner
-                .shared
-                .reject(CircuitState::Open, Some(Duration::ZERO)),
-        }
+    /// service being ready, because it found the circuit open. The call is
+    /// rejected even if the open duration has ended since: its readiness
+    /// was decided while open, and the inner service may not be called
+    /// unready. The error reports what `poll_ready` found, so the clock is
+    /// not read a second time (and the breaker not asked again) per
+    /// rejection: a `Service` is called right after it is ready, and the
+    /// time left differs by that gap at most.
+    #[inline]
+    pub(crate) fn reject_unready(&self, found: FoundOpen) -> CircuitOpen {
+        self.inner.shared.reject(found.state, found.retry_after)
     }
 
     /// Counts a fallback answer and reports it to the hook.
@@ -373,6 +380,14 @@ impl Breaker {
     pub fn same_as(&self, other: &Breaker) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
+}
+
+/// What `poll_ready` found when the circuit was open: the state and time
+/// left that the call's [`CircuitOpen`] reports.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FoundOpen {
+    state: CircuitState,
+    retry_after: Option<Duration>,
 }
 
 impl fmt::Debug for Breaker {

@@ -119,6 +119,7 @@ pub use self::layer::CircuitBreakerLayer;
 pub use self::state::CircuitState;
 pub use self::stats::BreakerStats;
 
+pub(crate) use self::handle::FoundOpen;
 use self::future::ResponseFuture;
 use crate::BoxError;
 use crate::classify::{Classifier, HttpClassifier, MakeClassifier};
@@ -137,8 +138,9 @@ pub struct CircuitBreaker<S, C = HttpClassifier> {
     breaker: Breaker,
     classifier: C,
     /// `poll_ready` found the circuit open and did not poll the inner
-    /// service, so the next call must not reach it.
-    reject_next: bool,
+    /// service, so the next call must not reach it; what it found is what
+    /// the rejection reports.
+    reject_next: Option<FoundOpen>,
 }
 
 impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {
@@ -148,7 +150,7 @@ impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {
             inner: self.inner.clone(),
             breaker: self.breaker.clone(),
             classifier: self.classifier.clone(),
-            reject_next: false,
+            reject_next: None,
         }
     }
 }
@@ -169,7 +171,7 @@ impl<S, C> CircuitBreaker<S, C> {
             inner,
             breaker,
             classifier,
-            reject_next: false,
+            reject_next: None,
         }
     }
 
@@ -209,17 +211,17 @@ where
         // Fail fast: an open circuit is ready at once, without waiting on
         // the inner service, and the call is rejected in its response
         // future, so the service itself never fails.
-        if self.breaker.would_reject() {
-            self.reject_next = true;
+        if let Some(found) = self.breaker.found_open() {
+            self.reject_next = Some(found);
             return Poll::Ready(Ok(()));
         }
-        self.reject_next = false;
+        self.reject_next = None;
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        if std::mem::take(&mut self.reject_next) {
-            return ResponseFuture::rejected(self.breaker.reject_unready());
+        if let Some(found) = self.reject_next.take() {
+            return ResponseFuture::rejected(self.breaker.reject_unready(found));
         }
         guarded_call(&self.breaker, &self.classifier, &mut self.inner, req)
     }

@@ -71,7 +71,7 @@ use super::ClassifyCode;
 use super::ServerCodesAsFailures;
 use super::classify::GRPC_TIMEOUT;
 use crate::BoxError;
-use crate::breaker::Breaker;
+use crate::breaker::{Breaker, FoundOpen};
 use crate::timeout::Deadline;
 
 /// Guards a gRPC client service with a [`Breaker`], judging each call by
@@ -87,8 +87,9 @@ pub struct GrpcCircuitBreaker<S, C = ServerCodesAsFailures> {
     breaker: Breaker,
     classifier: C,
     /// `poll_ready` found the circuit open and did not poll the inner
-    /// service, so the next call must not reach it.
-    reject_next: bool,
+    /// service, so the next call must not reach it; what it found is what
+    /// the rejection reports.
+    reject_next: Option<FoundOpen>,
 }
 
 impl<S: Clone, C: Clone> Clone for GrpcCircuitBreaker<S, C> {
@@ -98,7 +99,7 @@ impl<S: Clone, C: Clone> Clone for GrpcCircuitBreaker<S, C> {
             inner: self.inner.clone(),
             breaker: self.breaker.clone(),
             classifier: self.classifier.clone(),
-            reject_next: false,
+            reject_next: None,
         }
     }
 }
@@ -117,7 +118,7 @@ impl<S, C> GrpcCircuitBreaker<S, C> {
             inner,
             breaker,
             classifier,
-            reject_next: false,
+            reject_next: None,
         }
     }
 
@@ -154,17 +155,17 @@ where
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // Fail fast, as the HTTP breaker does: see `CircuitBreaker`.
-        if self.breaker.would_reject() {
-            self.reject_next = true;
+        if let Some(found) = self.breaker.found_open() {
+            self.reject_next = Some(found);
             return Poll::Ready(Ok(()));
         }
-        self.reject_next = false;
+        self.reject_next = None;
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
-        if std::mem::take(&mut self.reject_next) {
-            return ResponseFuture::rejected(self.breaker.reject_unready());
+        if let Some(found) = self.reject_next.take() {
+            return ResponseFuture::rejected(self.breaker.reject_unready(found));
         }
         match self.breaker.admit() {
             Ok(guard) => {
