@@ -25,6 +25,9 @@ struct Shard {
     buckets: Box<[Bucket]>,
     /// Absolute number of the newest bucket.
     head: u64,
+    /// Where the newest bucket sits in `buckets`: `head % buckets.len()`,
+    /// kept so that recording a call does not divide.
+    head_index: usize,
     /// Where (in nanoseconds since the origin) the newest bucket ends.
     head_end: u64,
     totals: Totals,
@@ -64,6 +67,7 @@ impl Shard {
             self.totals.sub(old.totals());
         }
         self.head = newest;
+        self.head_index = (newest % len) as usize;
         self.head_end = newest.saturating_add(1).saturating_mul(bucket_nanos);
         true
     }
@@ -73,6 +77,7 @@ impl Shard {
         self.buckets.fill(Bucket::default());
         self.totals = Totals::default();
         self.head = now / bucket_nanos;
+        self.head_index = (self.head % self.buckets.len() as u64) as usize;
         self.head_end = self.head.saturating_add(1).saturating_mul(bucket_nanos);
     }
 }
@@ -89,6 +94,7 @@ impl TimeWindow {
                     epoch,
                     buckets: vec![Bucket::default(); buckets.max(1) as usize].into_boxed_slice(),
                     head: 0,
+                    head_index: 0,
                     head_end: bucket_nanos,
                     totals: Totals::default(),
                 }))
@@ -123,7 +129,7 @@ impl TimeWindow {
             return None;
         }
         let crossed = shard.advance(now, self.bucket_nanos);
-        let index = (shard.head % shard.buckets.len() as u64) as usize;
+        let index = shard.head_index;
         let bucket = &mut shard.buckets[index];
         bucket.calls += 1;
         bucket.failures += u32::from(sample.failure);
