@@ -67,14 +67,14 @@ impl fmt::Debug for Shared {
 impl Shared {
     /// A closed breaker's shared state; `shards` sizes the time window.
     pub(super) fn new(name: Arc<str>, config: Config, hooks: Hooks, shards: usize) -> Shared {
+        let origin = Instant::now();
         let window = match config.window {
             Window::Count { size } => SlidingWindow::Count(CountWindow::new(size, 0)),
             Window::Time { duration, buckets } => {
                 let bucket_nanos = nanos(duration) / u64::from(buckets);
-                SlidingWindow::Time(TimeWindow::new(bucket_nanos, buckets, shards, 0))
+                SlidingWindow::Time(TimeWindow::new(bucket_nanos, buckets, shards, 0, origin))
             }
         };
-        let origin = Instant::now();
         Shared {
             name,
             slow_call: config.slow_call.map(|s| s.duration),
@@ -216,11 +216,11 @@ impl Shared {
                 }
             }
             SlidingWindow::Time(window) => {
-                let at = self.since_origin(Instant::now());
+                let now = Instant::now();
                 // Summing the shards costs a lock per shard, so on a success
                 // the time window decides only when buckets expired.
-                if window.record(shard, epoch, at, success) == Some(true) {
-                    self.trip_if_needed(epoch, &window.totals(at));
+                if window.record(shard, epoch, now, success) == Some(true) {
+                    self.trip_if_needed(epoch, &window.totals(self.since_origin(now)));
                 }
             }
         }
@@ -268,11 +268,13 @@ impl Shared {
                 None => return,
             },
             SlidingWindow::Time(window) => {
-                let at = self.since_origin(now.unwrap_or_else(Instant::now));
-                match window.record(shard, epoch, at, sample) {
+                let now = now.unwrap_or_else(Instant::now);
+                match window.record(shard, epoch, now, sample) {
                     // The rates can have risen: a failure or slow call, or
                     // expired buckets.
-                    Some(crossed) if failure || slow || crossed => window.totals(at),
+                    Some(crossed) if failure || slow || crossed => {
+                        window.totals(self.since_origin(now))
+                    }
                     _ => return,
                 }
             }

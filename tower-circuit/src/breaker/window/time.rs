@@ -2,6 +2,9 @@
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::lock;
 use super::{CachePadded, Sample, Totals};
@@ -17,6 +20,8 @@ use super::{CachePadded, Sample, Totals};
 pub(crate) struct TimeWindow {
     shards: Box<[CachePadded<Mutex<Shard>>]>,
     bucket_nanos: u64,
+    /// The breaker's origin, from which buckets are counted.
+    origin: Instant,
 }
 
 #[derive(Debug)]
@@ -30,6 +35,11 @@ struct Shard {
     head_index: usize,
     /// Where (in nanoseconds since the origin) the newest bucket ends.
     head_end: u64,
+    /// The same moment as an `Instant`, so that a call within the newest
+    /// bucket (nearly every call) is placed by comparing instants, without
+    /// turning its time into nanoseconds since the origin; `None` past
+    /// what an `Instant` can hold.
+    head_end_at: Option<Instant>,
     totals: Totals,
 }
 
@@ -54,7 +64,7 @@ impl Shard {
     /// Moves the window so that it ends at `now`, dropping buckets that left
     /// it. Returns whether any bucket boundary was crossed.
     #[inline]
-    fn advance(&mut self, now: u64, bucket_nanos: u64) -> bool {
+    fn advance(&mut self, now: u64, bucket_nanos: u64, origin: Instant) -> bool {
         if now < self.head_end {
             return false;
         }
@@ -68,24 +78,36 @@ impl Shard {
         }
         self.head = newest;
         self.head_index = (newest % len) as usize;
-        self.head_end = newest.saturating_add(1).saturating_mul(bucket_nanos);
+        self.set_head_end(newest.saturating_add(1).saturating_mul(bucket_nanos), origin);
         true
     }
 
-    fn clear(&mut self, epoch: u64, now: u64, bucket_nanos: u64) {
+    fn set_head_end(&mut self, head_end: u64, origin: Instant) {
+        self.head_end = head_end;
+        self.head_end_at = origin.checked_add(Duration::from_nanos(head_end));
+    }
+
+    fn clear(&mut self, epoch: u64, now: u64, bucket_nanos: u64, origin: Instant) {
         self.epoch = epoch;
         self.buckets.fill(Bucket::default());
         self.totals = Totals::default();
         self.head = now / bucket_nanos;
         self.head_index = (self.head % self.buckets.len() as u64) as usize;
-        self.head_end = self.head.saturating_add(1).saturating_mul(bucket_nanos);
+        self.set_head_end(self.head.saturating_add(1).saturating_mul(bucket_nanos), origin);
     }
 }
 
 impl TimeWindow {
-    /// An empty window of `buckets` buckets of `bucket_nanos` each, split
-    /// into `shards` shards (rounded up to a power of two).
-    pub(crate) fn new(bucket_nanos: u64, buckets: u32, shards: usize, epoch: u64) -> Self {
+    /// An empty window of `buckets` buckets of `bucket_nanos` each, counted
+    /// from `origin`, split into `shards` shards (rounded up to a power of
+    /// two).
+    pub(crate) fn new(
+        bucket_nanos: u64,
+        buckets: u32,
+        shards: usize,
+        epoch: u64,
+        origin: Instant,
+    ) -> Self {
         let bucket_nanos = bucket_nanos.max(1);
         let shards = shards.clamp(1, 64).next_power_of_two();
         let shards = (0..shards)
@@ -96,6 +118,7 @@ impl TimeWindow {
                     head: 0,
                     head_index: 0,
                     head_end: bucket_nanos,
+                    head_end_at: origin.checked_add(Duration::from_nanos(bucket_nanos)),
                     totals: Totals::default(),
                 }))
             })
@@ -103,6 +126,7 @@ impl TimeWindow {
         TimeWindow {
             shards,
             bucket_nanos,
+            origin,
         }
     }
 
@@ -111,8 +135,8 @@ impl TimeWindow {
         self.shards.len()
     }
 
-    /// Records a call admitted in `epoch` that finished `now` nanoseconds
-    /// after the origin, in shard `shard` (taken modulo the shard count).
+    /// Records a call admitted in `epoch` that finished at `now`, in shard
+    /// `shard` (taken modulo the shard count).
     ///
     /// Returns `None` if the window has moved on to another epoch, else
     /// whether a bucket boundary was crossed since this shard last recorded.
@@ -121,14 +145,18 @@ impl TimeWindow {
         &self,
         shard: usize,
         epoch: u64,
-        now: u64,
+        now: Instant,
         sample: Sample,
     ) -> Option<bool> {
         let mut shard = lock(&self.shards[shard & (self.shards.len() - 1)]);
         if shard.epoch != epoch {
             return None;
         }
-        let crossed = shard.advance(now, self.bucket_nanos);
+        // Within the newest bucket, `now < head_end_at` says the same as
+        // `since_origin(now) < head_end`, for the price of a comparison.
+        let within = shard.head_end_at.is_some_and(|end| now < end);
+        let crossed = !within
+            && shard.advance(self.since_origin(now), self.bucket_nanos, self.origin);
         let index = shard.head_index;
         let bucket = &mut shard.buckets[index];
         bucket.calls += 1;
@@ -138,12 +166,20 @@ impl TimeWindow {
         Some(crossed)
     }
 
+    /// Nanoseconds from the origin to `t`, saturating.
+    pub(crate) fn since_origin(&self, t: Instant) -> u64 {
+        let d = t.saturating_duration_since(self.origin);
+        d.as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(d.subsec_nanos()))
+    }
+
     /// The counts over the window that ends `now`.
     pub(crate) fn totals(&self, now: u64) -> Totals {
         let mut sum = Totals::default();
         for shard in self.shards.iter() {
             let mut shard = lock(shard);
-            shard.advance(now, self.bucket_nanos);
+            shard.advance(now, self.bucket_nanos, self.origin);
             sum.add(shard.totals);
         }
         sum
@@ -160,7 +196,7 @@ impl TimeWindow {
     /// Empties the window, which now starts at `now`, and moves it to `epoch`.
     pub(crate) fn reset(&self, epoch: u64, now: u64) {
         for shard in self.shards.iter() {
-            lock(shard).clear(epoch, now, self.bucket_nanos);
+            lock(shard).clear(epoch, now, self.bucket_nanos, self.origin);
         }
     }
 }
