@@ -119,8 +119,8 @@ pub use self::layer::CircuitBreakerLayer;
 pub use self::state::CircuitState;
 pub use self::stats::BreakerStats;
 
-pub(crate) use self::handle::FoundOpen;
 use self::future::ResponseFuture;
+pub(crate) use self::handle::FoundOpen;
 use crate::BoxError;
 use crate::classify::{Classifier, HttpClassifier, MakeClassifier};
 

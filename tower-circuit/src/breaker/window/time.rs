@@ -78,7 +78,10 @@ impl Shard {
         }
         self.head = newest;
         self.head_index = (newest % len) as usize;
-        self.set_head_end(newest.saturating_add(1).saturating_mul(bucket_nanos), origin);
+        self.set_head_end(
+            newest.saturating_add(1).saturating_mul(bucket_nanos),
+            origin,
+        );
         true
     }
 
@@ -93,7 +96,10 @@ impl Shard {
         self.totals = Totals::default();
         self.head = now / bucket_nanos;
         self.head_index = (self.head % self.buckets.len() as u64) as usize;
-        self.set_head_end(self.head.saturating_add(1).saturating_mul(bucket_nanos), origin);
+        self.set_head_end(
+            self.head.saturating_add(1).saturating_mul(bucket_nanos),
+            origin,
+        );
     }
 }
 
@@ -155,8 +161,8 @@ impl TimeWindow {
         // Within the newest bucket, `now < head_end_at` says the same as
         // `since_origin(now) < head_end`, for the price of a comparison.
         let within = shard.head_end_at.is_some_and(|end| now < end);
-        let crossed = !within
-            && shard.advance(self.since_origin(now), self.bucket_nanos, self.origin);
+        let crossed =
+            !within && shard.advance(self.since_origin(now), self.bucket_nanos, self.origin);
         let index = shard.head_index;
         let bucket = &mut shard.buckets[index];
         bucket.calls += 1;
