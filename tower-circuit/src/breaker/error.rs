@@ -41,6 +41,11 @@ impl CircuitOpen {
 
     /// How long until the breaker lets probes through, when it is known:
     /// `None` when forced open or half-open.
+    ///
+    /// When `poll_ready` found the circuit open (the service is then ready
+    /// without polling the inner service), this is the time left that
+    /// `poll_ready` saw: older than the error by the gap between
+    /// `poll_ready` and `call`.
     pub fn retry_after(&self) -> Option<Duration> {
         self.retry_after
     }
