@@ -74,6 +74,24 @@ async fn time_window_slides_bucket_by_bucket() {
     assert_eq!(b.stats().calls, 0);
 }
 
+/// A call that finishes exactly where a bucket ends belongs to the next
+/// bucket, and leaves the window with it, not with the bucket before.
+#[tokio::test(start_paused = true)]
+async fn a_call_on_a_bucket_boundary_falls_in_the_next_bucket() {
+    let b = breaker(time_config());
+    let (mut svc, _) = service(&b);
+    calls(&mut svc, Call::Fail, 1).await; // bucket 0: [0 s, 1 s)
+    advance(Duration::from_secs(1)).await;
+    calls(&mut svc, Call::Ok, 1).await; // at 1 s: bucket 1
+    advance(Duration::from_secs(9)).await;
+    let stats = b.stats();
+    assert_eq!(
+        (stats.calls, stats.failures),
+        (1, 0),
+        "at 10 s bucket 0 left, bucket 1 is still inside"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn time_window_opens_once_rate_crosses_threshold() {
     let b = breaker(time_config());
