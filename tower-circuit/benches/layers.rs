@@ -11,8 +11,17 @@
 //! runtime. Compared:
 //! the bare service, `tower::timeout::Timeout` (3 s), our
 //! [`RequestTimeout`] (by method), [`WithDeadline`] (a 5 s budget) and
-//! [`PropagateDeadline`] inside a deadline (it writes the header). The
-//! allocations per call are printed first.
+//! [`PropagateDeadline`] inside a deadline (it writes the header), and the
+//! recommended client stack with and without its breaker. The allocations
+//! per call are printed first.
+//!
+//! Instruction counts, which stay repeatable on a shared machine: run one
+//! case alone at two call counts under callgrind and divide the difference
+//! by the difference in calls (see BENCHMARKS.md):
+//!
+//! ```text
+//! LAYERS_ONLY=retry:20000 valgrind --tool=callgrind target/release/deps/layers-<hash>
+//! ```
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -22,6 +31,7 @@ use http::{Request, Response};
 use tokio::runtime::{Builder, Runtime};
 use tokio::time::Instant;
 use tower::{BoxError, Layer, Service, ServiceBuilder, ServiceExt, service_fn};
+use tower_circuit::breaker::{Breaker, Config};
 use tower_circuit::retry::RetryLayer;
 use tower_circuit::timeout::{DeadlineLayer, PropagateDeadlineLayer, RequestTimeoutLayer};
 
@@ -82,6 +92,14 @@ where
     S: Service<Request<()>, Response = Response<Request<()>>> + Clone,
     S::Error: std::fmt::Debug,
 {
+    if let Some((only, calls)) = instruction_count_mode() {
+        // Nothing but the calls, for `valgrind --tool=callgrind`: the
+        // difference between two call counts is what the calls cost.
+        if only == name {
+            rt.block_on(run(&mut svc.clone(), calls));
+        }
+        return;
+    }
     // Allocations per call, after a warm-up.
     let allocs = rt.block_on(async {
         let mut svc = svc.clone();
@@ -101,6 +119,14 @@ where
             })
         })
     });
+}
+
+/// `LAYERS_ONLY=<case>:<calls>`: run only that case, `calls` times, with
+/// no warm-up, allocation count or criterion (for instruction counts).
+fn instruction_count_mode() -> Option<(String, u64)> {
+    let spec = std::env::var("LAYERS_ONLY").ok()?;
+    let (name, calls) = spec.split_once(':')?;
+    Some((name.to_owned(), calls.parse().ok()?))
 }
 
 fn layers(c: &mut Criterion) {
@@ -142,6 +168,20 @@ fn layers(c: &mut Criterion) {
                 .build()
                 .expect("valid settings"),
         )
+        .layer(RequestTimeoutLayer::by_method())
+        .layer(PropagateDeadlineLayer::new())
+        .service(bare());
+    measure(c, &rt, "stack_without_breaker", stack);
+    // The recommended client stack (see the crate's docs), breaker included.
+    let breaker = Breaker::new("bench", Config::default()).expect("valid settings");
+    let stack = ServiceBuilder::new()
+        .layer(DeadlineLayer::new(Duration::from_secs(5)))
+        .layer(
+            RetryLayer::builder("bench")
+                .build()
+                .expect("valid settings"),
+        )
+        .layer(breaker.layer())
         .layer(RequestTimeoutLayer::by_method())
         .layer(PropagateDeadlineLayer::new())
         .service(bare());

@@ -13,7 +13,7 @@ use tokio::time::{Instant, Sleep, sleep};
 use tower_service::Service;
 
 use super::classify::{Decision, RetryClassifier};
-use super::{RetryEvent, Shared, clone_request};
+use super::{Replay, RetryEvent, Shared};
 use crate::BoxError;
 use crate::saturating::{MAX_WAIT, instant_after, scale};
 use crate::timeout::Deadline;
@@ -29,7 +29,7 @@ pin_project! {
         service: S,
         // What the next attempt sends; `None` when the request may not be
         // sent twice.
-        template: Option<Request<B>>,
+        template: Option<Replay<B>>,
         retries: u32,
         previous_delay: Option<Duration>,
         deadline: Option<Deadline>,
@@ -60,7 +60,7 @@ where
     pub(crate) fn new(
         future: S::Future,
         service: S,
-        template: Option<Request<B>>,
+        template: Option<Replay<B>>,
         deadline: Option<Deadline>,
         shared: Arc<Shared>,
         classifier: C,
@@ -169,7 +169,7 @@ where
                 }
                 StateProj::Ready => {
                     ready!(this.service.poll_ready(cx)).map_err(Into::into)?;
-                    let req = clone_request(this.template.as_ref().expect("checked above"));
+                    let req = this.template.as_ref().expect("checked above").request();
                     let future = this.service.call(req);
                     this.state.set(State::Called { future });
                 }

@@ -94,7 +94,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::header::{HeaderName, HeaderValue};
+use http::{Extensions, HeaderMap, Method, Request, Response, Uri, Version};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -414,7 +415,7 @@ where
             budget.deposit();
         }
         let template = (self.shared.retry_non_idempotent || self.idempotency.is_idempotent(&req))
-            .then(|| clone_request(&req));
+            .then(|| Replay::of(&req));
         let deadline = Deadline::of(&req);
         // The service that was polled ready makes this call; the future
         // keeps it for the retries, and a fresh clone stays here.
@@ -432,14 +433,97 @@ where
     }
 }
 
-/// A copy of `req` to send again: method, URI, version, headers,
-/// extensions and a clone of the body.
-pub(crate) fn clone_request<B: Clone>(req: &Request<B>) -> Request<B> {
-    let mut copy = Request::new(req.body().clone());
-    *copy.method_mut() = req.method().clone();
-    *copy.uri_mut() = req.uri().clone();
-    *copy.version_mut() = req.version();
-    *copy.headers_mut() = req.headers().clone();
-    *copy.extensions_mut() = req.extensions().clone();
-    copy
+/// What a retry sends again: a copy of the request's method, URI, version,
+/// headers, extensions and body, kept until the call ends.
+///
+/// The headers are kept as a list, one allocation, rather than as a second
+/// `HeaderMap`, whose clone takes two (its index and its entries): the
+/// copy is made on every call that may be retried and used only by the
+/// few that are, so the success path pays for the list and a retry pays
+/// for rebuilding the map. Names and values are reference-counted or
+/// static, so copying them copies no text.
+pub(crate) struct Replay<B> {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    extensions: Extensions,
+    body: B,
+}
+
+impl<B: Clone> Replay<B> {
+    /// A copy of `req`.
+    pub(crate) fn of(req: &Request<B>) -> Self {
+        // `len` counts every value, so a repeated header keeps all of its
+        // values, in their order.
+        let mut headers = Vec::with_capacity(req.headers().len());
+        headers.extend(
+            req.headers()
+                .iter()
+                .map(|(name, value)| (name.clone(), value.clone())),
+        );
+        Replay {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            headers,
+            extensions: req.extensions().clone(),
+            body: req.body().clone(),
+        }
+    }
+
+    /// The request to send again.
+    pub(crate) fn request(&self) -> Request<B> {
+        let mut headers = HeaderMap::with_capacity(self.headers.len());
+        for (name, value) in &self.headers {
+            headers.append(name.clone(), value.clone());
+        }
+        let mut req = Request::new(self.body.clone());
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.version_mut() = self.version;
+        *req.headers_mut() = headers;
+        *req.extensions_mut() = self.extensions.clone();
+        req
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::header::{ACCEPT, AUTHORIZATION, HeaderValue};
+    use http::{Method, Request, Version};
+
+    use super::Replay;
+
+    #[derive(Debug, Clone, PartialEq)]
+    struct Tag(u32);
+
+    #[test]
+    fn a_replay_sends_the_request_as_it_was() {
+        let mut secret = HeaderValue::from_static("Bearer abc");
+        secret.set_sensitive(true);
+        let mut req = Request::builder()
+            .method(Method::PUT)
+            .uri("https://users.internal/users/7?full=1")
+            .version(Version::HTTP_2)
+            .header(ACCEPT, "application/json")
+            .header("x-trace", "one")
+            .header(ACCEPT, "text/plain")
+            .header(AUTHORIZATION, secret)
+            .body("the body".to_owned())
+            .expect("a valid request");
+        req.extensions_mut().insert(Tag(7));
+
+        let again = Replay::of(&req).request();
+
+        assert_eq!(again.method(), Method::PUT);
+        assert_eq!(again.uri(), req.uri());
+        assert_eq!(again.version(), Version::HTTP_2);
+        assert_eq!(again.headers(), req.headers());
+        let accepts: Vec<_> = again.headers().get_all(ACCEPT).iter().collect();
+        assert_eq!(accepts, ["application/json", "text/plain"]);
+        assert!(again.headers()[AUTHORIZATION].is_sensitive());
+        assert_eq!(again.extensions().get::<Tag>(), Some(&Tag(7)));
+        assert_eq!(again.body(), "the body");
+    }
 }

@@ -142,7 +142,7 @@ where
             // least 1 ms, so this is never 0.
             let millis = u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX);
             req.headers_mut()
-                .insert(BUDGET_HEADER, HeaderValue::from(millis));
+                .insert(BUDGET_HEADER, millis_value(millis));
             sent = Some(Duration::from_millis(millis));
             // Only calls with a deadline pay for this look-up.
             grpc = is_grpc(req.headers());
@@ -213,6 +213,23 @@ where
     }
 }
 
+/// `millis` in decimal, as a header value, in one allocation of exactly
+/// its length: `HeaderValue::from(u64)` takes two (a 20-byte buffer, then
+/// a shared handle, because the buffer is longer than the text).
+fn millis_value(mut millis: u64) -> HeaderValue {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (millis % 10) as u8;
+        millis /= 10;
+        if millis == 0 {
+            break;
+        }
+    }
+    HeaderValue::from_bytes(&digits[start..]).expect("ASCII digits are a valid header value")
+}
+
 /// Whether `res` is a [`ServerDeadline`](super::ServerDeadline)'s answer that the caller's budget
 /// ran out there: [`BUDGET_HEADER`] `0` on a `504` or, for a gRPC call, on
 /// a `DEADLINE_EXCEEDED` in the headers (a trailers-only answer).
@@ -240,4 +257,19 @@ fn write_grpc_timeout(headers: &mut HeaderMap, left: Duration) {
         GRPC_TIMEOUT_HEADER,
         format_grpc_timeout(left).to_header_value(),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::millis_value;
+
+    #[test]
+    fn millis_are_written_in_decimal_whole() {
+        for millis in [0, 1, 9, 10, 99, 1_000, 14_999, 1_234_567_890, u64::MAX] {
+            assert_eq!(
+                millis_value(millis).as_bytes(),
+                millis.to_string().as_bytes()
+            );
+        }
+    }
 }
