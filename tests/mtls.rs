@@ -13,18 +13,15 @@ use axum::Router;
 use axum::routing;
 use bytes::Bytes;
 use demo_services::auth::{self, Keys};
-use demo_services::db::Durability;
-use demo_services::fault::Faults;
-use demo_services::harness::{self, Running};
 use demo_services::server::serve::{self, Limits};
 use demo_services::tls::certs;
 use demo_services::tls::identity::TlsDir;
 use demo_services::tls::server::{TlsListener, server_config};
-use demo_services::user;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use integration_tests::TempDir;
+use integration_tests::tls::{certs_dir, user_over_tls};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
@@ -42,13 +39,6 @@ const BOUND: Duration = Duration::from_secs(5);
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
-
-/// A certificate directory for `demo.local`, issued now.
-fn certs_dir() -> TempDir {
-    let dir = TempDir::new();
-    certs::create(dir.path(), "demo.local", DAY, OffsetDateTime::now_utc()).expect("create certs");
-    dir
-}
 
 /// A client configuration trusting `ca_dir`'s CA and presenting
 /// `client`'s leaf from `cert_dir` (or nothing), over the given versions.
@@ -170,21 +160,12 @@ async fn whoami_server(dir: &Path, limits: Limits) -> SocketAddr {
     addr
 }
 
-/// The user service over TLS with `dir`'s certificates.
-async fn user_over_tls(dir: &Path, data: &Path, keys: &Keys) -> Running {
-    let mut state = user::State::open(data, Durability::Full, keys, Faults::default())
-        .await
-        .expect("open the user service");
-    state.server.tls = Some(TlsDir::open(dir, auth::USER_SERVICE).expect("open the TLS directory"));
-    harness::start(state, None).await.expect("start")
-}
-
 #[tokio::test]
 async fn a_client_with_a_leaf_from_the_ca_is_served_and_identified() {
     let dir = certs_dir();
     let data = TempDir::new();
     let keys = Keys::ephemeral();
-    let user = user_over_tls(dir.path(), data.path(), &keys).await;
+    let user = user_over_tls(dir.path(), data.path(), &keys).await.0;
 
     let health = get(user.addr, gateway(dir.path()), "/health", None)
         .await

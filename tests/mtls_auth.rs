@@ -3,44 +3,18 @@
 //! certificate names, and with `--service-auth mtls` the certificate alone
 //! authenticates, with the receiver's permissions.
 
-use std::path::Path;
 use std::time::Duration;
 
 use demo_services::auth::{API_GATEWAY, ApiKeyRing, Keys, ORDER_SERVICE, USER_SERVICE};
 use demo_services::db::Durability;
 use demo_services::fault::Faults;
-use demo_services::harness::{self, Running};
+use demo_services::harness::{self};
 use demo_services::tls::certs;
-use demo_services::tls::identity::TlsDir;
 use demo_services::user;
 use http::{Method, StatusCode};
 use integration_tests::TempDir;
+use integration_tests::tls::{certs_dir, user_over_tls};
 use integration_tests::tls::{client_config, send};
-use time::OffsetDateTime;
-
-/// A certificate directory for `demo.local`, issued now.
-fn certs_dir() -> TempDir {
-    let dir = TempDir::new();
-    certs::create(
-        dir.path(),
-        "demo.local",
-        Duration::from_secs(24 * 3600),
-        OffsetDateTime::now_utc(),
-    )
-    .expect("create certs");
-    dir
-}
-
-/// The user service over mutual TLS with `dir`'s certificates, in `keys`'
-/// `--service-auth` mode.
-async fn user_over_tls(dir: &Path, data: &Path, keys: &Keys) -> (Running, user::State) {
-    let mut state = user::State::open(data, Durability::Full, keys, Faults::default())
-        .await
-        .expect("open the user service");
-    state.server.tls = Some(TlsDir::open(dir, USER_SERVICE).expect("open the TLS directory"));
-    let running = harness::start(state.clone(), None).await.expect("start");
-    (running, state)
-}
 
 fn token(keys: &Keys, issuer: &str) -> String {
     let token = keys

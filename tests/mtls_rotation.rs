@@ -16,7 +16,7 @@ use bytes::Bytes;
 use demo_services::auth::{self, Keys};
 use demo_services::db::Durability;
 use demo_services::fault::Faults;
-use demo_services::harness::{self, Running};
+use demo_services::harness::{self};
 use demo_services::tls::certs;
 use demo_services::tls::identity::TlsDir;
 use demo_services::user;
@@ -25,6 +25,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use integration_tests::TempDir;
+use integration_tests::tls::{certs_dir, user_over_tls};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
@@ -44,12 +45,6 @@ const RECHECK: Duration = Duration::from_millis(50);
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
-
-fn certs_dir() -> TempDir {
-    let dir = TempDir::new();
-    certs::create(dir.path(), "demo.local", DAY, OffsetDateTime::now_utc()).expect("create certs");
-    dir
-}
 
 /// A client trusting `ca_dir`'s CA and presenting the gateway's leaf
 /// from `cert_dir`, or nothing. It never resumes a session: a resumed
@@ -134,15 +129,6 @@ impl Conn {
     }
 }
 
-/// The user service over TLS with `dir`'s certificates.
-async fn user_over_tls(dir: &Path, data: &Path, keys: &Keys) -> Running {
-    let mut state = user::State::open(data, Durability::Full, keys, Faults::default())
-        .await
-        .expect("open the user service");
-    state.server.tls = Some(TlsDir::open(dir, auth::USER_SERVICE).expect("open the TLS directory"));
-    harness::start(state, None).await.expect("start")
-}
-
 /// `/health` on a new connection, as JSON.
 async fn health(addr: SocketAddr, config: Arc<ClientConfig>) -> serde_json::Value {
     let (status, body) = connect(addr, config)
@@ -185,7 +171,7 @@ async fn renewing_under_load_drops_nothing_and_new_connections_get_the_new_certi
     let dir = certs_dir();
     let data = TempDir::new();
     let keys = Keys::ephemeral();
-    let service = user_over_tls(dir.path(), data.path(), &keys).await;
+    let service = user_over_tls(dir.path(), data.path(), &keys).await.0;
     let gateway = client(dir.path(), Some(dir.path()));
     let token = keys
         .token(
@@ -283,7 +269,7 @@ async fn a_broken_renewal_keeps_the_old_certificate_and_is_counted() {
     let dir = certs_dir();
     let data = TempDir::new();
     let keys = Keys::ephemeral();
-    let service = user_over_tls(dir.path(), data.path(), &keys).await;
+    let service = user_over_tls(dir.path(), data.path(), &keys).await.0;
     let gateway = client(dir.path(), Some(dir.path()));
     let old = cert(dir.path(), &certs::cert_file(auth::USER_SERVICE));
     let before = health(service.addr, gateway.clone()).await;
@@ -313,7 +299,7 @@ async fn health_shows_the_certificate_and_only_with_tls() {
     let dir = certs_dir();
     let data = TempDir::new();
     let keys = Keys::ephemeral();
-    let service = user_over_tls(dir.path(), data.path(), &keys).await;
+    let service = user_over_tls(dir.path(), data.path(), &keys).await.0;
     let body = health(service.addr, client(dir.path(), Some(dir.path()))).await;
     let tls = &body["tls"];
     assert_eq!(
@@ -356,7 +342,7 @@ async fn metrics_count_handshakes_and_failures_by_reason() {
     let other = certs_dir();
     let data = TempDir::new();
     let keys = Keys::ephemeral();
-    let service = user_over_tls(dir.path(), data.path(), &keys).await;
+    let service = user_over_tls(dir.path(), data.path(), &keys).await.0;
     let addr = service.addr;
     let gateway = client(dir.path(), Some(dir.path()));
 

@@ -13,7 +13,6 @@ use demo_services::fault::Faults;
 use demo_services::harness;
 use demo_services::order::{self, Resilience, Settings, UserTransport};
 use demo_services::server::ServiceState;
-use demo_services::tls::certs;
 use demo_services::tls::identity::TlsDir;
 use demo_services::{notification, user};
 use serde_json::Value;
@@ -215,14 +214,7 @@ impl Cluster {
         transport: UserTransport,
         resilience: Resilience,
     ) -> Cluster {
-        let dir = TempDir::new();
-        certs::create(
-            dir.path(),
-            certs::DEFAULT_TRUST_DOMAIN,
-            certs::DEFAULT_LEAF_TTL,
-            time::OffsetDateTime::now_utc(),
-        )
-        .expect("create certificates");
+        let dir = tls::certs_dir();
         Cluster::start_as(keys, transport, resilience, Some(dir)).await
     }
 

@@ -8,7 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use demo_services::auth::{Keys, USER_SERVICE};
 use demo_services::tls::certs;
+use demo_services::tls::identity::TlsDir;
+use demo_services::user;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
@@ -17,6 +20,31 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+
+/// A fresh `certs` directory: trust domain `demo.local`, leaves valid
+/// for the default 24 h from now.
+pub fn certs_dir() -> crate::TempDir {
+    let dir = crate::TempDir::new();
+    certs::create(
+        dir.path(),
+        certs::DEFAULT_TRUST_DOMAIN,
+        certs::DEFAULT_LEAF_TTL,
+        time::OffsetDateTime::now_utc(),
+    )
+    .expect("create certs");
+    dir
+}
+
+/// The user service serving over mutual TLS with `certs`' files, its
+/// data in `data`.
+pub async fn user_over_tls(
+    certs: &Path,
+    data: &Path,
+    keys: &Keys,
+) -> (crate::Running, user::State) {
+    let tls = TlsDir::open(certs, USER_SERVICE).expect("open the TLS directory");
+    crate::start_user_with(data, keys, None, Some(tls)).await
+}
 
 /// The longest one request may take, handshake included.
 pub const BOUND: Duration = Duration::from_secs(10);
