@@ -19,6 +19,7 @@ use serde_json::Value;
 
 pub use demo_services::harness::{Answer, Http, Running};
 
+pub mod engines;
 pub mod logs;
 pub mod tls;
 

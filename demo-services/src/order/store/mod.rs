@@ -53,6 +53,10 @@ CREATE TABLE IF NOT EXISTS outbox (
     delivered_at    TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (next_attempt_at) WHERE delivered_at IS NULL;
+CREATE TABLE IF NOT EXISTS deployment (
+    one INTEGER PRIMARY KEY CHECK (one = 1),
+    id  TEXT NOT NULL
+);
 ";
 
 /// One line of an order.
@@ -233,10 +237,26 @@ fn order_from_row(row: OrderRow) -> Result<Order, sqlx::Error> {
     })
 }
 
+/// The deployment's identity, made on first use: 16 random bytes in hex.
+async fn deployment_id(db: &Db) -> Result<std::sync::Arc<str>, sqlx::Error> {
+    use rand::RngExt;
+    let bits: u128 = rand::rng().random();
+    let fresh = format!("{bits:032x}");
+    sqlx::query("INSERT INTO deployment (one, id) VALUES (1, ?) ON CONFLICT DO NOTHING")
+        .bind(fresh)
+        .execute(&db.writes)
+        .await?;
+    let id: String = sqlx::query_scalar("SELECT id FROM deployment")
+        .fetch_one(&db.writes)
+        .await?;
+    Ok(id.into())
+}
+
 /// The order service's database, `<data-dir>/orders.db`.
 #[derive(Debug, Clone)]
 pub struct OrderStore {
     db: Db,
+    deployment: std::sync::Arc<str>,
 }
 
 impl OrderStore {
@@ -244,7 +264,16 @@ impl OrderStore {
     pub async fn open(data_dir: &Path, durability: db::Durability) -> Result<Self, sqlx::Error> {
         let db = db::open(data_dir, "orders", SCHEMA, durability).await?;
         migrate::to_cents(&db).await?;
-        Ok(OrderStore { db })
+        let deployment = deployment_id(&db).await?;
+        Ok(OrderStore { db, deployment })
+    }
+
+    /// This deployment's identity: random, made when the database was
+    /// created, and the same for every process on the database. Order ids
+    /// start at 1 in every deployment; with this in front, an id names one
+    /// order across deployments that share a message broker.
+    pub fn deployment_id(&self) -> &str {
+        &self.deployment
     }
 
     /// Stores an order, its notification record and its idempotency key
