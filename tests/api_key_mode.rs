@@ -136,7 +136,7 @@ async fn user_service_down_uses_the_cached_user_then_503_on_api_keys() {
     let breaker = c.orders.upstream.users.breaker().clone();
     assert_eq!(breaker.state(), CircuitState::Open);
 
-    c.user = start_user(c.data.path(), &c.keys, Some(user_addr)).await.0;
+    c.user = start_user(&c.data, &c.keys, Some(user_addr)).await.0;
     // Bounded by the breaker's own open duration (300 ms).
     tokio::time::sleep(breaker.retry_after().unwrap_or_default()).await;
     let back = place(&c.order.url(), 2).await;
@@ -154,7 +154,7 @@ async fn notification_service_down_orders_succeed_and_arrive_after_on_api_keys()
     assert_eq!(res.json["notification"], "queued");
     assert!(c.orders.outbox.pending() >= 1);
 
-    c.notification = start_notification(c.data.path(), &c.keys, Some(note_addr))
+    c.notification = start_notification(&c.data, &c.keys, Some(note_addr))
         .await
         .0;
     c.drained(Duration::from_secs(10)).await;
@@ -239,13 +239,9 @@ async fn a_rotated_key_is_accepted_in_both_versions_then_the_old_one_is_refused(
     // Step 1: the user service accepts v1 and v2; the order service still
     // sends v1.
     c.user.stop().await.unwrap();
-    c.user = start_user(
-        c.data.path(),
-        &Keys::api_keys(rotating.clone()),
-        Some(user_addr),
-    )
-    .await
-    .0;
+    c.user = start_user(&c.data, &Keys::api_keys(rotating.clone()), Some(user_addr))
+        .await
+        .0;
     let users = format!("{}/users/1", c.user.url());
     for version in [1, 2] {
         let res = call(
@@ -264,7 +260,7 @@ async fn a_rotated_key_is_accepted_in_both_versions_then_the_old_one_is_refused(
     // Step 2: the order service moves to its newest key, v2.
     c.order.stop().await.unwrap();
     let (order, orders) = start_order(
-        c.data.path(),
+        &c.data,
         &Keys::api_keys(rotating.clone()),
         &c.settings,
         Some(order_addr),
@@ -276,7 +272,7 @@ async fn a_rotated_key_is_accepted_in_both_versions_then_the_old_one_is_refused(
     // Step 3: v1 is removed at the user service.
     c.user.stop().await.unwrap();
     let rotated = rotating.without_version(ORDER_SERVICE, 1);
-    c.user = start_user(c.data.path(), &Keys::api_keys(rotated), Some(user_addr))
+    c.user = start_user(&c.data, &Keys::api_keys(rotated), Some(user_addr))
         .await
         .0;
     let old = call(

@@ -57,7 +57,6 @@ async fn health(http: &Http, base: &str) -> serde_json::Value {
     res.json
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_user_service_times_out_each_attempt_retries_and_falls_back() {
     logs::capture();
     let mut resilience = fast_resilience();
@@ -113,7 +112,6 @@ async fn a_slow_user_service_times_out_each_attempt_retries_and_falls_back() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_the_user_requests_failing_is_absorbed_by_retries_under_a_60_percent_threshold() {
     let mut resilience = fast_resilience();
     resilience.retry_max = 3;
@@ -150,7 +148,6 @@ async fn half_the_user_requests_failing_is_absorbed_by_retries_under_a_60_percen
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_the_user_requests_failing_reaches_the_default_threshold_and_opens() {
     // The default threshold is "at or above 50 %": evenly spread 50 %
     // failures reach it as soon as the window holds the minimum of calls.
@@ -179,7 +176,6 @@ async fn half_the_user_requests_failing_reaches_the_default_threshold_and_opens(
     assert_eq!(breaker.stats().rejected, 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_user_service_opens_the_breaker_visibly_and_it_closes_after_return() {
     let mut c = Cluster::start().await;
     let http = Http::default();
@@ -247,7 +243,7 @@ async fn a_stopped_user_service_opens_the_breaker_visibly_and_it_closes_after_re
     );
 
     // Back: after the open duration the next order probes, and closes it.
-    c.user = start_user(c.data.path(), &c.keys, Some(user_addr)).await.0;
+    c.user = start_user(&c.data, &c.keys, Some(user_addr)).await.0;
     let breaker = c.orders.upstream.users.breaker().clone();
     tokio::time::sleep(breaker.retry_after().unwrap_or_default()).await;
     let res = http.post(&orders, &token, &order_body(1)).await;
@@ -271,7 +267,6 @@ async fn a_stopped_user_service_opens_the_breaker_visibly_and_it_closes_after_re
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_carry_every_family() {
     let c = Cluster::start().await;
     let http = Http::default();
@@ -367,7 +362,6 @@ async fn metrics_carry_every_family() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_callers_request_id_reaches_the_user_services_logs() {
     logs::capture();
     let c = Cluster::start().await;
@@ -412,7 +406,6 @@ async fn the_callers_request_id_reaches_the_user_services_logs() {
 /// answers 504 at once without calling anyone; above it, a lookup cut
 /// short by the caller's deadline is answered 504 (marked, so the caller's
 /// own breaker does not count it either) and is not a breaker failure.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_callers_tiny_budget_never_opens_the_breaker_of_a_healthy_user_service() {
     let mut resilience = fast_resilience();
     resilience.breaker_minimum_calls = 4;
@@ -459,3 +452,13 @@ async fn a_callers_tiny_budget_never_opens_the_breaker_of_a_healthy_user_service
     assert_eq!(res.status, StatusCode::CREATED, "{:?}", res.json);
     assert_eq!(res.json["user"]["source"], "live");
 }
+
+integration_tests::on_both_backends!(
+    a_slow_user_service_times_out_each_attempt_retries_and_falls_back,
+    half_the_user_requests_failing_is_absorbed_by_retries_under_a_60_percent_threshold,
+    half_the_user_requests_failing_reaches_the_default_threshold_and_opens,
+    a_stopped_user_service_opens_the_breaker_visibly_and_it_closes_after_return,
+    metrics_carry_every_family,
+    the_callers_request_id_reaches_the_user_services_logs,
+    a_callers_tiny_budget_never_opens_the_breaker_of_a_healthy_user_service,
+);

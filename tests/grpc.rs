@@ -4,10 +4,10 @@
 //! by its deadline. The client is the code generated from `user.proto`,
 //! over hyper-util's HTTP/2 cleartext client.
 
+use integration_tests::Data;
 use std::time::Duration;
 
 use demo_services::auth::{self, API_GATEWAY, Keys, NOTIFICATION_SERVICE, USER_SERVICE};
-use demo_services::db::Durability;
 use demo_services::fault::Faults;
 use demo_services::harness;
 use demo_services::proto::user::user_service_client::UserServiceClient;
@@ -16,7 +16,7 @@ use demo_services::user;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use integration_tests::{Running, TempDir};
+use integration_tests::Running;
 use tokio_stream::StreamExt;
 use tonic::{Code, Request, Status};
 use tonic_health::pb::HealthCheckRequest;
@@ -29,7 +29,7 @@ type H2 = Client<HttpConnector, tonic::body::Body>;
 /// A user service on loopback, with a client and tokens for it.
 struct Fixture {
     keys: Keys,
-    _data: TempDir,
+    _data: Data,
     running: Running,
     state: user::State,
     h2: H2,
@@ -42,8 +42,8 @@ impl Fixture {
 
     async fn start_with(configure: impl FnOnce(&mut user::State)) -> Fixture {
         let keys = Keys::ephemeral();
-        let data = TempDir::new();
-        let mut state = user::State::open(data.path(), Durability::Full, &keys, Faults::default())
+        let data = Data::new().await;
+        let mut state = user::State::open(&data.database(), &keys, Faults::default())
             .await
             .expect("open the user service");
         configure(&mut state);

@@ -11,11 +11,12 @@
 //!     cargo test -p integration-tests --test grpc_interop -- --ignored
 //! ```
 
+use integration_tests::Data;
 use std::path::Path;
 use std::process::Command;
 
 use demo_services::auth::{self, Keys};
-use integration_tests::{TempDir, start_user};
+use integration_tests::start_user;
 
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs Python's grpcio: GRPC_INTEROP_PYTHON=$(tests/interop/python-env.sh), then --ignored"]
@@ -23,8 +24,8 @@ async fn python_grpcio_calls_every_rpc_health_and_reflection() {
     let python = std::env::var("GRPC_INTEROP_PYTHON")
         .expect("GRPC_INTEROP_PYTHON: the python of tests/interop/python-env.sh");
     let keys = Keys::ephemeral();
-    let data = TempDir::new();
-    let (user, _) = start_user(data.path(), &keys, None).await;
+    let data = Data::new().await;
+    let (user, _) = start_user(&data, &keys, None).await;
     let token = |caller: &str| {
         keys.token(
             caller,

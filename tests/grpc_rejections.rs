@@ -17,7 +17,7 @@ use axum::body::Body;
 use axum::routing::{get, post};
 use bytes::Bytes;
 use demo_services::auth::{self, Keys};
-use demo_services::db::Durability;
+use demo_services::db::{Database, Durability};
 use demo_services::fault::Faults;
 use demo_services::server::{self, MAX_BODY, ServerParts};
 use demo_services::user;
@@ -42,9 +42,13 @@ impl Users {
     async fn start() -> Users {
         let dir = TempDir::new();
         let keys = Keys::ephemeral();
-        let state = user::State::open(dir.path(), Durability::Full, &keys, Faults::default())
-            .await
-            .expect("open the user service");
+        let state = user::State::open(
+            &Database::sqlite(dir.path(), Durability::Full),
+            &keys,
+            Faults::default(),
+        )
+        .await
+        .expect("open the user service");
         Users {
             app: user::app(state.clone()),
             state,

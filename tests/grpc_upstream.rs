@@ -120,8 +120,8 @@ async fn the_callers_budget_crosses_rest_then_grpc() {
         user_url: format!("http://{addr}"),
         ..c.settings.clone()
     };
-    let dir = integration_tests::TempDir::new();
-    let (order, _) = start_order(dir.path(), &c.keys, &settings, None).await;
+    let dir = integration_tests::Data::new().await;
+    let (order, _) = start_order(&dir, &c.keys, &settings, None).await;
     let token = c.gateway(ORDER_SERVICE);
 
     // Hop one: the caller gives the order service 800 ms, over REST.

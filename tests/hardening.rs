@@ -1,6 +1,7 @@
 //! What a hostile client can do to a service's side effects: grow its
 //! metrics, write into its log, read its files.
 
+use integration_tests::Data;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -28,8 +29,8 @@ fn label_values(text: &str, family: &str, label: &str) -> BTreeSet<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn made_up_methods_and_paths_do_not_grow_the_metrics() {
     let keys = Keys::ephemeral();
-    let data = TempDir::new();
-    let (user, _) = start_user(data.path(), &keys, None).await;
+    let data = Data::new().await;
+    let (user, _) = start_user(&data, &keys, None).await;
     let http = Http::default();
     let token = keys
         .token("api-gateway", USER_SERVICE, None, Duration::from_secs(60))
@@ -127,8 +128,8 @@ async fn raw_request(addr: std::net::SocketAddr, head: &[u8]) -> String {
 async fn hostile_paths_and_request_ids_reach_the_log_escaped() {
     logs::capture();
     let keys = Keys::ephemeral();
-    let data = TempDir::new();
-    let (user, _) = start_user(data.path(), &keys, None).await;
+    let data = Data::new().await;
+    let (user, _) = start_user(&data, &keys, None).await;
 
     // hyper takes any UTF-8 in the request target: a C1 control (NEL, a
     // line break to many log readers), a line separator, a bidi override.
@@ -172,7 +173,7 @@ async fn database_files_are_private_to_the_owner() {
     let keys = Keys::ephemeral();
     let root = TempDir::new();
     let dir = root.path().join("data");
-    let (user, _) = start_user(&dir, &keys, None).await;
+    let (user, _) = start_user(&Data::sqlite_at(dir.clone()), &keys, None).await;
     // A write, so the WAL surely holds something.
     let token = keys
         .token("api-gateway", USER_SERVICE, None, Duration::from_secs(60))

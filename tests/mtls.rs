@@ -4,6 +4,7 @@
 //! expired one are refused in the handshake; plaintext HTTP gets no HTTP
 //! answer; the header read timeout holds before the handshake.
 
+use integration_tests::Data;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -163,9 +164,9 @@ async fn whoami_server(dir: &Path, limits: Limits) -> SocketAddr {
 #[tokio::test]
 async fn a_client_with_a_leaf_from_the_ca_is_served_and_identified() {
     let dir = certs_dir();
-    let data = TempDir::new();
+    let data = Data::new().await;
     let keys = Keys::ephemeral();
-    let user = user_over_tls(dir.path(), data.path(), &keys).await.0;
+    let user = user_over_tls(dir.path(), &data, &keys).await.0;
 
     let health = get(user.addr, gateway(dir.path()), "/health", None)
         .await

@@ -3,16 +3,15 @@
 //! certificate names, and with `--service-auth mtls` the certificate alone
 //! authenticates, with the receiver's permissions.
 
+use integration_tests::Data;
 use std::time::Duration;
 
 use demo_services::auth::{API_GATEWAY, ApiKeyRing, Keys, ORDER_SERVICE, USER_SERVICE};
-use demo_services::db::Durability;
 use demo_services::fault::Faults;
 use demo_services::harness::{self};
 use demo_services::tls::certs;
 use demo_services::user;
 use http::{Method, StatusCode};
-use integration_tests::TempDir;
 use integration_tests::tls::{certs_dir, user_over_tls};
 use integration_tests::tls::{client_config, send};
 
@@ -26,9 +25,9 @@ fn token(keys: &Keys, issuer: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_whose_issuer_is_not_the_certificates_service_is_401() {
     let dir = certs_dir();
-    let data = TempDir::new();
+    let data = Data::new().await;
     let keys = Keys::ephemeral();
-    let (user, state) = user_over_tls(dir.path(), data.path(), &keys).await;
+    let (user, state) = user_over_tls(dir.path(), &data, &keys).await;
     let gateway = client_config(dir.path(), API_GATEWAY);
 
     // order-service's valid token, over the gateway's connection.
@@ -80,11 +79,11 @@ async fn a_token_whose_issuer_is_not_the_certificates_service_is_401() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_key_of_another_service_than_the_certificates_is_401() {
     let dir = certs_dir();
-    let data = TempDir::new();
+    let data = Data::new().await;
     let ring = ApiKeyRing::ephemeral();
     let (_, order_key) = ring.newest(ORDER_SERVICE).unwrap();
     let order_key = order_key.to_owned();
-    let (user, _) = user_over_tls(dir.path(), data.path(), &Keys::api_keys(ring)).await;
+    let (user, _) = user_over_tls(dir.path(), &data, &Keys::api_keys(ring)).await;
     let headers = [("x-service-name", ORDER_SERVICE), ("x-api-key", &order_key)];
 
     let over_gateway = send(
@@ -116,9 +115,9 @@ async fn an_api_key_of_another_service_than_the_certificates_is_401() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_mtls_mode_the_certificate_alone_authenticates_with_the_receivers_permissions() {
     let dir = certs_dir();
-    let data = TempDir::new();
+    let data = Data::new().await;
     let keys = Keys::mtls(&certs::trust_domain(dir.path()).unwrap()).unwrap();
-    let (user, state) = user_over_tls(dir.path(), data.path(), &keys).await;
+    let (user, state) = user_over_tls(dir.path(), &data, &keys).await;
 
     // The gateway reads users with no token at all.
     let read = send(
@@ -169,9 +168,9 @@ async fn in_mtls_mode_the_certificate_alone_authenticates_with_the_receivers_per
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_mtls_mode_a_request_without_a_client_certificate_is_401() {
     // Served in plaintext: no connection carries an identity.
-    let data = TempDir::new();
+    let data = Data::new().await;
     let keys = Keys::mtls("demo.local").unwrap();
-    let state = user::State::open(data.path(), Durability::Full, &keys, Faults::default())
+    let state = user::State::open(&data.database(), &keys, Faults::default())
         .await
         .unwrap();
     let user = harness::start(state, None).await.unwrap();

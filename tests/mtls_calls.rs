@@ -6,6 +6,7 @@
 //! service's certificate where the user service should be, which the order
 //! service refuses in the handshake instead of using it.
 
+use integration_tests::Data;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -19,8 +20,8 @@ use demo_services::tls::certs::{self, DEFAULT_TRUST_DOMAIN};
 use demo_services::tls::server::{TlsListener, server_config};
 use http::{Method, StatusCode};
 use integration_tests::{
-    Answer, Cluster, Http, TempDir, fast_resilience, order_body, start_notification_with,
-    start_order, start_user_with,
+    Answer, Cluster, Http, fast_resilience, order_body, start_notification_with, start_order,
+    start_user_with,
 };
 use tokio::net::TcpListener;
 use tower_circuit::breaker::CircuitState;
@@ -183,7 +184,7 @@ async fn user_service_down(auth: Auth, transport: UserTransport) {
     // Back over TLS on the same address: once the open duration is over,
     // a probe closes the breaker (as in tests/outages.rs, the wait is the
     // breaker's own remaining time, not a guess).
-    c.user = start_user_with(c.data.path(), &c.keys, Some(user_addr), user_tls)
+    c.user = start_user_with(&c.data, &c.keys, Some(user_addr), user_tls)
         .await
         .0;
     tokio::time::sleep(breaker.retry_after().unwrap_or_default()).await;
@@ -224,7 +225,7 @@ async fn notification_service_down(auth: Auth) {
     }
     assert!(c.orders.outbox.pending() >= 1);
 
-    c.notification = start_notification_with(c.data.path(), &c.keys, Some(note_addr), note_tls)
+    c.notification = start_notification_with(&c.data, &c.keys, Some(note_addr), note_tls)
         .await
         .0;
     c.drained(DRAIN).await;
@@ -291,8 +292,8 @@ async fn impostor(transport: UserTransport) {
         user_url: format!("https://{addr}"),
         ..c.settings.clone()
     };
-    let data = TempDir::new();
-    let (order, state) = start_order(data.path(), &c.keys, &settings, None).await;
+    let data = Data::new().await;
+    let (order, state) = start_order(&data, &c.keys, &settings, None).await;
     let answer = c
         .http(ORDER_SERVICE)
         .post(
@@ -375,7 +376,7 @@ async fn a_renewed_certificate_is_the_one_the_order_service_calls_with() {
     let user_addr = c.user.addr;
     let user_tls = c.tls(USER_SERVICE);
     c.user.stop().await.unwrap();
-    c.user = start_user_with(c.data.path(), &c.keys, Some(user_addr), user_tls)
+    c.user = start_user_with(&c.data, &c.keys, Some(user_addr), user_tls)
         .await
         .0;
     let unseen = post(&http, &orders, Some(&token), &order_body(2)).await;

@@ -6,6 +6,7 @@
 //! handshakes and their failures by reason, a handshake never started
 //! as a timeout.
 
+use integration_tests::Data;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -14,7 +15,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use demo_services::auth::{self, Keys};
-use demo_services::db::Durability;
 use demo_services::fault::Faults;
 use demo_services::harness::{self};
 use demo_services::tls::certs;
@@ -24,7 +24,6 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use integration_tests::TempDir;
 use integration_tests::tls::{certs_dir, user_over_tls};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -169,9 +168,9 @@ async fn wait_for_metric(addr: SocketAddr, config: &Arc<ClientConfig>, series: &
 #[tokio::test]
 async fn renewing_under_load_drops_nothing_and_new_connections_get_the_new_certificate() {
     let dir = certs_dir();
-    let data = TempDir::new();
+    let data = Data::new().await;
     let keys = Keys::ephemeral();
-    let service = user_over_tls(dir.path(), data.path(), &keys).await.0;
+    let service = user_over_tls(dir.path(), &data, &keys).await.0;
     let gateway = client(dir.path(), Some(dir.path()));
     let token = keys
         .token(
@@ -267,9 +266,9 @@ async fn renewing_under_load_drops_nothing_and_new_connections_get_the_new_certi
 #[tokio::test]
 async fn a_broken_renewal_keeps_the_old_certificate_and_is_counted() {
     let dir = certs_dir();
-    let data = TempDir::new();
+    let data = Data::new().await;
     let keys = Keys::ephemeral();
-    let service = user_over_tls(dir.path(), data.path(), &keys).await.0;
+    let service = user_over_tls(dir.path(), &data, &keys).await.0;
     let gateway = client(dir.path(), Some(dir.path()));
     let old = cert(dir.path(), &certs::cert_file(auth::USER_SERVICE));
     let before = health(service.addr, gateway.clone()).await;
@@ -297,9 +296,9 @@ async fn a_broken_renewal_keeps_the_old_certificate_and_is_counted() {
 #[tokio::test]
 async fn health_shows_the_certificate_and_only_with_tls() {
     let dir = certs_dir();
-    let data = TempDir::new();
+    let data = Data::new().await;
     let keys = Keys::ephemeral();
-    let service = user_over_tls(dir.path(), data.path(), &keys).await.0;
+    let service = user_over_tls(dir.path(), &data, &keys).await.0;
     let body = health(service.addr, client(dir.path(), Some(dir.path()))).await;
     let tls = &body["tls"];
     assert_eq!(
@@ -326,8 +325,8 @@ async fn health_shows_the_certificate_and_only_with_tls() {
     );
     service.stop().await.unwrap();
 
-    let plain_data = TempDir::new();
-    let (plain, _) = integration_tests::start_user(plain_data.path(), &keys, None).await;
+    let plain_data = Data::new().await;
+    let (plain, _) = integration_tests::start_user(&plain_data, &keys, None).await;
     let answer = demo_services::harness::Http::default()
         .get(&format!("{}/health", plain.url()), "")
         .await;
@@ -340,9 +339,9 @@ async fn health_shows_the_certificate_and_only_with_tls() {
 async fn metrics_count_handshakes_and_failures_by_reason() {
     let dir = certs_dir();
     let other = certs_dir();
-    let data = TempDir::new();
+    let data = Data::new().await;
     let keys = Keys::ephemeral();
-    let service = user_over_tls(dir.path(), data.path(), &keys).await.0;
+    let service = user_over_tls(dir.path(), &data, &keys).await.0;
     let addr = service.addr;
     let gateway = client(dir.path(), Some(dir.path()));
 
@@ -414,9 +413,9 @@ async fn metrics_count_handshakes_and_failures_by_reason() {
 #[tokio::test]
 async fn a_handshake_never_started_is_counted_as_a_timeout() {
     let dir = certs_dir();
-    let data = TempDir::new();
+    let data = Data::new().await;
     let keys = Keys::ephemeral();
-    let mut state = user::State::open(data.path(), Durability::Full, &keys, Faults::default())
+    let mut state = user::State::open(&data.database(), &keys, Faults::default())
         .await
         .expect("open the user service");
     state.server.tls = Some(TlsDir::open(dir.path(), auth::USER_SERVICE).unwrap());

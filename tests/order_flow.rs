@@ -8,7 +8,6 @@ use http::StatusCode;
 use integration_tests::{Cluster, Http, order_body};
 use serde_json::json;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_fetches_the_user_and_its_notification_is_delivered_once() {
     let c = Cluster::start().await;
     let http = Http::default();
@@ -58,7 +57,6 @@ async fn an_order_fetches_the_user_and_its_notification_is_delivered_once() {
     assert_eq!(again.json["total"], json!(19.98));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_idempotency_key_and_body_returns_the_same_order_and_creates_nothing() {
     let c = Cluster::start().await;
     let http = Http::default();
@@ -102,7 +100,6 @@ async fn the_same_idempotency_key_and_body_returns_the_same_order_and_creates_no
     assert_eq!(notes.json["notifications"].as_array().unwrap().len(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_user_is_404_not_retried_and_not_a_breaker_failure() {
     let c = Cluster::start().await;
     let http = Http::default();
@@ -130,7 +127,6 @@ async fn an_unknown_user_is_404_not_retried_and_not_a_breaker_failure() {
     assert_eq!(c.orders.outbox.pending(), 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_are_read_back_by_id_and_by_user() {
     let c = Cluster::start().await;
     let http = Http::default();
@@ -156,7 +152,6 @@ async fn orders_are_read_back_by_id_and_by_user() {
     assert_eq!(missing.error(), "order_not_found");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn totals_are_exact_in_cents() {
     let c = Cluster::start().await;
     let http = Http::default();
@@ -197,7 +192,6 @@ async fn totals_are_exact_in_cents() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_user_service_serves_creates_pages_and_updates_users() {
     let c = Cluster::start().await;
     let http = Http::default();
@@ -260,7 +254,6 @@ async fn the_user_service_serves_creates_pages_and_updates_users() {
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_notification_service_keeps_one_notification_per_order() {
     let c = Cluster::start().await;
     let http = Http::default();
@@ -281,7 +274,6 @@ async fn the_notification_service_keeps_one_notification_per_order() {
     assert_eq!(list.json["notifications"].as_array().unwrap().len(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_needs_no_token() {
     let c = Cluster::start().await;
     let http = Http::default();
@@ -305,7 +297,6 @@ async fn health_needs_no_token() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_notification_squatted_for_a_future_order_loses_to_the_real_one() {
     integration_tests::logs::capture();
     let c = Cluster::start().await;
@@ -356,7 +347,9 @@ async fn a_notification_squatted_for_a_future_order_loses_to_the_real_one() {
     // The same order with other content, even from the order service: 409,
     // nothing changes, and the log shows the caller's text escaped.
     let sender = c.token(ORDER_SERVICE, NOTIFICATION_SERVICE);
-    let marker = "squat-conflict-5e1d";
+    // Unique to this run: the suite runs once per engine in one process,
+    // and the log capture is the process's.
+    let marker = &format!("squat-conflict-{}", c.order.addr.port());
     let other = json!({
         "userId": 2, "orderId": 1, "channel": "email",
         "message": format!("{marker}\nERROR forged line")
@@ -377,9 +370,22 @@ async fn a_notification_squatted_for_a_future_order_loses_to_the_real_one() {
     let lines = integration_tests::logs::lines_with(marker);
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(lines[0].contains("\\nERROR forged line"), "{}", lines[0]);
+    // Never on a line of its own (the other engine's run has its marker).
     assert!(
         integration_tests::logs::lines_with("ERROR forged line")
             .iter()
-            .all(|l| l.contains(marker))
+            .all(|l| l.contains("squat-conflict-"))
     );
 }
+
+integration_tests::on_both_backends!(
+    an_order_fetches_the_user_and_its_notification_is_delivered_once,
+    the_same_idempotency_key_and_body_returns_the_same_order_and_creates_nothing,
+    an_unknown_user_is_404_not_retried_and_not_a_breaker_failure,
+    orders_are_read_back_by_id_and_by_user,
+    totals_are_exact_in_cents,
+    the_user_service_serves_creates_pages_and_updates_users,
+    the_notification_service_keeps_one_notification_per_order,
+    health_needs_no_token,
+    a_notification_squatted_for_a_future_order_loses_to_the_real_one,
+);

@@ -4,23 +4,21 @@
 //! (orders still 201, every notification delivered once after it returns,
 //! also across an order-service restart).
 
+use integration_tests::Data;
 use std::time::Duration;
 
 use demo_services::auth::{API_GATEWAY, Keys, NOTIFICATION_SERVICE, ORDER_SERVICE};
 use demo_services::order::{Resilience, Settings, UserTransport};
 use http::{Method, StatusCode};
 use integration_tests::{
-    Cluster, Http, TempDir, fast_resilience, order_body, start_notification, start_order,
-    start_user,
+    Cluster, Http, fast_resilience, order_body, start_notification, start_order, start_user,
 };
 use tower_circuit::breaker::CircuitState;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_service_down_uses_the_cached_user_then_fails_fast_then_recovers() {
     user_service_down(UserTransport::Http).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_service_down_over_grpc_uses_the_cached_user_then_fails_fast_then_recovers() {
     user_service_down(UserTransport::Grpc).await;
 }
@@ -98,7 +96,7 @@ async fn user_service_down(transport: UserTransport) {
 
     // Back up on the same address; after the open duration a probe closes
     // the breaker and users are live again.
-    c.user = start_user(c.data.path(), &c.keys, Some(user_addr)).await.0;
+    c.user = start_user(&c.data, &c.keys, Some(user_addr)).await.0;
     tokio::time::sleep(breaker.retry_after().unwrap_or_default()).await;
     let back = http.post(&orders, &token, &order_body(2)).await;
     assert_eq!(back.status, StatusCode::CREATED, "{:?}", back.json);
@@ -107,7 +105,6 @@ async fn user_service_down(transport: UserTransport) {
     assert_eq!(breaker.state(), CircuitState::Closed);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notification_service_down_orders_still_succeed_and_notifications_arrive_once() {
     let mut c = Cluster::start().await;
     let http = Http::default();
@@ -129,7 +126,7 @@ async fn notification_service_down_orders_still_succeed_and_notifications_arrive
         "undelivered notifications are kept"
     );
 
-    c.notification = start_notification(c.data.path(), &c.keys, Some(note_addr))
+    c.notification = start_notification(&c.data, &c.keys, Some(note_addr))
         .await
         .0;
     // The breaker may be open: the backlog drains once it lets a probe by.
@@ -158,7 +155,6 @@ async fn notification_service_down_orders_still_succeed_and_notifications_arrive
     assert_eq!(ada.json["notifications"].as_array().unwrap().len(), 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_notifications_survive_an_order_service_restart() {
     let mut c = Cluster::start().await;
     let http = Http::default();
@@ -185,10 +181,10 @@ async fn pending_notifications_survive_an_order_service_restart() {
 
     // Notification service back, then a new order-service process on the
     // same database: it picks the records up and delivers them.
-    c.notification = start_notification(c.data.path(), &c.keys, Some(note_addr))
+    c.notification = start_notification(&c.data, &c.keys, Some(note_addr))
         .await
         .0;
-    let (order, orders) = start_order(c.data.path(), &c.keys, &c.settings, Some(order_addr)).await;
+    let (order, orders) = start_order(&c.data, &c.keys, &c.settings, Some(order_addr)).await;
     c.order = order;
     c.orders = orders;
     assert_eq!(
@@ -218,7 +214,6 @@ async fn pending_notifications_survive_an_order_service_restart() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_is_prompt_while_the_notification_service_never_answers() {
     // A "notification service" that accepts connections and never answers.
     let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -238,12 +233,13 @@ async fn shutdown_is_prompt_while_the_notification_service_never_answers() {
     });
 
     let keys = Keys::ephemeral();
-    let data = TempDir::new();
-    let (user, _) = start_user(data.path(), &keys, None).await;
-    // Each delivery may take a minute: only shutdown can cut it short.
+    let data = Data::new().await;
+    let (user, _) = start_user(&data, &keys, None).await;
+    // Each delivery may take 25 s (within the outbox's 30 s lease): only
+    // shutdown can cut it short.
     let resilience = Resilience {
-        timeout_write: Duration::from_secs(60),
-        call_deadline: Duration::from_secs(120),
+        timeout_write: Duration::from_secs(20),
+        call_deadline: Duration::from_secs(25),
         ..fast_resilience()
     };
     let settings = Settings {
@@ -253,7 +249,7 @@ async fn shutdown_is_prompt_while_the_notification_service_never_answers() {
         resilience,
         tls: None,
     };
-    let (order, orders) = start_order(data.path(), &keys, &settings, None).await;
+    let (order, orders) = start_order(&data, &keys, &settings, None).await;
     let http = Http::default();
     let token = keys
         .token(API_GATEWAY, ORDER_SERVICE, None, Duration::from_secs(60))
@@ -290,15 +286,16 @@ async fn shutdown_is_prompt_while_the_notification_service_never_answers() {
     black_hole.abort();
 
     // After a restart against a notification service that answers, every
-    // notification is delivered, once.
-    let (notification, _) = start_notification(data.path(), &keys, None).await;
+    // notification is delivered, once, at once: the stopped process gave
+    // its leases back rather than leave them to run out (30 s).
+    let (notification, _) = start_notification(&data, &keys, None).await;
     let settings = Settings {
         notification_url: notification.url(),
         user_transport: Default::default(),
         resilience: fast_resilience(),
         ..settings
     };
-    let (order, orders) = start_order(data.path(), &keys, &settings, None).await;
+    let (order, orders) = start_order(&data, &keys, &settings, None).await;
     let mut pending = orders.outbox.watch_pending();
     tokio::time::timeout(Duration::from_secs(10), pending.wait_for(|n| *n == 0))
         .await
@@ -327,3 +324,11 @@ async fn shutdown_is_prompt_while_the_notification_service_never_answers() {
     }
     order.stop().await.unwrap();
 }
+
+integration_tests::on_both_backends!(
+    user_service_down_uses_the_cached_user_then_fails_fast_then_recovers,
+    user_service_down_over_grpc_uses_the_cached_user_then_fails_fast_then_recovers,
+    notification_service_down_orders_still_succeed_and_notifications_arrive_once,
+    pending_notifications_survive_an_order_service_restart,
+    shutdown_is_prompt_while_the_notification_service_never_answers,
+);

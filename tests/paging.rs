@@ -72,7 +72,6 @@ async fn assert_bad_paging(http: &Http, url: &str, token: &str) {
     assert_eq!(full.status, StatusCode::OK);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_and_notifications_page_by_fifty_with_a_cursor() {
     let c = Cluster::start().await;
     let http = Http::default();
@@ -115,7 +114,6 @@ async fn orders_and_notifications_page_by_fifty_with_a_cursor() {
     assert_bad_paging(&http, &format!("{notes}?userId=1"), &reader).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_page_by_fifty_with_a_cursor() {
     let c = Cluster::start().await;
     let http = Http::default();
@@ -146,3 +144,8 @@ async fn users_page_by_fifty_with_a_cursor() {
         assert_eq!(res.error(), "invalid_request", "{old}");
     }
 }
+
+integration_tests::on_both_backends!(
+    orders_and_notifications_page_by_fifty_with_a_cursor,
+    users_page_by_fifty_with_a_cursor,
+);

@@ -1,6 +1,7 @@
 //! Graceful shutdown: a request in flight when shutdown begins is answered,
 //! then the server stops and refuses new connections.
 
+use integration_tests::Data;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -8,18 +9,17 @@ use demo_services::auth::{Keys, USER_SERVICE};
 use demo_services::fault::Faults;
 use demo_services::{server, user};
 use http::StatusCode;
-use integration_tests::{Http, TempDir};
+use integration_tests::Http;
 use tokio::sync::oneshot;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_in_flight_is_answered_before_the_server_stops() {
     let keys = Keys::ephemeral();
-    let data = TempDir::new();
+    let data = Data::new().await;
     // Every authenticated request takes 300 ms, so it is surely in flight
     // when shutdown begins.
     let state = user::State::open(
-        data.path(),
-        demo_services::db::Durability::Full,
+        &data.database(),
         &keys,
         Faults::new(0.0, Duration::from_millis(300)),
     )

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use crate::auth::{API_GATEWAY, Keys, NOTIFICATION_SERVICE, ORDER_SERVICE, USER_SERVICE};
-use crate::db::Durability;
+use crate::db::{Database, Durability};
 use crate::fault::Faults;
 use crate::harness::{self, Error, Http, Running};
 use crate::order::{self, Resilience, Settings};
@@ -178,9 +178,9 @@ impl Drill<'_> {
 /// `say`, one line at a time.
 pub async fn run(data_dir: &Path, say: &mut dyn FnMut(String)) -> Result<Report, Error> {
     let keys = Keys::ephemeral();
-    let users = user::State::open(data_dir, Durability::Full, &keys, Faults::default()).await?;
-    let notifications =
-        notification::State::open(data_dir, Durability::Full, &keys, Faults::default()).await?;
+    let db = Database::sqlite(data_dir, Durability::Full);
+    let users = user::State::open(&db, &keys, Faults::default()).await?;
+    let notifications = notification::State::open(&db, &keys, Faults::default()).await?;
     let user = harness::start(users.clone(), None).await?;
     let notification = harness::start(notifications.clone(), None).await?;
     let resilience = settings();
@@ -191,14 +191,7 @@ pub async fn run(data_dir: &Path, say: &mut dyn FnMut(String)) -> Result<Report,
         resilience: resilience.clone(),
         tls: None,
     };
-    let state = order::State::open(
-        data_dir,
-        Durability::Full,
-        &keys,
-        &settings,
-        Faults::default(),
-    )
-    .await?;
+    let state = order::State::open(&db, &keys, &settings, Faults::default()).await?;
     let order = harness::start(state.clone(), None).await?;
     let token = keys.token(API_GATEWAY, ORDER_SERVICE, None, Duration::from_secs(600))?;
     let mut drill = Drill {

@@ -31,6 +31,29 @@ pub fn retry_base_delay(text: &str) -> Result<Duration, String> {
     at_most(positive_duration(text)?, MAX_RETRY_BASE_DELAY, text)
 }
 
+/// `--database-url`: a `postgres://` or `postgresql://` URL (the rest is
+/// checked when connecting, which names what is wrong).
+pub fn database_url(text: &str) -> Result<String, String> {
+    if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+        Ok(text.to_owned())
+    } else {
+        Err("expected a postgres:// URL (SQLite is the default: use --data-dir)".to_owned())
+    }
+}
+
+/// The longest `--outbox-lease`: a replica that dies while sending holds
+/// its records back at most this long.
+pub const MAX_OUTBOX_LEASE: Duration = Duration::from_secs(30);
+
+/// `--outbox-lease`: from 1 s to [`MAX_OUTBOX_LEASE`].
+pub fn outbox_lease(text: &str) -> Result<Duration, String> {
+    let d = at_most(positive_duration(text)?, MAX_OUTBOX_LEASE, text)?;
+    if d < Duration::from_secs(1) {
+        return Err(format!("`{text}` is below the minimum of 1s"));
+    }
+    Ok(d)
+}
+
 /// `token --ttl`: above zero, at most [`auth::MAX_TOKEN_LIFETIME`], the
 /// longest lifetime the services' verifiers accept (a longer token would
 /// be refused with a 401 by every service).

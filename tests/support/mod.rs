@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use demo_services::auth::{self, Keys};
-use demo_services::db::Durability;
 use demo_services::fault::Faults;
 use demo_services::harness;
 use demo_services::order::{self, Resilience, Settings, UserTransport};
@@ -19,6 +18,9 @@ use serde_json::Value;
 
 pub use demo_services::harness::{Answer, Http, Running};
 
+pub use self::data::{Backend, Data};
+
+pub mod data;
 pub mod engines;
 pub mod logs;
 pub mod tls;
@@ -75,21 +77,21 @@ async fn start<S: ServiceState>(state: S, addr: Option<SocketAddr>) -> (Running,
 
 /// Starts the user service (on `addr`, or a fresh port), without faults.
 pub async fn start_user(
-    dir: &Path,
+    data: &Data,
     keys: &Keys,
     addr: Option<SocketAddr>,
 ) -> (Running, user::State) {
-    start_user_with(dir, keys, addr, None).await
+    start_user_with(data, keys, addr, None).await
 }
 
 /// Starts the user service, over mutual TLS with `tls` if given.
 pub async fn start_user_with(
-    dir: &Path,
+    data: &Data,
     keys: &Keys,
     addr: Option<SocketAddr>,
     tls: Option<TlsDir>,
 ) -> (Running, user::State) {
-    let mut state = user::State::open(dir, Durability::Full, keys, Faults::default())
+    let mut state = user::State::open(&data.database(), keys, Faults::default())
         .await
         .expect("open the user service");
     state.server.tls = tls;
@@ -98,21 +100,21 @@ pub async fn start_user_with(
 
 /// Starts the notification service.
 pub async fn start_notification(
-    dir: &Path,
+    data: &Data,
     keys: &Keys,
     addr: Option<SocketAddr>,
 ) -> (Running, notification::State) {
-    start_notification_with(dir, keys, addr, None).await
+    start_notification_with(data, keys, addr, None).await
 }
 
 /// Starts the notification service, over mutual TLS with `tls` if given.
 pub async fn start_notification_with(
-    dir: &Path,
+    data: &Data,
     keys: &Keys,
     addr: Option<SocketAddr>,
     tls: Option<TlsDir>,
 ) -> (Running, notification::State) {
-    let mut state = notification::State::open(dir, Durability::Full, keys, Faults::default())
+    let mut state = notification::State::open(&data.database(), keys, Faults::default())
         .await
         .expect("open the notification service");
     state.server.tls = tls;
@@ -121,12 +123,12 @@ pub async fn start_notification_with(
 
 /// Starts the order service.
 pub async fn start_order(
-    dir: &Path,
+    data: &Data,
     keys: &Keys,
     settings: &Settings,
     addr: Option<SocketAddr>,
 ) -> (Running, order::State) {
-    let state = order::State::open(dir, Durability::Full, keys, settings, Faults::default())
+    let state = order::State::open(&data.database(), keys, settings, Faults::default())
         .await
         .expect("open the order service");
     start(state, addr).await
@@ -154,8 +156,8 @@ pub fn fast_resilience() -> Resilience {
 pub struct Cluster {
     /// Keys shared by the three, and used to mint callers' tokens.
     pub keys: Keys,
-    /// The data directory (one database file per service).
-    pub data: TempDir,
+    /// The three services' data (SQLite files, or a PostgreSQL schema).
+    pub data: Data,
     /// The user service.
     pub user: Running,
     /// Its state (faults, metrics).
@@ -225,17 +227,15 @@ impl Cluster {
         resilience: Resilience,
         certs: Option<TempDir>,
     ) -> Cluster {
-        let data = TempDir::new();
+        let data = Data::new().await;
         let tls = |service| {
             certs
                 .as_ref()
                 .map(|dir| TlsDir::open(dir.path(), service).expect("open the TLS directory"))
         };
-        let (user, users) =
-            start_user_with(data.path(), &keys, None, tls(auth::USER_SERVICE)).await;
+        let (user, users) = start_user_with(&data, &keys, None, tls(auth::USER_SERVICE)).await;
         let (notification, _) =
-            start_notification_with(data.path(), &keys, None, tls(auth::NOTIFICATION_SERVICE))
-                .await;
+            start_notification_with(&data, &keys, None, tls(auth::NOTIFICATION_SERVICE)).await;
         let settings = Settings {
             user_url: user.url(),
             notification_url: notification.url(),
@@ -243,7 +243,7 @@ impl Cluster {
             resilience,
             tls: tls(auth::ORDER_SERVICE),
         };
-        let (order, orders) = start_order(data.path(), &keys, &settings, None).await;
+        let (order, orders) = start_order(&data, &keys, &settings, None).await;
         Cluster {
             keys,
             data,

@@ -39,7 +39,7 @@ pub fn certs_dir() -> crate::TempDir {
 /// data in `data`.
 pub async fn user_over_tls(
     certs: &Path,
-    data: &Path,
+    data: &crate::Data,
     keys: &Keys,
 ) -> (crate::Running, user::State) {
     let tls = TlsDir::open(certs, USER_SERVICE).expect("open the TLS directory");

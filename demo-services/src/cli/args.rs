@@ -60,9 +60,18 @@ pub struct DrillArgs {
 /// Where keys and data live.
 #[derive(Debug, Clone, Args)]
 pub struct ServiceArgs {
-    /// Directory of the SQLite databases.
+    /// Directory of the SQLite databases (one file per service), unless
+    /// --database-url is given.
     #[arg(long, default_value = "data")]
     pub data_dir: PathBuf,
+    /// A PostgreSQL database instead of SQLite files:
+    /// `postgres://user[:password]@host[:port]/database`. The services may
+    /// share one (their tables never collide); the order service's
+    /// replicas must share theirs. Each service applies its migrations at
+    /// start.
+    #[arg(long, value_name = "URL", value_parser = flags::database_url,
+          conflicts_with_all = ["data_dir", "db_sync"])]
+    pub database_url: Option<String>,
     /// How the services prove who they are to each other: `jwt` (a
     /// service token per call), `api-key` (X-Service-Name and X-API-Key)
     /// or `mtls` (the client certificate alone; needs --tls-dir).

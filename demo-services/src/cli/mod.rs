@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 use crate::auth::api_keys::{self, ApiKeySource};
 use crate::auth::{self, ApiKeyRing, KeySource, Keys, ServiceAuth};
+use crate::db::Database;
 use crate::fault::Faults;
 use crate::order::Settings;
 use crate::{notification, order, server, tls, user};
@@ -56,17 +57,25 @@ impl ServiceArgs {
         }
     }
 
+    /// The database `--database-url` names, or SQLite files under
+    /// `--data-dir`.
+    fn database(&self) -> Database {
+        match &self.database_url {
+            Some(url) => Database::Postgres { url: url.clone() },
+            None => Database::sqlite(&self.data_dir, self.db_sync),
+        }
+    }
+
     /// The order service's state: its clients through the whole client
     /// stack, or with `--without-layers` the bare hyper-util client.
     async fn open_order(
         &self,
-        dir: &std::path::Path,
         keys: &Keys,
         settings: &Settings,
         faults: Faults,
     ) -> Result<order::State, order::StartError> {
         if !self.without_layers {
-            return order::State::open(dir, self.db_sync, keys, settings, faults).await;
+            return order::State::open(&self.database(), keys, settings, faults).await;
         }
         let ops = server::ServerParts::new(auth::ORDER_SERVICE, keys, faults);
         let upstream = order::Upstream::without_layers(
@@ -75,7 +84,7 @@ impl ServiceArgs {
             settings.user_transport,
         )
         .map_err(order::StartError::Upstream)?;
-        order::State::with_upstream(dir, self.db_sync, ops, upstream, settings).await
+        order::State::with_upstream(&self.database(), ops, upstream, settings).await
     }
 
     fn order_app(&self, state: &order::State) -> axum::Router {
@@ -357,13 +366,8 @@ async fn serve(
             let keys = args.service.prepare(false)?;
             let listener = bind(args.listen).await?;
             let limits = args.service.limits(1)?;
-            let mut state = user::State::open(
-                &args.service.data_dir,
-                args.service.db_sync,
-                &keys,
-                args.faults.faults(),
-            )
-            .await?;
+            let mut state =
+                user::State::open(&args.service.database(), &keys, args.faults.faults()).await?;
             state.server.limits = limits;
             state.server.tls = args.service.tls(auth::USER_SERVICE)?;
             state.grpc_reflection = !args.no_grpc_reflection;
@@ -374,13 +378,9 @@ async fn serve(
             let keys = args.service.prepare(false)?;
             let listener = bind(args.listen).await?;
             let limits = args.service.limits(1)?;
-            let mut state = notification::State::open(
-                &args.service.data_dir,
-                args.service.db_sync,
-                &keys,
-                args.faults.faults(),
-            )
-            .await?;
+            let mut state =
+                notification::State::open(&args.service.database(), &keys, args.faults.faults())
+                    .await?;
             state.server.limits = limits;
             state.server.tls = args.service.tls(auth::NOTIFICATION_SERVICE)?;
             let app = args.service.notification_app(&state);
@@ -403,12 +403,7 @@ async fn serve(
             };
             let mut state = args
                 .service
-                .open_order(
-                    &args.service.data_dir,
-                    &keys,
-                    &settings,
-                    args.faults.faults(),
-                )
+                .open_order(&keys, &settings, args.faults.faults())
                 .await?;
             state.server.limits = limits;
             let app = args.service.order_app(&state);
@@ -452,7 +447,7 @@ async fn serve(
                 resilience: args.resilience,
                 tls: args.service.tls(auth::ORDER_SERVICE)?,
             };
-            let dir = &args.service.data_dir;
+            let database = args.service.database();
             let faults_for = |service: &str| match &args.fault_target {
                 Some(target) if target != service => Faults::default(),
                 _ => args.faults.faults(),
@@ -462,23 +457,14 @@ async fn serve(
             {
                 return Err(format!("--fault-target: unknown service {target:?}").into());
             }
-            let mut user_state = user::State::open(
-                dir,
-                args.service.db_sync,
-                &keys,
-                faults_for(auth::USER_SERVICE),
-            )
-            .await?;
-            let mut notification_state = notification::State::open(
-                dir,
-                args.service.db_sync,
-                &keys,
-                faults_for(auth::NOTIFICATION_SERVICE),
-            )
-            .await?;
+            let mut user_state =
+                user::State::open(&database, &keys, faults_for(auth::USER_SERVICE)).await?;
+            let mut notification_state =
+                notification::State::open(&database, &keys, faults_for(auth::NOTIFICATION_SERVICE))
+                    .await?;
             let mut order_state = args
                 .service
-                .open_order(dir, &keys, &settings, faults_for(auth::ORDER_SERVICE))
+                .open_order(&keys, &settings, faults_for(auth::ORDER_SERVICE))
                 .await?;
             let layered = args.service.layered();
             user_state.server.limits = limits;
@@ -659,7 +645,7 @@ fn print_banner(
     let key = format!("example-{}", crate::db::unix_millis());
     println!(
         "\
-demo-services running, databases in {data}/:
+demo-services running, data in {data}:
   user-service          {scheme}://{user}
   order-service         {order_url}
   notification-service  {scheme}://{notification}
@@ -674,7 +660,7 @@ Create an order ({intro}):
 
 Read it back: curl -s {order_url}/orders/ID {args}  (ID from the answer)
 Health: curl -s {health}{order_url}/health     Stop: Ctrl-C",
-        data = service.data_dir.display(),
+        data = service.database().describe(),
         user = host(user),
         notification = host(notification),
         intro = curl.intro,

@@ -19,7 +19,6 @@ pub mod store;
 
 use std::future::Future;
 use std::io;
-use std::path::Path;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -27,7 +26,7 @@ use tokio::net::TcpListener;
 use tower_jwt_service_auth::jwt::server::RequirePermissionLayer;
 
 use crate::auth::{Keys, NOTIFICATION_SERVICE};
-use crate::db::Durability;
+use crate::db::Database;
 use crate::fault::Faults;
 use crate::server::{self, ServerParts};
 
@@ -43,15 +42,10 @@ pub struct State {
 }
 
 impl State {
-    /// Opens the database under `data_dir`, with `durability`.
-    pub async fn open(
-        data_dir: &Path,
-        durability: Durability,
-        keys: &Keys,
-        faults: Faults,
-    ) -> Result<State, sqlx::Error> {
+    /// Opens the database.
+    pub async fn open(db: &Database, keys: &Keys, faults: Faults) -> Result<State, sqlx::Error> {
         Ok(State {
-            store: NotificationStore::open(data_dir, durability).await?,
+            store: NotificationStore::open(db).await?,
             server: ServerParts::new(NOTIFICATION_SERVICE, keys, faults),
         })
     }

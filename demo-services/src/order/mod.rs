@@ -22,7 +22,6 @@ pub mod upstream;
 
 use std::future::Future;
 use std::io;
-use std::path::Path;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -30,7 +29,7 @@ use tokio::net::TcpListener;
 use tower_jwt_service_auth::jwt::server::RequirePermissionLayer;
 
 use crate::auth::{Keys, NOTIFICATION_SERVICE, ORDER_SERVICE, USER_SERVICE};
-use crate::db::Durability;
+use crate::db::Database;
 use crate::fault::Faults;
 use crate::server::{self, ServerParts};
 use crate::tls::identity::TlsDir;
@@ -93,6 +92,8 @@ pub enum StartError {
     Db(sqlx::Error),
     /// The clients.
     Upstream(upstream::UpstreamError),
+    /// Settings that cannot work together.
+    Settings(String),
 }
 
 impl std::fmt::Display for StartError {
@@ -100,6 +101,7 @@ impl std::fmt::Display for StartError {
         match self {
             StartError::Db(e) => write!(f, "database: {e}"),
             StartError::Upstream(e) => write!(f, "{e}"),
+            StartError::Settings(e) => f.write_str(e),
         }
     }
 }
@@ -107,12 +109,10 @@ impl std::fmt::Display for StartError {
 impl std::error::Error for StartError {}
 
 impl State {
-    /// Opens the database under `data_dir`, with `durability`, and builds
-    /// the clients, each
-    /// through the whole client stack ([`Upstream::new`]).
+    /// Opens the database and builds the clients, each through the whole
+    /// client stack ([`Upstream::new`]).
     pub async fn open(
-        data_dir: &Path,
-        durability: Durability,
+        db: &Database,
         keys: &Keys,
         settings: &Settings,
         faults: Faults,
@@ -131,25 +131,32 @@ impl State {
             settings.tls.as_ref(),
         )
         .map_err(StartError::Upstream)?;
-        State::with_upstream(data_dir, durability, ops, upstream, settings).await
+        State::with_upstream(db, ops, upstream, settings).await
     }
 
-    /// Opens the database under `data_dir` with `upstream`'s clients (for
+    /// Opens the database with `upstream`'s clients (for
     /// `--without-layers`, clients without the stack).
     pub async fn with_upstream(
-        data_dir: &Path,
-        durability: Durability,
+        db: &Database,
         parts: ServerParts,
         upstream: Upstream,
         settings: &Settings,
     ) -> Result<State, StartError> {
-        let store = OrderStore::open(data_dir, durability)
-            .await
-            .map_err(StartError::Db)?;
+        let resilience = &settings.resilience;
+        if resilience.outbox_lease <= resilience.call_deadline {
+            return Err(StartError::Settings(format!(
+                "--outbox-lease ({:?}) must be longer than --call-deadline ({:?}): \
+                 a send must end before its lease does",
+                resilience.outbox_lease, resilience.call_deadline
+            )));
+        }
+        let store = OrderStore::open(db).await.map_err(StartError::Db)?;
         let outbox = Outbox::new(
             store.clone(),
             upstream.notifications.client.clone(),
-            settings.resilience.outbox_backoff(),
+            resilience.outbox_backoff(),
+            resilience.outbox_lease,
+            resilience.call_deadline,
             parts.metrics.clone(),
         )
         .await

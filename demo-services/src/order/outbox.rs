@@ -1,13 +1,21 @@
 //! Delivery of the notifications stored with each order (the outbox).
 //!
-//! A background task sends due records through the notification client
-//! (with its own breaker and retries), marks each delivered, and on failure
-//! schedules the next attempt with a capped, jittered backoff kept in the
-//! database, so pending records survive restarts. It wakes when an order is
-//! stored, when the next record falls due, and when an open breaker is due
-//! to let a probe through. Delivery is at least once; the notification
-//! service deduplicates by order, and each attempt carries the
-//! `Idempotency-Key` `order-<id>`.
+//! A background task claims due records ([`OrderStore::claim`]: leased to
+//! this process, so replicas sharing a database never send one record at
+//! once), sends each through the notification client (with its own
+//! breaker and retries), marks each delivered, and on failure schedules
+//! the next attempt with a capped, jittered backoff kept in the database,
+//! so pending records survive restarts. It wakes when an order is stored,
+//! when the next record falls due (or another process's lease runs out),
+//! and when an open breaker is due to let a probe through. Delivery is at
+//! least once; the notification service deduplicates by order, and each
+//! attempt carries the `Idempotency-Key` `order-<id>`.
+//!
+//! A record is sent only while its lease has at least the call's whole
+//! deadline left, so a send never outlives the lease and no other replica
+//! claims a record this one is still sending. A process killed while it
+//! holds leases loses nothing: the records stay in the table and are
+//! claimed again when the leases run out.
 //!
 //! Shutdown is prompt whatever the notification service does: the task
 //! checks for it between records and abandons a delivery in flight (a
@@ -29,15 +37,15 @@ use tower_circuit::client::ServiceClient;
 use tower_circuit::retry::Backoff;
 
 use super::store::{OrderStore, PendingNotification};
-use crate::db;
 use crate::telemetry::request_id;
 use crate::telemetry::{Escaped, Metrics};
 
-/// How many records one pass reads.
+/// How many records one claim leases.
 const BATCH: u32 = 64;
-/// The longest the task sleeps with nothing due, in case a wake-up is
-/// missed (another process writing the same database, say).
-const IDLE: Duration = Duration::from_secs(5);
+/// The longest the task sleeps with nothing due: other processes on the
+/// same database store orders without waking this one, and the backlog
+/// count shown in `/health` is re-read at least this often.
+const IDLE: Duration = Duration::from_secs(1);
 
 /// The handle on the outbox: wake the sender, watch the backlog.
 #[derive(Debug, Clone)]
@@ -45,6 +53,12 @@ pub struct Outbox {
     store: OrderStore,
     client: ServiceClient,
     backoff: Backoff,
+    /// How long a claim reserves its records.
+    lease: Duration,
+    /// The longest one send can take (the client's whole-call deadline).
+    send_limit: Duration,
+    /// This process's name on its leases.
+    owner: Arc<str>,
     wake: Arc<Notify>,
     pending: Arc<watch::Sender<u64>>,
     /// Records stored so far, counted before `pending` is raised: lets a
@@ -71,18 +85,27 @@ struct Body<'a> {
 }
 
 impl Outbox {
-    /// An outbox over `store`, delivering through `client`.
+    /// An outbox over `store`, delivering through `client` (whose calls
+    /// end within `send_limit`), claiming records for `lease`, which must
+    /// be longer than `send_limit`.
     pub async fn new(
         store: OrderStore,
         client: ServiceClient,
         backoff: Backoff,
+        lease: Duration,
+        send_limit: Duration,
         metrics: Metrics,
     ) -> Result<Outbox, sqlx::Error> {
         let pending = store.pending().await?;
+        use rand::RngExt;
+        let bits: u64 = rand::rng().random();
         Ok(Outbox {
             store,
             client,
             backoff,
+            lease,
+            send_limit,
+            owner: format!("{}-{bits:016x}", std::process::id()).into(),
             wake: Arc::new(Notify::new()),
             pending: Arc::new(watch::Sender::new(pending)),
             stores: Arc::new(AtomicU64::new(0)),
@@ -137,16 +160,28 @@ impl Outbox {
         mut shutdown: Pin<&mut S>,
     ) -> Result<Pass, sqlx::Error> {
         loop {
-            let due = self.store.due(db::unix_millis(), BATCH).await?;
-            if due.is_empty() {
+            let claimed_at = tokio::time::Instant::now();
+            let mut due = self
+                .store
+                .claim(&self.owner, BATCH, self.lease)
+                .await?
+                .into_iter();
+            if due.as_slice().is_empty() {
                 break;
             }
             let full = due.len() == BATCH as usize;
-            for record in due {
+            while let Some(record) = due.next() {
+                // Too little of the lease left for a whole send: give the
+                // rest back and claim again, for a fresh lease.
+                if claimed_at.elapsed() + self.send_limit >= self.lease {
+                    self.release(std::iter::once(record).chain(due)).await?;
+                    break;
+                }
                 let order = record.order_id;
+                let id = record.id;
                 let delivery = self.deliver(record);
                 // Checked before each record (biased) and during its
-                // delivery. Dropping the delivery drops its HTTP call; the
+                // delivery. Dropping the delivery drops its call; the
                 // database writes after the call are single statements,
                 // done or not, never half done.
                 let outcome = tokio::select! {
@@ -160,10 +195,19 @@ impl Outbox {
                             order,
                             "outbox: shutting down; the delivery in flight stays pending"
                         );
+                        // Given back, so another replica (or this one
+                        // restarted) need not wait out the lease.
+                        let unsent = std::iter::once(id)
+                            .chain(due.map(|r| r.id))
+                            .collect::<Vec<_>>();
+                        if let Err(e) = self.store.release(&self.owner, &unsent).await {
+                            tracing::warn!(error = %Escaped(&e), "outbox: leases not released; they run out by themselves");
+                        }
                         return Ok(Pass::Stopped);
                     }
                     Some(Some(wait)) => {
                         // The breaker is open: the rest would be refused too.
+                        self.release(due).await?;
                         self.sync_pending().await?;
                         return Ok(Pass::Wait(wait));
                     }
@@ -176,14 +220,20 @@ impl Outbox {
         }
         self.sync_pending().await?;
         Ok(Pass::Wait(
-            match self.store.next_due().await? {
-                Some(at) => {
-                    Duration::from_millis(u64::try_from(at - db::unix_millis()).unwrap_or(0))
-                }
-                None => IDLE,
-            }
-            .min(IDLE),
+            self.store.next_due().await?.unwrap_or(IDLE).min(IDLE),
         ))
+    }
+
+    /// Ends this process's leases on `records`, claimed but not sent.
+    async fn release(
+        &self,
+        records: impl Iterator<Item = PendingNotification>,
+    ) -> Result<(), sqlx::Error> {
+        let ids: Vec<i64> = records.map(|r| r.id).collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.store.release(&self.owner, &ids).await
     }
 
     /// One attempt; `Some(wait)` when the circuit is open for that long.
@@ -222,8 +272,9 @@ impl Outbox {
             }
             Err(e) => {
                 let delay = self.backoff.delay(record.attempts, None);
-                let next = db::unix_millis() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
-                self.store.failed(record.id, &e.to_string(), next).await?;
+                self.store
+                    .failed(record.id, &self.owner, &e.to_string(), delay)
+                    .await?;
                 tracing::warn!(
                     order = record.order_id,
                     attempts = record.attempts + 1,

@@ -10,7 +10,7 @@ use tower_circuit::breaker::{Config, Window};
 use tower_circuit::retry::{Backoff, Jitter, RetryLayer};
 use tower_circuit::timeout::ByMethod;
 
-use crate::flags::{positive_duration as duration, rate, retry_base_delay};
+use crate::flags::{outbox_lease, positive_duration as duration, rate, retry_base_delay};
 
 /// Circuit breaker, retry and timeout settings; one breaker per dependency.
 #[derive(Debug, Clone, clap::Args)]
@@ -46,6 +46,11 @@ pub struct Resilience {
     /// Longest wait between two delivery attempts of one notification.
     #[arg(long, default_value = "5s", value_parser = duration)]
     pub outbox_backoff_cap: Duration,
+    /// How long a claimed notification is reserved for the replica that
+    /// claimed it (1 s to 30 s, longer than `--call-deadline`): a replica
+    /// that dies while sending delays its records by at most this much.
+    #[arg(long, default_value = "30s", value_parser = outbox_lease)]
+    pub outbox_lease: Duration,
     /// Turns the breakers off (for comparing with them on).
     #[arg(long)]
     pub no_breaker: bool,
@@ -64,6 +69,7 @@ impl Default for Resilience {
             timeout_write: Duration::from_secs(10),
             call_deadline: Duration::from_secs(15),
             outbox_backoff_cap: Duration::from_secs(5),
+            outbox_lease: Duration::from_secs(30),
             no_breaker: false,
         }
     }

@@ -21,7 +21,6 @@ mod validate;
 
 use std::future::Future;
 use std::io;
-use std::path::Path;
 
 use axum::Router;
 use axum::response::IntoResponse;
@@ -32,7 +31,7 @@ use tower::ServiceBuilder;
 use tower_jwt_service_auth::jwt::server::RequirePermissionLayer;
 
 use crate::auth::{Keys, USER_SERVICE};
-use crate::db::Durability;
+use crate::db::Database;
 use crate::fault::Faults;
 use crate::server::{self, ServerParts};
 
@@ -55,16 +54,11 @@ pub struct State {
 }
 
 impl State {
-    /// Opens the database under `data_dir`, with `durability` (seeding
-    /// users 1, 2 and 3).
-    pub async fn open(
-        data_dir: &Path,
-        durability: Durability,
-        keys: &Keys,
-        faults: Faults,
-    ) -> Result<State, sqlx::Error> {
+    /// Opens the database (seeding
+    /// users 1, 2 and 3 when new).
+    pub async fn open(db: &Database, keys: &Keys, faults: Faults) -> Result<State, sqlx::Error> {
         Ok(State {
-            store: UserStore::open(data_dir, durability).await?,
+            store: UserStore::open(db).await?,
             server: ServerParts::new(USER_SERVICE, keys, faults),
             health: grpc::health_reporter().await,
             grpc_reflection: true,

@@ -1,63 +1,27 @@
 //! The order service's tables: orders, idempotency keys, the last copy of
-//! each user seen, and the outbox of notifications to deliver.
+//! each user seen, and the outbox of notifications to deliver; in SQLite
+//! ([`sqlite`], one process) or PostgreSQL ([`postgres`], shared by
+//! replicas), behind one interface ([`OrderStore`]).
 //!
 //! An order and its notification record are written in one transaction, so
 //! an acknowledged order always has its notification on the way, even if
 //! the process dies right after answering.
+//!
+//! Outbox records are *claimed* before they are sent: a claim leases a
+//! record to one process for a while ([`OrderStore::claim`]), so replicas
+//! sharing the table never send the same record at once, and a record
+//! whose process died is claimed again once its lease runs out.
 
-use std::path::Path;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::money::Cents;
 use crate::api::{Page, Paged};
-use crate::db::{self, Db};
+use crate::db::Database;
 
-mod migrate;
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS orders (
-    id          INTEGER PRIMARY KEY AUTOINCREMENT,
-    user_id     INTEGER NOT NULL,
-    items       TEXT NOT NULL,
-    total_cents INTEGER NOT NULL,
-    status      TEXT NOT NULL,
-    created_at  TEXT NOT NULL,
-    user_name   TEXT NOT NULL,
-    user_email  TEXT NOT NULL,
-    user_source TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS orders_user ON orders (user_id);
-CREATE TABLE IF NOT EXISTS idempotency_keys (
-    caller       TEXT NOT NULL,
-    key          TEXT NOT NULL,
-    request_hash TEXT NOT NULL,
-    order_id     INTEGER NOT NULL REFERENCES orders (id),
-    PRIMARY KEY (caller, key)
-);
-CREATE TABLE IF NOT EXISTS user_cache (
-    id         INTEGER PRIMARY KEY,
-    name       TEXT NOT NULL,
-    email      TEXT NOT NULL,
-    fetched_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS outbox (
-    id              INTEGER PRIMARY KEY AUTOINCREMENT,
-    order_id        INTEGER NOT NULL UNIQUE REFERENCES orders (id),
-    user_id         INTEGER NOT NULL,
-    channel         TEXT NOT NULL,
-    message         TEXT NOT NULL,
-    attempts        INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at INTEGER NOT NULL,
-    last_error      TEXT,
-    delivered_at    TEXT
-);
-CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (next_attempt_at) WHERE delivered_at IS NULL;
-CREATE TABLE IF NOT EXISTS deployment (
-    one INTEGER PRIMARY KEY CHECK (one = 1),
-    id  TEXT NOT NULL
-);
-";
+mod postgres;
+mod sqlite;
 
 /// One line of an order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,10 +38,10 @@ pub struct Item {
 /// An item as the `items` column holds it: the price in cents.
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct StoredItem {
-    product_id: String,
-    quantity: i64,
-    unit_price_cents: i64,
+pub(super) struct StoredItem {
+    pub(super) product_id: String,
+    pub(super) quantity: i64,
+    pub(super) unit_price_cents: i64,
 }
 
 impl From<&Item> for StoredItem {
@@ -192,7 +156,7 @@ impl From<sqlx::Error> for InsertError {
     }
 }
 
-type OrderRow = (
+pub(super) type OrderRow = (
     i64,
     i64,
     String,
@@ -205,14 +169,7 @@ type OrderRow = (
     Option<String>,
 );
 
-// The CAST: a database from before cents keeps the column's REAL type
-// (see `migrate::to_cents`), which stores whole numbers as floats.
-const ORDER_SELECT: &str = "SELECT o.id, o.user_id, o.items, CAST(o.total_cents AS INTEGER),
-    o.status, o.created_at,
-    o.user_name, o.user_email, o.user_source, x.delivered_at
-    FROM orders o LEFT JOIN outbox x ON x.order_id = o.id";
-
-fn order_from_row(row: OrderRow) -> Result<Order, sqlx::Error> {
+pub(super) fn order_from_row(row: OrderRow) -> Result<Order, sqlx::Error> {
     let (id, user_id, items, total, status, created_at, name, email, source, delivered) = row;
     let items: Vec<StoredItem> =
         serde_json::from_str(&items).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
@@ -237,35 +194,34 @@ fn order_from_row(row: OrderRow) -> Result<Order, sqlx::Error> {
     })
 }
 
-/// The deployment's identity, made on first use: 16 random bytes in hex.
-async fn deployment_id(db: &Db) -> Result<std::sync::Arc<str>, sqlx::Error> {
-    use rand::RngExt;
-    let bits: u128 = rand::rng().random();
-    let fresh = format!("{bits:032x}");
-    sqlx::query("INSERT INTO deployment (one, id) VALUES (1, ?) ON CONFLICT DO NOTHING")
-        .bind(fresh)
-        .execute(&db.writes)
-        .await?;
-    let id: String = sqlx::query_scalar("SELECT id FROM deployment")
-        .fetch_one(&db.writes)
-        .await?;
-    Ok(id.into())
+/// The order service's database.
+#[derive(Debug, Clone)]
+pub enum OrderStore {
+    /// `<data-dir>/orders.db`: one process.
+    Sqlite(sqlite::Store),
+    /// Tables in a PostgreSQL database, shared by every replica.
+    Postgres(postgres::Store),
 }
 
-/// The order service's database, `<data-dir>/orders.db`.
-#[derive(Debug, Clone)]
-pub struct OrderStore {
-    db: Db,
-    deployment: std::sync::Arc<str>,
+/// Calls the same method on whichever store this is.
+macro_rules! either {
+    ($self:ident.$method:ident($($arg:expr),*)) => {
+        match $self {
+            OrderStore::Sqlite(s) => s.$method($($arg),*).await,
+            OrderStore::Postgres(s) => s.$method($($arg),*).await,
+        }
+    };
 }
 
 impl OrderStore {
-    /// Opens the database, creating it when new.
-    pub async fn open(data_dir: &Path, durability: db::Durability) -> Result<Self, sqlx::Error> {
-        let db = db::open(data_dir, "orders", SCHEMA, durability).await?;
-        migrate::to_cents(&db).await?;
-        let deployment = deployment_id(&db).await?;
-        Ok(OrderStore { db, deployment })
+    /// Opens the database, creating or updating the tables.
+    pub async fn open(db: &Database) -> Result<Self, sqlx::Error> {
+        Ok(match db {
+            Database::Sqlite { dir, durability } => {
+                OrderStore::Sqlite(sqlite::Store::open(dir, *durability).await?)
+            }
+            Database::Postgres { url } => OrderStore::Postgres(postgres::Store::open(url).await?),
+        })
     }
 
     /// This deployment's identity: random, made when the database was
@@ -273,67 +229,18 @@ impl OrderStore {
     /// start at 1 in every deployment; with this in front, an id names one
     /// order across deployments that share a message broker.
     pub fn deployment_id(&self) -> &str {
-        &self.deployment
+        match self {
+            OrderStore::Sqlite(s) => &s.deployment,
+            OrderStore::Postgres(s) => &s.deployment,
+        }
     }
 
     /// Stores an order, its notification record and its idempotency key
-    /// in one transaction.
+    /// in one transaction. When another request holds the same key, this
+    /// waits for its transaction to end, and answers
+    /// [`InsertError::KeyTaken`] if it committed.
     pub async fn insert(&self, order: NewOrder<'_>, message: &str) -> Result<Order, InsertError> {
-        let stored: Vec<StoredItem> = order.items.iter().map(StoredItem::from).collect();
-        let items = serde_json::to_string(&stored)
-            .map_err(|e| InsertError::Db(sqlx::Error::Encode(Box::new(e))))?;
-        let mut tx = self.db.writes.begin().await?;
-        let (id, created_at): (i64, String) = sqlx::query_as(
-            "INSERT INTO orders (user_id, items, total_cents, status, created_at, user_name, user_email, user_source)
-             VALUES (?, ?, ?, 'created', ?, ?, ?, ?) RETURNING id, created_at",
-        )
-        .bind(order.user_id)
-        .bind(&items)
-        .bind(order.total.get())
-        .bind(db::timestamp())
-        .bind(&order.user.name)
-        .bind(&order.user.email)
-        .bind(&order.user.source)
-        .fetch_one(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO outbox (order_id, user_id, channel, message, next_attempt_at)
-             VALUES (?, ?, 'email', ?, ?)",
-        )
-        .bind(id)
-        .bind(order.user_id)
-        .bind(message.replace("{id}", &id.to_string()))
-        .bind(db::unix_millis())
-        .execute(&mut *tx)
-        .await?;
-        if let Some((caller, key, hash)) = order.idempotency {
-            let inserted = sqlx::query(
-                "INSERT INTO idempotency_keys (caller, key, request_hash, order_id)
-                 VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            )
-            .bind(caller)
-            .bind(key)
-            .bind(hash)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if inserted == 0 {
-                tx.rollback().await?;
-                return Err(InsertError::KeyTaken);
-            }
-        }
-        tx.commit().await?;
-        Ok(Order {
-            id,
-            user_id: order.user_id,
-            items: order.items.to_vec(),
-            total: order.total,
-            status: "created".to_owned(),
-            created_at,
-            user: order.user.clone(),
-            notification: "queued".to_owned(),
-        })
+        either!(self.insert(order, message))
     }
 
     /// The order an idempotency key applied to, with the request digest.
@@ -342,141 +249,126 @@ impl OrderStore {
         caller: &str,
         key: &str,
     ) -> Result<Option<(String, Order)>, sqlx::Error> {
-        let found: Option<(String, i64)> = sqlx::query_as(
-            "SELECT request_hash, order_id FROM idempotency_keys WHERE caller = ? AND key = ?",
-        )
-        .bind(caller)
-        .bind(key)
-        .fetch_optional(&self.db.reads)
-        .await?;
-        let Some((hash, id)) = found else {
-            return Ok(None);
-        };
-        Ok(self.get(id).await?.map(|order| (hash, order)))
+        either!(self.by_key(caller, key))
     }
 
     /// The order `id`.
     pub async fn get(&self, id: i64) -> Result<Option<Order>, sqlx::Error> {
-        let row: Option<OrderRow> = sqlx::query_as(&format!("{ORDER_SELECT} WHERE o.id = ?"))
-            .bind(id)
-            .fetch_optional(&self.db.reads)
-            .await?;
-        row.map(order_from_row).transpose()
+        either!(self.get(id))
     }
 
     /// One page of the orders of a user, oldest first.
     pub async fn by_user(&self, user_id: i64, page: Page) -> Result<Paged<Order>, sqlx::Error> {
-        let rows: Vec<OrderRow> = sqlx::query_as(&format!(
-            "{ORDER_SELECT} WHERE o.user_id = ? AND o.id > ? ORDER BY o.id LIMIT ?"
-        ))
-        .bind(user_id)
-        .bind(page.after)
-        .bind(page.fetch())
-        .fetch_all(&self.db.reads)
-        .await?;
-        let orders = rows
-            .into_iter()
-            .map(order_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(page.finish(orders, |o| o.id))
+        either!(self.by_user(user_id, page))
     }
 
-    /// Remembers the latest copy of a user.
+    /// Remembers the latest copy of a user (shared by every replica).
     pub async fn cache_user(&self, user: &CachedUser) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "INSERT INTO user_cache (id, name, email, fetched_at) VALUES (?, ?, ?, ?)
-             ON CONFLICT (id) DO UPDATE SET name = excluded.name, email = excluded.email,
-             fetched_at = excluded.fetched_at",
-        )
-        .bind(user.id)
-        .bind(&user.name)
-        .bind(&user.email)
-        .bind(db::timestamp())
-        .execute(&self.db.writes)
-        .await?;
-        Ok(())
+        either!(self.cache_user(user))
     }
 
     /// The last copy seen of user `id`.
     pub async fn cached_user(&self, id: i64) -> Result<Option<CachedUser>, sqlx::Error> {
-        let row: Option<(i64, String, String)> =
-            sqlx::query_as("SELECT id, name, email FROM user_cache WHERE id = ?")
-                .bind(id)
-                .fetch_optional(&self.db.reads)
-                .await?;
-        Ok(row.map(|(id, name, email)| CachedUser { id, name, email }))
+        either!(self.cached_user(id))
     }
 
-    /// Notifications due for an attempt at `now_ms`, oldest first.
-    pub async fn due(
+    /// Leases up to `limit` due notifications, oldest first, to `owner`
+    /// for `lease`: none of them is claimed again, by any process, until
+    /// it is [`delivered`](Self::delivered), [`failed`](Self::failed),
+    /// [`release`](Self::release)d or the lease runs out. Records other
+    /// processes are claiming at the same moment are skipped, not waited
+    /// for.
+    pub async fn claim(
         &self,
-        now_ms: i64,
+        owner: &str,
         limit: u32,
+        lease: Duration,
     ) -> Result<Vec<PendingNotification>, sqlx::Error> {
-        let rows: Vec<(i64, i64, i64, String, String, i64)> = sqlx::query_as(
-            "SELECT id, order_id, user_id, channel, message, attempts FROM outbox
-             WHERE delivered_at IS NULL AND next_attempt_at <= ? ORDER BY id LIMIT ?",
-        )
-        .bind(now_ms)
-        .bind(i64::from(limit))
-        .fetch_all(&self.db.reads)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(id, order_id, user_id, channel, message, attempts)| PendingNotification {
-                    id,
-                    order_id,
-                    user_id,
-                    channel,
-                    message,
-                    attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
-                },
-            )
-            .collect())
+        let mut claimed = either!(self.claim(owner, limit, lease))?;
+        claimed.sort_by_key(|n| n.id);
+        Ok(claimed)
     }
 
-    /// When the next undelivered notification is due (Unix ms), if any.
-    pub async fn next_due(&self) -> Result<Option<i64>, sqlx::Error> {
-        sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM outbox WHERE delivered_at IS NULL")
-            .fetch_one(&self.db.reads)
-            .await
+    /// How long until the next undelivered notification can be claimed
+    /// (zero if one can now), if any is undelivered.
+    pub async fn next_due(&self) -> Result<Option<Duration>, sqlx::Error> {
+        either!(self.next_due())
     }
 
-    /// How many notifications are not delivered yet.
+    /// How many notifications are not delivered yet, by every process.
     pub async fn pending(&self) -> Result<u64, sqlx::Error> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL")
-            .fetch_one(&self.db.reads)
-            .await?;
-        Ok(u64::try_from(n).unwrap_or_default())
+        either!(self.pending())
     }
 
-    /// Marks a notification delivered.
+    /// Marks a notification delivered (whoever holds its lease now: it
+    /// was delivered either way).
     pub async fn delivered(&self, id: i64) -> Result<(), sqlx::Error> {
-        sqlx::query("UPDATE outbox SET delivered_at = ?, last_error = NULL WHERE id = ?")
-            .bind(db::timestamp())
-            .bind(id)
-            .execute(&self.db.writes)
-            .await?;
-        Ok(())
+        either!(self.delivered(id))
     }
 
-    /// Records a failed attempt and when to try again.
+    /// Records a failed attempt of `owner`'s and when to try again, and
+    /// ends the lease; nothing if `owner` no longer holds it.
     pub async fn failed(
         &self,
         id: i64,
+        owner: &str,
         error: &str,
-        next_attempt_ms: i64,
+        retry_in: Duration,
     ) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?
-             WHERE id = ?",
-        )
-        .bind(error)
-        .bind(next_attempt_ms)
-        .bind(id)
-        .execute(&self.db.writes)
-        .await?;
-        Ok(())
+        either!(self.failed(id, owner, error, retry_in))
+    }
+
+    /// Ends `owner`'s leases on `ids` without counting an attempt: they
+    /// were claimed but not sent.
+    pub async fn release(&self, owner: &str, ids: &[i64]) -> Result<(), sqlx::Error> {
+        either!(self.release(owner, ids))
+    }
+}
+
+/// A duration in whole milliseconds, for the database.
+pub(super) fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The columns of a claimed outbox record.
+pub(super) type OutboxRow = (i64, i64, i64, String, String, i64);
+
+pub(super) fn pending_from_row(
+    (id, order_id, user_id, channel, message, attempts): OutboxRow,
+) -> PendingNotification {
+    PendingNotification {
+        id,
+        order_id,
+        user_id,
+        channel,
+        message,
+        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+    }
+}
+
+/// A fresh deployment identity: 16 random bytes in hex.
+pub(super) fn new_deployment_id() -> String {
+    use rand::RngExt;
+    let bits: u128 = rand::rng().random();
+    format!("{bits:032x}")
+}
+
+/// The `items` column: the items as JSON, prices in cents.
+pub(super) fn items_json(items: &[Item]) -> Result<String, InsertError> {
+    let stored: Vec<StoredItem> = items.iter().map(StoredItem::from).collect();
+    serde_json::to_string(&stored).map_err(|e| InsertError::Db(sqlx::Error::Encode(Box::new(e))))
+}
+
+/// The order just stored, as the API shows it.
+pub(super) fn stored_order(order: &NewOrder<'_>, id: i64, created_at: String) -> Order {
+    Order {
+        id,
+        user_id: order.user_id,
+        items: order.items.to_vec(),
+        total: order.total,
+        status: "created".to_owned(),
+        created_at,
+        user: order.user.clone(),
+        notification: "queued".to_owned(),
     }
 }

@@ -2,8 +2,8 @@
 
 use serde::Deserialize;
 
-use super::StoredItem;
-use crate::db::Db;
+use super::super::StoredItem;
+use crate::db::sqlite::Db;
 
 /// Converts a database written before amounts were kept in cents
 /// (`orders.total` a float, item prices floats) in place, once: the column
@@ -66,11 +66,30 @@ pub(super) async fn to_cents(db: &Db) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
+/// Adds the outbox's lease columns to a database from before replicas
+/// claimed records ([`SCHEMA`](super::SCHEMA) has them for new ones).
+pub(super) async fn leases(db: &Db) -> Result<(), sqlx::Error> {
+    let found: Option<i64> =
+        sqlx::query_scalar("SELECT 1 FROM pragma_table_info('outbox') WHERE name = 'lease_until'")
+            .fetch_optional(&db.writes)
+            .await?;
+    if found.is_none() {
+        sqlx::raw_sql(
+            "ALTER TABLE outbox ADD COLUMN lease_until INTEGER;
+             ALTER TABLE outbox ADD COLUMN leased_by TEXT;",
+        )
+        .execute(&db.writes)
+        .await?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
-    use super::super::{OrderStore, SCHEMA};
-    use crate::db;
+    use super::super::SCHEMA;
+    use crate::db::{self, Database};
     use crate::order::money::Cents;
+    use crate::order::store::OrderStore;
 
     /// A database written before amounts were kept in cents opens with its
     /// orders intact and their amounts in cents.
@@ -79,7 +98,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("orders-cents-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let old_schema = SCHEMA.replace("total_cents INTEGER NOT NULL", "total REAL NOT NULL");
-        let old = db::open(&dir, "orders", &old_schema, db::Durability::Full)
+        let old = db::sqlite::open(&dir, "orders", &old_schema, db::Durability::Full)
             .await
             .unwrap();
         sqlx::query(
@@ -93,7 +112,9 @@ mod tests {
         old.writes.close().await;
         old.reads.close().await;
 
-        let store = OrderStore::open(&dir, db::Durability::Full).await.unwrap();
+        let store = OrderStore::open(&Database::sqlite(&dir, db::Durability::Full))
+            .await
+            .unwrap();
         let order = store.get(1).await.unwrap().unwrap();
         assert_eq!(order.total, Cents::new(30));
         assert_eq!(order.items[0].unit_price, Cents::new(10));
@@ -101,7 +122,9 @@ mod tests {
         assert!(json.contains(r#""total":0.3,"#), "{json}");
         // Opening again changes nothing more.
         drop(store);
-        let store = OrderStore::open(&dir, db::Durability::Full).await.unwrap();
+        let store = OrderStore::open(&Database::sqlite(&dir, db::Durability::Full))
+            .await
+            .unwrap();
         assert_eq!(store.get(1).await.unwrap().unwrap().total, Cents::new(30));
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -1,24 +1,14 @@
-//! The notification service's table.
-
-use std::path::Path;
+//! The notification service's table, in SQLite ([`sqlite`]) or
+//! PostgreSQL ([`postgres`]), behind one interface
+//! ([`NotificationStore`]).
 
 use serde::{Deserialize, Serialize};
 
 use crate::api::{Page, Paged};
-use crate::db::{self, Db};
+use crate::db::Database;
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS notifications (
-    id         INTEGER PRIMARY KEY AUTOINCREMENT,
-    user_id    INTEGER NOT NULL,
-    order_id   INTEGER NOT NULL UNIQUE,
-    channel    TEXT NOT NULL,
-    message    TEXT NOT NULL,
-    status     TEXT NOT NULL,
-    created_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS notifications_user ON notifications (user_id);
-";
+mod postgres;
+mod sqlite;
 
 /// A notification, as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,9 +43,11 @@ pub enum Accepted {
     Conflict(Notification),
 }
 
-type Row = (i64, i64, i64, String, String, String, String);
+pub(super) type Row = (i64, i64, i64, String, String, String, String);
 
-fn from_row((id, user_id, order_id, channel, message, status, created_at): Row) -> Notification {
+pub(super) fn from_row(
+    (id, user_id, order_id, channel, message, status, created_at): Row,
+) -> Notification {
     Notification {
         id,
         user_id,
@@ -67,19 +59,35 @@ fn from_row((id, user_id, order_id, channel, message, status, created_at): Row) 
     }
 }
 
-const COLUMNS: &str = "id, user_id, order_id, channel, message, status, created_at";
-
-/// The notifications, in `<data-dir>/notifications.db`.
+/// The notifications, in whichever database the service was given.
 #[derive(Debug, Clone)]
-pub struct NotificationStore {
-    db: Db,
+pub enum NotificationStore {
+    /// `<data-dir>/notifications.db`.
+    Sqlite(sqlite::Store),
+    /// The `notifications` table of a PostgreSQL database.
+    Postgres(postgres::Store),
+}
+
+/// Calls the same method on whichever store this is.
+macro_rules! either {
+    ($self:ident.$method:ident($($arg:expr),*)) => {
+        match $self {
+            NotificationStore::Sqlite(s) => s.$method($($arg),*).await,
+            NotificationStore::Postgres(s) => s.$method($($arg),*).await,
+        }
+    };
 }
 
 impl NotificationStore {
-    /// Opens the database, creating it when new.
-    pub async fn open(data_dir: &Path, durability: db::Durability) -> Result<Self, sqlx::Error> {
-        Ok(NotificationStore {
-            db: db::open(data_dir, "notifications", SCHEMA, durability).await?,
+    /// Opens the database, creating the table when new.
+    pub async fn open(db: &Database) -> Result<Self, sqlx::Error> {
+        Ok(match db {
+            Database::Sqlite { dir, durability } => {
+                NotificationStore::Sqlite(sqlite::Store::open(dir, *durability).await?)
+            }
+            Database::Postgres { url } => {
+                NotificationStore::Postgres(postgres::Store::open(url).await?)
+            }
         })
     }
 
@@ -93,26 +101,7 @@ impl NotificationStore {
         channel: &str,
         message: &str,
     ) -> Result<Accepted, sqlx::Error> {
-        let inserted = sqlx::query(
-            "INSERT INTO notifications (user_id, order_id, channel, message, status, created_at)
-             VALUES (?, ?, ?, ?, 'sent', ?) ON CONFLICT (order_id) DO NOTHING",
-        )
-        .bind(user_id)
-        .bind(order_id)
-        .bind(channel)
-        .bind(message)
-        .bind(db::timestamp())
-        .execute(&self.db.writes)
-        .await?
-        .rows_affected()
-            == 1;
-        let row: Row = sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM notifications WHERE order_id = ?"
-        ))
-        .bind(order_id)
-        .fetch_one(&self.db.reads)
-        .await?;
-        let stored = from_row(row);
+        let (inserted, stored) = either!(self.accept(user_id, order_id, channel, message))?;
         Ok(if inserted {
             Accepted::New(stored)
         } else if stored.user_id == user_id
@@ -131,7 +120,7 @@ impl NotificationStore {
         user_id: i64,
         page: Page,
     ) -> Result<Paged<Notification>, sqlx::Error> {
-        self.select("user_id", user_id, page).await
+        either!(self.select(Column::UserId, user_id, page))
     }
 
     /// The notifications of an order (at most one), paged like the rest.
@@ -140,30 +129,27 @@ impl NotificationStore {
         order_id: i64,
         page: Page,
     ) -> Result<Paged<Notification>, sqlx::Error> {
-        self.select("order_id", order_id, page).await
+        either!(self.select(Column::OrderId, order_id, page))
     }
 
     /// How many notifications there are in all.
     pub async fn count(&self) -> Result<i64, sqlx::Error> {
-        sqlx::query_scalar("SELECT COUNT(*) FROM notifications")
-            .fetch_one(&self.db.reads)
-            .await
+        either!(self.count())
     }
+}
 
-    async fn select(
-        &self,
-        column: &str,
-        value: i64,
-        page: Page,
-    ) -> Result<Paged<Notification>, sqlx::Error> {
-        let rows: Vec<Row> = sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM notifications WHERE {column} = ? AND id > ? ORDER BY id LIMIT ?"
-        ))
-        .bind(value)
-        .bind(page.after)
-        .bind(page.fetch())
-        .fetch_all(&self.db.reads)
-        .await?;
-        Ok(page.finish(rows.into_iter().map(from_row).collect(), |n| n.id))
+/// The columns notifications are looked up by.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Column {
+    UserId,
+    OrderId,
+}
+
+impl Column {
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Column::UserId => "user_id",
+            Column::OrderId => "order_id",
+        }
     }
 }
