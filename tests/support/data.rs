@@ -31,7 +31,12 @@ tokio::task_local! {
 impl Backend {
     /// Runs `test` with [`Data::new`] on this engine.
     pub async fn run<F: Future<Output = ()>>(self, test: F) {
-        BACKEND.scope(self, test).await
+        self.scope(test).await
+    }
+
+    /// Runs `f` with [`Data::new`] on this engine, and returns its output.
+    pub async fn scope<F: Future>(self, f: F) -> F::Output {
+        BACKEND.scope(self, f).await
     }
 
     /// The engine of the test running now (SQLite outside

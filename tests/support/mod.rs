@@ -19,9 +19,10 @@ use serde_json::Value;
 pub use demo_services::harness::{Answer, Http, Running};
 
 pub use self::data::{Backend, Data};
+/// PostgreSQL and NATS on loopback, or skipped with a note.
+pub use demo_services::harness::engines;
 
 pub mod data;
-pub mod engines;
 pub mod logs;
 pub mod tls;
 

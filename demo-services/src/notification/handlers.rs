@@ -56,6 +56,14 @@ pub(super) async fn create(
             &input.message,
         )
         .await?;
+    let result = match &accepted {
+        Accepted::New(_) => "new",
+        Accepted::Duplicate(_) => "duplicate",
+        Accepted::Conflict(_) => "conflict",
+    };
+    state.server.metrics.record(|| {
+        metrics::counter!("notifications_accepted_total", "result" => result).increment(1);
+    });
     let notification = match accepted {
         Accepted::New(notification) => {
             tracing::info!(

@@ -24,6 +24,7 @@
 //! | `retry_budget_exhausted_total` | counter | `target` |
 //! | `outbox_pending_notifications` | gauge | |
 //! | `outbox_deliveries_total` | counter | `result` |
+//! | `notifications_accepted_total` (`new`, `duplicate`: a redelivery, `conflict`) | counter | `result` |
 //! | `tls_handshakes_total` | counter | |
 //! | `tls_handshake_failures_total` | counter | `reason` |
 //! | `tls_certificate_expiry_seconds` | gauge | |

@@ -1,4 +1,4 @@
-//! The real engines some suites run against: PostgreSQL and NATS with
+//! The real engines some tests run against: PostgreSQL and NATS with
 //! JetStream.
 //!
 //! The project's machines (developers' and CI's) run both on loopback; a

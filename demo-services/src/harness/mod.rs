@@ -2,6 +2,8 @@
 //! subcommand and for tests. Each service runs on a task, stops gracefully
 //! on request, and can start again on the same address and data.
 
+pub mod engines;
+
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
