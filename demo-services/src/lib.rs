@@ -28,6 +28,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod broker;
 pub mod cli;
 pub mod db;
 pub mod drill;

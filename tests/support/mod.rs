@@ -242,6 +242,7 @@ impl Cluster {
             user_transport: transport,
             resilience,
             tls: tls(auth::ORDER_SERVICE),
+            nats: None,
         };
         let (order, orders) = start_order(data.path(), &keys, &settings, None).await;
         Cluster {

@@ -15,6 +15,7 @@
 
 mod handlers;
 pub mod money;
+pub mod notify;
 pub mod outbox;
 pub mod resilience;
 pub mod store;
@@ -35,6 +36,7 @@ use crate::fault::Faults;
 use crate::server::{self, ServerParts};
 use crate::tls::identity::TlsDir;
 
+pub use self::notify::{NatsNotifier, Notifier};
 pub use self::outbox::Outbox;
 pub use self::resilience::Resilience;
 pub use self::store::{Order, OrderStore};
@@ -53,6 +55,8 @@ pub struct State {
     pub upstream: Upstream,
     /// The notification sender's handle.
     pub outbox: Outbox,
+    /// With `--notify-via nats`, the publisher the outbox sends through.
+    pub broker: Option<NatsNotifier>,
     /// Verifier, metrics and faults.
     pub server: ServerParts,
 }
@@ -73,6 +77,9 @@ pub struct Settings {
     /// mutual TLS with this directory's CA and its own certificate, and
     /// both URLs are `https://`.
     pub tls: Option<TlsDir>,
+    /// With `Some` (`--notify-via nats`), notifications are published to
+    /// NATS JetStream rather than posted to `notification_url`.
+    pub nats: Option<crate::broker::NatsConfig>,
 }
 
 /// How the order service calls the user service.
@@ -93,6 +100,8 @@ pub enum StartError {
     Db(sqlx::Error),
     /// The clients.
     Upstream(upstream::UpstreamError),
+    /// The NATS publisher.
+    Broker(crate::broker::BrokerError),
 }
 
 impl std::fmt::Display for StartError {
@@ -100,6 +109,7 @@ impl std::fmt::Display for StartError {
         match self {
             StartError::Db(e) => write!(f, "database: {e}"),
             StartError::Upstream(e) => write!(f, "{e}"),
+            StartError::Broker(e) => write!(f, "{e}"),
         }
     }
 }
@@ -146,9 +156,21 @@ impl State {
         let store = OrderStore::open(data_dir, durability)
             .await
             .map_err(StartError::Db)?;
+        let broker = match &settings.nats {
+            Some(config) => Some(
+                NatsNotifier::connect(config, &settings.resilience, &parts.metrics)
+                    .await
+                    .map_err(StartError::Broker)?,
+            ),
+            None => None,
+        };
+        let notifier = match &broker {
+            Some(nats) => Notifier::Nats(Box::new(nats.clone())),
+            None => Notifier::Http(upstream.notifications.client.clone()),
+        };
         let outbox = Outbox::new(
             store.clone(),
-            upstream.notifications.client.clone(),
+            notifier,
             settings.resilience.outbox_backoff(),
             parts.metrics.clone(),
         )
@@ -158,12 +180,14 @@ impl State {
             store,
             upstream,
             outbox,
+            broker,
             server: parts,
         })
     }
 
-    /// The `/health` answer: this service, each dependency's breaker, and
-    /// the undelivered notifications.
+    /// The `/health` answer: this service, each dependency's breaker (with
+    /// `--notify-via nats`, `nats`'s too, and a `broker` object), and the
+    /// undelivered notifications.
     pub fn health(&self) -> serde_json::Value {
         let mut body = server::health(&self.server);
         let dependency = |breaker: &tower_circuit::breaker::Breaker| {
@@ -179,6 +203,10 @@ impl State {
             USER_SERVICE: dependency(self.upstream.users.breaker()),
             NOTIFICATION_SERVICE: dependency(self.upstream.notifications.breaker()),
         });
+        if let Some(nats) = &self.broker {
+            body["dependencies"][notify::NATS] = dependency(nats.breaker());
+            body["broker"] = nats.health();
+        }
         body["outbox"] = serde_json::json!({ "pending": self.outbox.pending() });
         body
     }
@@ -189,6 +217,9 @@ impl State {
         server::observe(&self.server);
         m.observe_dependency(&self.upstream.users);
         m.observe_dependency(&self.upstream.notifications);
+        if let Some(nats) = &self.broker {
+            nats.observe();
+        }
         let pending = self.outbox.pending() as f64;
         m.record(|| metrics::gauge!("outbox_pending_notifications").set(pending));
         m.render()

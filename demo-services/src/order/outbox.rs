@@ -25,9 +25,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::{Notify, watch};
-use tower_circuit::client::ServiceClient;
 use tower_circuit::retry::Backoff;
 
+use super::notify::Notifier;
 use super::store::{OrderStore, PendingNotification};
 use crate::db;
 use crate::telemetry::request_id;
@@ -43,7 +43,7 @@ const IDLE: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct Outbox {
     store: OrderStore,
-    client: ServiceClient,
+    notifier: Notifier,
     backoff: Backoff,
     wake: Arc<Notify>,
     pending: Arc<watch::Sender<u64>>,
@@ -71,17 +71,18 @@ struct Body<'a> {
 }
 
 impl Outbox {
-    /// An outbox over `store`, delivering through `client`.
+    /// An outbox over `store`, delivering through `notifier` (HTTP or
+    /// NATS, by `--notify-via`).
     pub async fn new(
         store: OrderStore,
-        client: ServiceClient,
+        notifier: Notifier,
         backoff: Backoff,
         metrics: Metrics,
     ) -> Result<Outbox, sqlx::Error> {
         let pending = store.pending().await?;
         Ok(Outbox {
             store,
-            client,
+            notifier,
             backoff,
             wake: Arc::new(Notify::new()),
             pending: Arc::new(watch::Sender::new(pending)),
@@ -194,11 +195,13 @@ impl Outbox {
             channel: &record.channel,
             message: &record.message,
         };
-        let key = format!("order-{}", record.order_id);
         // Each delivery gets an id of its own, for the logs on both sides.
-        let result: Result<serde_json::Value, _> = request_id::with_id(
+        // Its key, the same on every attempt, is `order-<id>` over HTTP and
+        // `<deployment>-order-<id>` over NATS (see `notify`).
+        let result = request_id::with_id(
             request_id::new_id(),
-            self.client.post_idempotent("/notifications", &key, &body),
+            self.notifier
+                .send(self.store.deployment_id(), record.order_id, &body),
         )
         .await;
         let outcome = if result.is_ok() {
