@@ -21,6 +21,7 @@ pub use demo_services::harness::{Answer, Http, Running};
 
 pub mod engines;
 pub mod logs;
+pub mod nats;
 pub mod tls;
 
 /// The workspace README's Rust snippets, compiled as doc tests so they
