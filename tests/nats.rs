@@ -136,9 +136,23 @@ async fn a_connection_lost_and_regained_loses_nothing() {
     for _ in 0..3 {
         place(&c).await;
     }
+    // Long enough for deliveries to fail and the client to try (and fail)
+    // to reconnect more than once.
+    assert!(
+        until(WITHIN, || {
+            let url = order_url.clone();
+            async move {
+                metrics(&url)
+                    .await
+                    .contains("outbox_deliveries_total{result=\"failed\"}")
+            }
+        })
+        .await,
+        "no delivery failed while the connection was cut"
+    );
     assert!(
         c.orders.outbox.pending() > 0,
-        "published without a connection"
+        "delivered without a connection"
     );
 
     relay.restore();
@@ -155,24 +169,35 @@ async fn a_connection_lost_and_regained_loses_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stream_deleted_under_both_services_is_created_again_and_nothing_is_lost() {
+async fn a_deleted_stream_is_created_again_and_nothing_is_lost() {
     let Some(url) = integration_tests::engines::nats() else {
         return;
     };
-    let c = NatsCluster::start(&url, None).await;
+    let mut c = NatsCluster::start(&url, None).await;
     place(&c).await;
     c.stored(1, WITHIN).await;
-
     let js = jetstream(&url).await;
+
+    // Under both services: the consumer's pulls fail and it sets itself
+    // up again (the stream too, if the publisher has not yet).
     js.delete_stream(&c.names.config.stream)
         .await
         .expect("delete the stream");
     place(&c).await;
+    c.drained(WITHIN).await;
+    c.stored(2, WITHIN).await;
+
+    // With the notification service stopped: the publisher finds no
+    // stream and creates it again itself.
+    c.stop_notification().await;
+    js.delete_stream(&c.names.config.stream)
+        .await
+        .expect("delete the stream");
     place(&c).await;
     c.drained(WITHIN).await;
+    assert_eq!(messages_in(&js, &c.names.config.stream).await, 1);
+    c.restart_notification().await;
     c.stored(3, WITHIN).await;
-    // The stream is back, with the two published after the deletion.
-    assert_eq!(messages_in(&js, &c.names.config.stream).await, 2);
     for id in 1..=3 {
         assert_eq!(notifications_of(&c, id).await.len(), 1, "order {id}");
     }
