@@ -248,6 +248,7 @@ async fn shutdown_is_prompt_while_the_notification_service_never_answers() {
         user_transport: Default::default(),
         resilience,
         tls: None,
+        nats: None,
     };
     let (order, orders) = start_order(&data, &keys, &settings, None).await;
     let http = Http::default();

@@ -190,6 +190,7 @@ pub async fn run(data_dir: &Path, say: &mut dyn FnMut(String)) -> Result<Report,
         user_transport: Default::default(),
         resilience: resilience.clone(),
         tls: None,
+        nats: None,
     };
     let state = order::State::open(&db, &keys, &settings, Faults::default()).await?;
     let order = harness::start(state.clone(), None).await?;

@@ -14,6 +14,8 @@
 //!   a notification record (an outbox) in one transaction, and delivers the
 //!   records in the background ([`order::outbox`]).
 //! - [`notification`]: notifications, deduplicated by order.
+//! - [`broker`]: NATS JetStream between the two (`--notify-via nats`):
+//!   the flags, the connection, the stream, the publish as a service.
 //!
 //! Shared pieces: [`server`] (the server-side layer stack and graceful
 //! shutdown), [`auth`] (service names, permissions, key material),
@@ -28,6 +30,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod broker;
 pub mod cli;
 pub mod db;
 pub mod drill;

@@ -102,6 +102,7 @@ async fn survivor(db: &Database, deps: &Dependencies) -> (Running, order::State)
         user_transport: Default::default(),
         resilience: resilience(),
         tls: None,
+        nats: None,
     };
     let state = order::State::open(db, &deps.keys, &settings, Faults::default())
         .await

@@ -24,6 +24,7 @@ pub use demo_services::harness::engines;
 
 pub mod data;
 pub mod logs;
+pub mod nats;
 pub mod tls;
 
 /// The workspace README's Rust snippets, compiled as doc tests so they
@@ -243,6 +244,7 @@ impl Cluster {
             user_transport: transport,
             resilience,
             tls: tls(auth::ORDER_SERVICE),
+            nats: None,
         };
         let (order, orders) = start_order(&data, &keys, &settings, None).await;
         Cluster {

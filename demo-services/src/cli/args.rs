@@ -166,6 +166,9 @@ pub struct AllArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub faults: FaultArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub broker: crate::broker::BrokerArgs,
     /// Do not serve gRPC server reflection (the health service stays):
     /// for deployments that do not describe their API to anyone asking.
     #[arg(long)]
@@ -207,6 +210,9 @@ pub struct NotificationArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub faults: FaultArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub broker: crate::broker::BrokerArgs,
 }
 
 /// `order`.
@@ -237,6 +243,9 @@ pub struct OrderArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub faults: FaultArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub broker: crate::broker::BrokerArgs,
 }
 
 /// `token`.

@@ -49,7 +49,7 @@ impl ServiceArgs {
         if self.without_layers {
             server::without_layers(
                 notification::routes(state.clone()),
-                server::public_routes(&state.server),
+                notification::public_routes(state.clone()),
                 auth::ORDER_SERVICE,
             )
         } else {
@@ -381,6 +381,9 @@ async fn serve(
             let mut state =
                 notification::State::open(&args.service.database(), &keys, args.faults.faults())
                     .await?;
+            if let Some(nats) = args.broker.nats() {
+                state = state.with_nats(&nats).await?;
+            }
             state.server.limits = limits;
             state.server.tls = args.service.tls(auth::NOTIFICATION_SERVICE)?;
             let app = args.service.notification_app(&state);
@@ -400,6 +403,7 @@ async fn serve(
                 user_transport: args.user_transport,
                 resilience: args.resilience,
                 tls: args.service.tls(auth::ORDER_SERVICE)?,
+                nats: args.broker.nats(),
             };
             let mut state = args
                 .service
@@ -446,6 +450,7 @@ async fn serve(
                 user_transport: args.user_transport,
                 resilience: args.resilience,
                 tls: args.service.tls(auth::ORDER_SERVICE)?,
+                nats: args.broker.nats(),
             };
             let database = args.service.database();
             let faults_for = |service: &str| match &args.fault_target {
@@ -462,6 +467,9 @@ async fn serve(
             let mut notification_state =
                 notification::State::open(&database, &keys, faults_for(auth::NOTIFICATION_SERVICE))
                     .await?;
+            if let Some(nats) = &settings.nats {
+                notification_state = notification_state.with_nats(nats).await?;
+            }
             let mut order_state = args
                 .service
                 .open_order(&keys, &settings, faults_for(auth::ORDER_SERVICE))

@@ -20,6 +20,18 @@ pub(super) struct NotificationInput {
     message: String,
 }
 
+/// What a notification must be, over HTTP and NATS alike: a known
+/// channel, and a message of 1 to 4096 bytes that is not all blanks.
+pub(super) fn check(channel: &str, message: &str) -> Result<(), &'static str> {
+    if !matches!(channel, "email" | "sms" | "push") {
+        return Err("channel must be email, sms or push");
+    }
+    if message.trim().is_empty() || message.len() > 4096 {
+        return Err("message must have 1 to 4096 bytes");
+    }
+    Ok(())
+}
+
 pub(super) async fn create(
     State(state): State<AppState>,
     caller: ServiceIdentity,
@@ -41,12 +53,7 @@ pub(super) async fn create(
             "order notifications are accepted from the order service only",
         ));
     }
-    if !matches!(input.channel.as_str(), "email" | "sms" | "push") {
-        return Err(ApiError::bad_request("channel must be email, sms or push"));
-    }
-    if input.message.trim().is_empty() || input.message.len() > 4096 {
-        return Err(ApiError::bad_request("message must have 1 to 4096 bytes"));
-    }
+    check(&input.channel, &input.message).map_err(ApiError::bad_request)?;
     let accepted = state
         .store
         .accept(

@@ -13,8 +13,13 @@
 //! | `POST /notifications` | `write:notifications`, and the order service |
 //! | `GET /notifications?userId=` or `?orderId=` (`&limit=&cursor=`) | `read:notifications` |
 //! | `GET /health` | none |
+//!
+//! With `--notify-via nats` it also takes notifications from NATS
+//! JetStream, beside the HTTP route ([`nats`]), and `/health` shows the
+//! consumer (`broker`).
 
 mod handlers;
+pub mod nats;
 pub mod store;
 
 use std::future::Future;
@@ -30,7 +35,13 @@ use crate::db::Database;
 use crate::fault::Faults;
 use crate::server::{self, ServerParts};
 
+pub use self::nats::NatsInbox;
 pub use self::store::{Accepted, Notification, NotificationStore};
+
+/// How long the notification service waits for its NATS consumer after
+/// the server has stopped (it stops at once on shutdown; this bounds a
+/// database write in progress).
+pub const CONSUMER_STOP: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What the notification service's handlers share.
 #[derive(Debug, Clone)]
@@ -39,6 +50,8 @@ pub struct State {
     pub store: NotificationStore,
     /// Verifier, metrics and faults.
     pub server: ServerParts,
+    /// With `--notify-via nats`, the consumer's side of NATS.
+    pub broker: Option<NatsInbox>,
 }
 
 impl State {
@@ -47,8 +60,56 @@ impl State {
         Ok(State {
             store: NotificationStore::open(db).await?,
             server: ServerParts::new(NOTIFICATION_SERVICE, keys, faults),
+            broker: None,
         })
     }
+
+    /// Also takes notifications from NATS (`--notify-via nats`): connects
+    /// to `config`'s server (in the background); the consumer runs with
+    /// the service ([`run`]).
+    pub async fn with_nats(
+        mut self,
+        config: &crate::broker::NatsConfig,
+    ) -> Result<State, crate::broker::BrokerError> {
+        self.broker = Some(NatsInbox::connect(config, &self.server.metrics).await?);
+        Ok(self)
+    }
+
+    /// The `/health` answer: the common one, and with NATS the `broker`
+    /// object (connection, stream, subject, consumer and its lag).
+    pub async fn health(&self) -> serde_json::Value {
+        let mut body = server::health(&self.server);
+        if let Some(inbox) = &self.broker {
+            body["broker"] = inbox.health().await;
+        }
+        body
+    }
+
+    /// The `/metrics` answer's text.
+    pub async fn metrics(&self) -> String {
+        server::observe(&self.server);
+        if let Some(inbox) = &self.broker {
+            inbox.observe().await;
+        }
+        self.server.metrics.render()
+    }
+}
+
+/// `/health` and `/metrics`, with the NATS consumer's figures when it runs.
+pub fn public_routes(state: State) -> Router {
+    use axum::extract::State as Extract;
+    Router::new()
+        .route(
+            "/health",
+            get(|Extract(state): Extract<State>| async move { axum::Json(state.health().await) }),
+        )
+        .route(
+            "/metrics",
+            get(|Extract(state): Extract<State>| async move {
+                server::metrics_response(state.metrics().await)
+            }),
+        )
+        .with_state(state)
 }
 
 /// The notification service's own routes, each with its permission check.
@@ -69,7 +130,7 @@ pub fn routes(state: State) -> Router {
 /// The notification service: its routes, `/health` and `/metrics` in the common
 /// stack ([`server::stack`]).
 pub fn app(state: State) -> Router {
-    let public = server::public_routes(&state.server);
+    let public = public_routes(state.clone());
     server::stack(routes(state.clone()), public, &state.server)
 }
 
@@ -82,8 +143,32 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "notification service listening");
-    let ops = state.server;
-    server::serve(listener, app, &ops, shutdown).await
+    let Some(inbox) = state.broker.clone() else {
+        let ops = state.server;
+        return server::serve(listener, app, &ops, shutdown).await;
+    };
+    // The consumer runs beside the server and stops with it.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let signal = stop_tx.clone();
+    let watcher = tokio::spawn(async move {
+        shutdown.await;
+        let _ = signal.send(true);
+    });
+    let mut consumer = tokio::spawn(inbox.run(state.store.clone(), stopped(stop_rx.clone())));
+    let result = server::serve(listener, app, &state.server, stopped(stop_rx)).await;
+    let _ = stop_tx.send(true);
+    watcher.abort();
+    if tokio::time::timeout(CONSUMER_STOP, &mut consumer)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the NATS consumer did not stop within {CONSUMER_STOP:?}; abandoning it");
+        consumer.abort();
+    }
+    result
 }
 
 impl server::ServiceState for State {

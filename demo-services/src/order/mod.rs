@@ -15,6 +15,7 @@
 
 mod handlers;
 pub mod money;
+pub mod notify;
 pub mod outbox;
 pub mod resilience;
 pub mod store;
@@ -34,6 +35,7 @@ use crate::fault::Faults;
 use crate::server::{self, ServerParts};
 use crate::tls::identity::TlsDir;
 
+pub use self::notify::{NatsNotifier, Notifier};
 pub use self::outbox::Outbox;
 pub use self::resilience::Resilience;
 pub use self::store::{Order, OrderStore};
@@ -52,6 +54,8 @@ pub struct State {
     pub upstream: Upstream,
     /// The notification sender's handle.
     pub outbox: Outbox,
+    /// With `--notify-via nats`, the publisher the outbox sends through.
+    pub broker: Option<NatsNotifier>,
     /// Verifier, metrics and faults.
     pub server: ServerParts,
 }
@@ -72,6 +76,9 @@ pub struct Settings {
     /// mutual TLS with this directory's CA and its own certificate, and
     /// both URLs are `https://`.
     pub tls: Option<TlsDir>,
+    /// With `Some` (`--notify-via nats`), notifications are published to
+    /// NATS JetStream rather than posted to `notification_url`.
+    pub nats: Option<crate::broker::NatsConfig>,
 }
 
 /// How the order service calls the user service.
@@ -94,6 +101,8 @@ pub enum StartError {
     Upstream(upstream::UpstreamError),
     /// Settings that cannot work together.
     Settings(String),
+    /// The NATS publisher.
+    Broker(crate::broker::BrokerError),
 }
 
 impl std::fmt::Display for StartError {
@@ -102,6 +111,7 @@ impl std::fmt::Display for StartError {
             StartError::Db(e) => write!(f, "database: {e}"),
             StartError::Upstream(e) => write!(f, "{e}"),
             StartError::Settings(e) => f.write_str(e),
+            StartError::Broker(e) => write!(f, "{e}"),
         }
     }
 }
@@ -151,9 +161,21 @@ impl State {
             )));
         }
         let store = OrderStore::open(db).await.map_err(StartError::Db)?;
+        let broker = match &settings.nats {
+            Some(config) => Some(
+                NatsNotifier::connect(config, resilience, &parts.metrics)
+                    .await
+                    .map_err(StartError::Broker)?,
+            ),
+            None => None,
+        };
+        let notifier = match &broker {
+            Some(nats) => Notifier::Nats(Box::new(nats.clone())),
+            None => Notifier::Http(upstream.notifications.client.clone()),
+        };
         let outbox = Outbox::new(
             store.clone(),
-            upstream.notifications.client.clone(),
+            notifier,
             resilience.outbox_backoff(),
             resilience.outbox_lease,
             resilience.call_deadline,
@@ -165,12 +187,14 @@ impl State {
             store,
             upstream,
             outbox,
+            broker,
             server: parts,
         })
     }
 
-    /// The `/health` answer: this service, each dependency's breaker, and
-    /// the undelivered notifications.
+    /// The `/health` answer: this service, each dependency's breaker (with
+    /// `--notify-via nats`, `nats`'s too, and a `broker` object), and the
+    /// undelivered notifications.
     pub fn health(&self) -> serde_json::Value {
         let mut body = server::health(&self.server);
         let dependency = |breaker: &tower_circuit::breaker::Breaker| {
@@ -186,6 +210,10 @@ impl State {
             USER_SERVICE: dependency(self.upstream.users.breaker()),
             NOTIFICATION_SERVICE: dependency(self.upstream.notifications.breaker()),
         });
+        if let Some(nats) = &self.broker {
+            body["dependencies"][notify::NATS] = dependency(nats.breaker());
+            body["broker"] = nats.health();
+        }
         body["outbox"] = serde_json::json!({ "pending": self.outbox.pending() });
         body
     }
@@ -196,6 +224,9 @@ impl State {
         server::observe(&self.server);
         m.observe_dependency(&self.upstream.users);
         m.observe_dependency(&self.upstream.notifications);
+        if let Some(nats) = &self.broker {
+            nats.observe();
+        }
         let pending = self.outbox.pending() as f64;
         m.record(|| metrics::gauge!("outbox_pending_notifications").set(pending));
         m.render()

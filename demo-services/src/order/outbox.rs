@@ -33,9 +33,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::{Notify, watch};
-use tower_circuit::client::ServiceClient;
 use tower_circuit::retry::Backoff;
 
+use super::notify::Notifier;
 use super::store::{OrderStore, PendingNotification};
 use crate::telemetry::request_id;
 use crate::telemetry::{Escaped, Metrics};
@@ -51,7 +51,7 @@ const IDLE: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone)]
 pub struct Outbox {
     store: OrderStore,
-    client: ServiceClient,
+    notifier: Notifier,
     backoff: Backoff,
     /// How long a claim reserves its records.
     lease: Duration,
@@ -85,12 +85,13 @@ struct Body<'a> {
 }
 
 impl Outbox {
-    /// An outbox over `store`, delivering through `client` (whose calls
-    /// end within `send_limit`), claiming records for `lease`, which must
-    /// be longer than `send_limit`.
+    /// An outbox over `store`, delivering through `notifier` (HTTP or
+    /// NATS, by `--notify-via`; each send ends within `send_limit`),
+    /// claiming records for `lease`, which must be longer than
+    /// `send_limit`.
     pub async fn new(
         store: OrderStore,
-        client: ServiceClient,
+        notifier: Notifier,
         backoff: Backoff,
         lease: Duration,
         send_limit: Duration,
@@ -101,7 +102,7 @@ impl Outbox {
         let bits: u64 = rand::rng().random();
         Ok(Outbox {
             store,
-            client,
+            notifier,
             backoff,
             lease,
             send_limit,
@@ -244,11 +245,13 @@ impl Outbox {
             channel: &record.channel,
             message: &record.message,
         };
-        let key = format!("order-{}", record.order_id);
         // Each delivery gets an id of its own, for the logs on both sides.
-        let result: Result<serde_json::Value, _> = request_id::with_id(
+        // Its key, the same on every attempt, is `order-<id>` over HTTP and
+        // `<deployment>-order-<id>` over NATS (see `notify`).
+        let result = request_id::with_id(
             request_id::new_id(),
-            self.client.post_idempotent("/notifications", &key, &body),
+            self.notifier
+                .send(self.store.deployment_id(), record.order_id, &body),
         )
         .await;
         let outcome = if result.is_ok() {

@@ -29,6 +29,10 @@
 //! | `tls_handshake_failures_total` | counter | `reason` |
 //! | `tls_certificate_expiry_seconds` | gauge | |
 //! | `tls_certificate_reloads_total` | counter | `result` |
+//! | `nats_connected` | gauge (1 connected, 0 not) | |
+//! | `nats_publish_total` | counter | `result` |
+//! | `nats_consumed_total` | counter | `result` |
+//! | `notification_consumer_lag` | gauge | |
 //!
 //! Every label value comes from a bounded set, whatever clients send: a
 //! `method` is one of the nine standard methods or `other`, a `route` is a
@@ -37,7 +41,12 @@
 //! `target` are the configured client names; `reason`, `state`, `from`,
 //! `to` and `result` are fixed words (a TLS handshake's `reason` is read
 //! from the error's kind, [`HandshakeFailure`], never from the peer's
-//! text). The `tls_` families appear with `--tls-dir`. So `/metrics` cannot be grown by
+//! text). The `tls_` families appear with `--tls-dir`, the `nats_` ones and
+//! `notification_consumer_lag` with `--notify-via nats`: a publish's
+//! `result` is `published`, `duplicate` (the stream had its message id),
+//! `failed` or `rejected` (open circuit); a consumed message's is `new`,
+//! `duplicate`, `conflict`, `malformed` or `retry` (database error, not
+//! acked). So `/metrics` cannot be grown by
 //! requests.
 
 use std::fmt;
@@ -55,8 +64,8 @@ use metrics::{Counter, Histogram, counter, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use tokio::time::Instant;
 use tower::{Layer, Service};
-use tower_circuit::breaker::CircuitState;
-use tower_circuit::retry::RetryReason;
+use tower_circuit::breaker::{BreakerStats, CircuitState};
+use tower_circuit::retry::{RetryReason, RetryStats};
 use tower_jwt_service_auth::{api_key, mtls};
 
 use crate::server::ServerAuth;
@@ -187,8 +196,12 @@ impl Metrics {
 
     /// Reads a client's breaker and retry counters into the registry.
     pub fn observe_dependency<C>(&self, dependency: &crate::order::upstream::Dependency<C>) {
-        let breaker = dependency.breaker().stats();
-        let retry = dependency.retry_stats();
+        self.observe_breaker(&dependency.breaker().stats(), dependency.retry_stats());
+    }
+
+    /// Reads one breaker's figures and its retry layer's counters into the
+    /// registry (a client's, or the NATS publisher's).
+    pub fn observe_breaker(&self, breaker: &BreakerStats, retry: RetryStats) {
         let name = breaker.name.clone();
         self.record(|| {
             for state in STATES {
@@ -323,6 +336,22 @@ fn describe() {
         "tls_certificate_expiry_seconds",
         Unit::Seconds,
         "Seconds until the service's own certificate expires (negative once it has)"
+    );
+    describe_gauge!(
+        "nats_connected",
+        "1 while the NATS client is connected, 0 otherwise"
+    );
+    describe_counter!(
+        "nats_publish_total",
+        "Notifications published to JetStream (after retries), by result"
+    );
+    describe_counter!(
+        "nats_consumed_total",
+        "Notifications taken from JetStream, by result"
+    );
+    describe_gauge!(
+        "notification_consumer_lag",
+        "Messages of the consumer not yet delivered or not yet acked"
     );
     describe_counter!(
         "tls_certificate_reloads_total",
