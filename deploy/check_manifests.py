@@ -215,7 +215,9 @@ def check_demo_container(where, deployment, container, flags):
     listen = [a.split("=", 1)[1] for a in args if a.startswith("--listen=")]
     if not listen or not listen[0].startswith("0.0.0.0:") or int(listen[0].rsplit(":", 1)[1]) not in ports.values():
         error(where, f"--listen {listen} is not 0.0.0.0 on a container port {sorted(ports.values())}")
-    if "--keys-dir=/keys" in args:
+    if "--keys-dir=/keys" not in args:
+        error(where, "no --keys-dir=/keys: a service alone refuses to start without keys")
+    else:
         files = {
             item["path"]
             for volume in spec.get("volumes", [])

@@ -38,5 +38,8 @@ trap 'rm -f "$messages"' EXIT
 cargo build --locked -p demo-services --bin demo-services --target "$TARGET" \
   --profile "$PROFILE" --message-format=json-render-diagnostics >"$messages"
 bin=$(sed -n 's/.*"executable":"\([^"]*\/demo-services\)".*/\1/p' "$messages" | tail -1)
-[ -n "$bin" ] && [ -x "$bin" ] || { echo "musl-build: cargo reported no demo-services executable" >&2; exit 1; }
+if [ -z "$bin" ] || [ ! -x "$bin" ]; then
+  echo "musl-build: cargo reported no demo-services executable" >&2
+  exit 1
+fi
 echo "$bin"
