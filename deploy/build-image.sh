@@ -8,7 +8,7 @@
 #   deploy/build-image.sh [TAG]        # default demo-services:<crate version>
 #
 # The binary stays where cargo put it (printed at the end); the build
-# context is a temporary directory holding it and an empty data/.
+# context is a temporary directory holding it and an empty tree/data/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +27,7 @@ fi
 context=$(mktemp -d)
 trap 'rm -rf "$context"' EXIT
 cp "$BIN" "$context/demo-services"
-mkdir -m 700 "$context/data"
+mkdir -p "$context/tree/data"
+chmod 700 "$context/tree/data"
 docker build --file deploy/Containerfile --tag "$TAG" "$context"
 echo "build-image: built $TAG from $BIN ($(du -h "$BIN" | cut -f1))"
