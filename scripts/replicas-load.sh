@@ -79,14 +79,14 @@ WORK=$(mktemp -d)
 mkdir -p "$OUT_DIR"
 export SERVICE_JWT_SECRET
 SERVICE_JWT_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
-SCHEMAS=()
 
 PIDS=()
 cleanup() {
   for pid in "${PIDS[@]:-}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  for s in "${SCHEMAS[@]:-}"; do
-    [ -n "$s" ] && psql -q "$DATABASE_URL" -c "DROP SCHEMA IF EXISTS $s CASCADE" >/dev/null 2>&1 || true
+  # The run's schemas (made in subshells, so found by name).
+  for s in $(psql -qAt "$DATABASE_URL" -c "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'demo\_load\_%\_$$'" 2>/dev/null); do
+    psql -q "$DATABASE_URL" -c "DROP SCHEMA IF EXISTS $s CASCADE" >/dev/null 2>&1 || true
   done
   rm -rf "$WORK"
 }
@@ -99,6 +99,7 @@ start() {
   "$BIN" "$name" --listen "127.0.0.1:$port" "$@" >>"$WORK/services.log" 2>&1 &
   PIDS+=($!)
   LAST_PID=$!
+  [ -z "${CURRENT:-}" ] || VPIDS[$CURRENT]="${VPIDS[$CURRENT]:-} $LAST_PID"
   for _ in $(seq 1 150); do
     if curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1; then return 0; fi
     sleep 0.1
@@ -115,7 +116,6 @@ database() {
     *)
       local schema="demo_load_${1//-/_}_$$"
       psql -q "$DATABASE_URL" -c "DROP SCHEMA IF EXISTS $schema CASCADE; CREATE SCHEMA $schema" >/dev/null
-      SCHEMAS+=("$schema")
       echo "--database-url $DATABASE_URL?options[search_path]=$schema"
       ;;
   esac
@@ -125,8 +125,10 @@ database() {
 delivery() {
   case "$1" in
     *-nats)
-      local name="LOAD_${1//-/_}_$$"
-      echo "--notify-via nats --nats-url $NATS_URL --nats-stream ${name^^} --nats-subject load.${1//-/_}.$$ --nats-consumer ${name,,}"
+      # Fixed names: a later run reuses the stream (bounded by its own
+      # limits, 7 days and 256 MiB) rather than leave one more behind.
+      local name="LOAD_${1//-/_}"
+      echo "--notify-via nats --nats-url $NATS_URL --nats-stream ${name^^} --nats-subject load.${1//-/_} --nats-consumer ${name,,}"
       ;;
     *) echo "" ;;
   esac
@@ -134,14 +136,16 @@ delivery() {
 
 # variant NAME PORT [notification? yes|no]: user at PORT, notification at
 # PORT+2, order replicas at PORT+1 and (for *-2*) PORT+11; sets TARGETS_<NAME>.
-declare -A TARGETS DBFLAGS DLFLAGS
+declare -A TARGETS DBFLAGS DLFLAGS VPIDS
 variant() {
   local name=$1 port=$2 with_note=${3:-yes} db dl replicas=1
-  db=$(database "$name")
-  dl=$(delivery "$name")
-  DBFLAGS[$name]=$db
-  DLFLAGS[$name]=$dl
+  # The database is made once per variant and kept for its later rounds.
+  [ -n "${DBFLAGS[$name]:-}" ] || DBFLAGS[$name]=$(database "$name")
+  [ -n "${DLFLAGS[$name]+set}" ] || DLFLAGS[$name]=$(delivery "$name")
+  db=${DBFLAGS[$name]}
+  dl=${DLFLAGS[$name]}
   case "$name" in *-2*) replicas=2 ;; esac
+  VPIDS[$name]=""
   # shellcheck disable=SC2086
   start user "$port" $db
   if [ "$with_note" = yes ]; then
@@ -160,6 +164,15 @@ variant() {
   TARGETS[$name]=${targets# }
 }
 
+# stop_variant NAME: stops the services of a variant (SIGTERM, waited for),
+# so only the variant measured holds database connections.
+stop_variant() {
+  local pid
+  for pid in ${VPIDS[$1]}; do kill "$pid" 2>/dev/null || true; done
+  for pid in ${VPIDS[$1]}; do wait "$pid" 2>/dev/null || true; done
+  VPIDS[$1]=""
+}
+
 ORDER_TOKEN=$("$BIN" token --service api-gateway --audience order-service --ttl 1h)
 
 # wrk_once VARIANT: prints "rps p50 p95 p99 non2xx errors".
@@ -176,15 +189,15 @@ VARIANTS=(sqlite-1 pg-1 pg-2)
 [ "$NATS" = 1 ] && VARIANTS+=(pg-1-nats pg-2-nats)
 
 echo "POST /orders at $CONNS connections, $ROUNDS rounds of $DURATION: ${VARIANTS[*]}" >&2
+# Each variant's services run only while it is measured: started, loaded,
+# stopped (a database's connection limit is shared by all of them).
 port=$BASE_PORT
-for v in "${VARIANTS[@]}"; do
-  variant "$v" "$port"
-  port=$((port + 20))
-done
 declare -A RUNS
 for round in $(seq 1 "$ROUNDS"); do
   for v in "${VARIANTS[@]}"; do
+    CURRENT=$v variant "$v" "$port"
     r=$(wrk_once "$v")
+    stop_variant "$v"
     [ -n "$r" ] || { echo "wrk printed no result ($v)" >&2; exit 1; }
     RUNS[$v]="${RUNS[$v]:-}$r"$'\n'
     echo "  round $round $v: ${r%% *} orders/s" >&2
@@ -212,7 +225,7 @@ DRAIN_VARIANTS=(sqlite-1 pg-1 pg-2)
 echo "outbox drain after a backlog of $BACKLOG: ${DRAIN_VARIANTS[*]}" >&2
 for v in "${DRAIN_VARIANTS[@]}"; do
   name="drain-$v"
-  variant "$name" "$port" no
+  CURRENT=$name variant "$name" "$port" no
   first=${TARGETS[$name]%% *}
   first_port=${first##*:}
   while [ "$(pending "$first_port")" -lt "$BACKLOG" ]; do
@@ -222,7 +235,7 @@ for v in "${DRAIN_VARIANTS[@]}"; do
   backlog=$(pending "$first_port")
   began=$(date +%s.%N)
   # shellcheck disable=SC2086
-  start notification "$((port + 2))" ${DBFLAGS[$name]} ${DLFLAGS[$name]}
+  CURRENT=$name start notification "$((port + 2))" ${DBFLAGS[$name]} ${DLFLAGS[$name]}
   while [ "$(pending "$first_port")" -gt 0 ]; do sleep 0.05; done
   ended=$(date +%s.%N)
   row=$(awk -v v="$v" -v b="$backlog" -v s="$began" -v e="$ended" \
@@ -230,7 +243,7 @@ for v in "${DRAIN_VARIANTS[@]}"; do
   echo "  $row" >&2
   drain="$drain
 $row"
-  port=$((port + 20))
+  stop_variant "$name"
 done
 
 {

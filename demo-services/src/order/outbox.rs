@@ -218,6 +218,9 @@ impl Outbox {
             if !full {
                 break;
             }
+            // Between batches of a long backlog too: other replicas drain
+            // the same table, and `/health` shows the shared count.
+            self.sync_pending().await?;
         }
         self.sync_pending().await?;
         Ok(Pass::Wait(
