@@ -9,7 +9,7 @@
 //!
 //! A URL may set session parameters, e.g. a schema per service:
 //! `postgres://app@db/demo?options[search_path]=orders` (sqlx reads
-//! `options[...]`).
+//! `options[...]`), and `application_name=...` (else the service's name).
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -38,10 +38,13 @@ pub async fn connect(url: &str, service: &str, migrations: &[&str]) -> Result<Pg
     let at = |e: sqlx::Error| {
         sqlx::Error::Configuration(format!("{service}: PostgreSQL at {}: {e}", redact(url)).into())
     };
-    let options = PgConnectOptions::from_str(url)
+    let mut options = PgConnectOptions::from_str(url)
         .map_err(at)?
-        .options([("statement_timeout", STATEMENT_TIMEOUT)])
-        .application_name(service);
+        .options([("statement_timeout", STATEMENT_TIMEOUT)]);
+    // The service's name in `pg_stat_activity`, unless the URL names it.
+    if !url.contains("application_name=") {
+        options = options.application_name(service);
+    }
     let pool = PgPoolOptions::new()
         .max_connections(MAX_CONNECTIONS)
         .acquire_timeout(ACQUIRE)

@@ -105,6 +105,42 @@ impl Store {
         order: NewOrder<'_>,
         message: &str,
     ) -> Result<Order, InsertError> {
+        // On a task of its own, so a caller that goes away (a client
+        // disconnecting, a deadline) cannot cancel the transaction half
+        // way: sqlx 0.8's `Pool::begin` is not cancel-safe on PostgreSQL
+        // (<https://github.com/transact-rs/sqlx/issues/4393>). A future
+        // dropped while `BEGIN` is in flight leaves the session inside a
+        // transaction nothing rolls back, and the pool hands it on: every
+        // later statement on it runs in that transaction and keeps its
+        // locks, until other replicas' updates of the same rows time out.
+        let (user_id, total) = (order.user_id, order.total);
+        let (items, user) = (order.items.to_vec(), order.user.clone());
+        let key = order
+            .idempotency
+            .map(|(caller, key, hash)| (caller.to_owned(), key.to_owned(), hash.to_owned()));
+        let message = message.to_owned();
+        let store = self.clone();
+        tokio::spawn(async move {
+            let order = NewOrder {
+                user_id,
+                items: &items,
+                total,
+                user: &user,
+                idempotency: key
+                    .as_ref()
+                    .map(|(c, k, h)| (c.as_str(), k.as_str(), h.as_str())),
+            };
+            store.insert_to_the_end(order, &message).await
+        })
+        .await
+        .map_err(|e| InsertError::Db(sqlx::Error::Io(std::io::Error::other(e))))?
+    }
+
+    async fn insert_to_the_end(
+        &self,
+        order: NewOrder<'_>,
+        message: &str,
+    ) -> Result<Order, InsertError> {
         let items = items_json(order.items)?;
         let mut tx = self.pool.begin().await?;
         let (id, created_at): (i64, String) = sqlx::query_as(&format!(
