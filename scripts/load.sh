@@ -14,6 +14,10 @@
 #      (per-attempt timeout only).
 #   c2. The same with the user service hung instead (it answers after 10 s)
 #      and 200 ms per lookup attempt.
+#   d. Fail fast: the user service hung and the breaker open, POST /orders
+#      for a user the order service has never seen (no copy to fall back
+#      on: a 503 at once), beside GET /users/1 on a healthy user service,
+#      at 16 connections only.
 #
 # Both variants of a scenario run side by side on their own ports, and wrk
 # alternates between them ROUNDS times (A B A B ...), so a slow moment of a
@@ -21,7 +25,8 @@
 # the median of the paired ratios.
 #
 # Usage: scripts/load.sh [--install] [-h|--help]
-#        (DURATION=5s ROUNDS=3 CONNS="1 16 64" DB_SYNC=full BASE_PORT=4100)
+#        (DURATION=5s ROUNDS=3 CONNS="1 16 64" DB_SYNC=full BASE_PORT=4100
+#         SCENARIOS="a b c c2 d")
 # Needs wrk and curl; when one is missing it says so and stops, unless
 # --install is given, which installs them with apt-get (sudo when not root).
 # Prints Markdown tables and writes them to target/load/results.md. Services
@@ -42,6 +47,7 @@ target/load/results.md.
   -h, --help  this help
 
 Environment: DURATION (5s) ROUNDS (3) CONNS ("1 16 64") DB_SYNC (full)
+             SCENARIOS ("a b c c2 d": which to run)
              BASE_PORT (4100)
 USAGE
 }
@@ -150,15 +156,17 @@ wrk_once() {
 ROWS=()
 RATIOS=()
 
-# compare SCENARIO NAME_A URL_A TOKEN_A NAME_B URL_B TOKEN_B SCRIPT
+# compare SCENARIO NAME_A URL_A TOKEN_A NAME_B URL_B TOKEN_B SCRIPT [SCRIPT_B]
+# (SCRIPT_B, when the two variants send different requests)
 compare() {
   local scenario=$1 name_a=$2 url_a=$3 tok_a=$4 name_b=$5 url_b=$6 tok_b=$7 script=$8
-  for c in $CONNS; do
+  local script_b=${9:-$8}
+  for c in ${SCENARIO_CONNS:-$CONNS}; do
     local a_runs=() b_runs=() ratios=()
     for _ in $(seq 1 "$ROUNDS"); do
       local ra rb
       ra=$(wrk_once "$url_a" "$script" "$tok_a" "$c")
-      rb=$(wrk_once "$url_b" "$script" "$tok_b" "$c")
+      rb=$(wrk_once "$url_b" "$script_b" "$tok_b" "$c")
       [ -n "$ra" ] && [ -n "$rb" ] || { echo "wrk printed no result ($scenario, c=$c)" >&2; exit 1; }
       a_runs+=("$ra")
       b_runs+=("$rb")
@@ -179,23 +187,32 @@ compare() {
   done
 }
 
+# wanted SCENARIO: whether SCENARIOS (default: all) lists it.
+wanted() { [[ " ${SCENARIOS:-a b c c2 d} " == *" $1 "* ]]; }
+
+if wanted a; then
 echo "a. GET /users/1: whole server stack vs the same handler without layers" >&2
 start a-full user "$BASE_PORT" --data-dir "$(data a-full)"
 start a-bare user "$((BASE_PORT + 3))" --data-dir "$(data a-bare)" --without-layers
 compare a "full stack" "http://127.0.0.1:$BASE_PORT/users/1" "$(token user-service)" \
   "without layers" "http://127.0.0.1:$((BASE_PORT + 3))/users/1" "" get_user.lua
 stop a-full a-bare
+fi
 
+if wanted b; then
 echo "b. POST /orders: full flow vs without layers" >&2
 trio b-full "$BASE_PORT"
 trio b-bare "$((BASE_PORT + 3))" --without-layers
 compare b "full flow" "http://127.0.0.1:$((BASE_PORT + 1))/orders" "$(token order-service)" \
   "without layers" "http://127.0.0.1:$((BASE_PORT + 4))/orders" "" post_order.lua
 stop b-full-user b-full-note b-full-order b-bare-user b-bare-note b-bare-order
+fi
 
-echo "c. user service stopped: POST /orders with the breaker open vs no breaker, no retry" >&2
 ORDER_TOKEN=$(token order-service)
 body='{"userId": 1, "items": [{"productId": "p-1", "quantity": 1, "unitPrice": 5}]}'
+
+if wanted c; then
+echo "c. user service stopped: POST /orders with the breaker open vs no breaker, no retry" >&2
 trio c-open "$BASE_PORT"
 trio c-none "$((BASE_PORT + 3))" "" "--no-breaker --retry-max 0"
 for port in $((BASE_PORT + 1)) $((BASE_PORT + 4)); do
@@ -214,7 +231,9 @@ curl -s "http://127.0.0.1:$((BASE_PORT + 1))/health" | grep -q '"user-service":{
 compare c "breaker open" "http://127.0.0.1:$((BASE_PORT + 1))/orders" "$ORDER_TOKEN" \
   "no breaker, no retry" "http://127.0.0.1:$((BASE_PORT + 4))/orders" "$ORDER_TOKEN" post_order.lua
 stop c-open-order c-open-note c-none-order c-none-note
+fi
 
+if wanted c2; then
 echo "c2. user service hung (answers after 10 s), 200 ms per attempt: breaker open vs no breaker, no retry" >&2
 trio c2-open "$BASE_PORT" "" "--timeout-get 200ms"
 trio c2-none "$((BASE_PORT + 3))" "" "--timeout-get 200ms --no-breaker --retry-max 0"
@@ -236,6 +255,32 @@ curl -s "http://127.0.0.1:$((BASE_PORT + 1))/health" | grep -q '"user-service":{
   || { echo "the breaker did not open ($wait_curls orders sent)" >&2; exit 1; }
 compare c2 "breaker open" "http://127.0.0.1:$((BASE_PORT + 1))/orders" "$ORDER_TOKEN" \
   "no breaker, no retry" "http://127.0.0.1:$((BASE_PORT + 4))/orders" "$ORDER_TOKEN" post_order.lua
+stop c2-open-user c2-open-order c2-open-note c2-none-user c2-none-order c2-none-note
+fi
+
+if wanted d; then
+echo "d. fail fast: user service hung, breaker open, POST /orders for an unseen user (503) beside a healthy GET /users/1, 16 connections" >&2
+trio d "$BASE_PORT" "" "--timeout-get 200ms"
+stop d-user
+start d-user user "$BASE_PORT" --data-dir "$WORK/d" --fault-latency 10s
+start d-healthy user "$((BASE_PORT + 3))" --data-dir "$(data d-healthy)"
+# Open the breaker: twelve orders at once, each lookup timing out.
+for _ in $(seq 1 12); do
+  curl -s -o /dev/null -X POST "http://127.0.0.1:$((BASE_PORT + 1))/orders" \
+    -H "Authorization: Bearer $ORDER_TOKEN" -H 'Content-Type: application/json' -d "$body" &
+done
+sleep 3
+curl -s "http://127.0.0.1:$((BASE_PORT + 1))/health" | grep -q '"user-service":{[^}]*"circuit":"open"' \
+  || { echo "the breaker did not open" >&2; exit 1; }
+# Past the open duration (30 s) one probe times out against the hung
+# service and the breaker opens again; the other orders are refused as
+# before.
+SCENARIO_CONNS=16 compare d "orders, unseen user, breaker open (503)" \
+  "http://127.0.0.1:$((BASE_PORT + 1))/orders" "$ORDER_TOKEN" \
+  "GET /users/1, healthy user service" "http://127.0.0.1:$((BASE_PORT + 3))/users/1" "$(token user-service)" \
+  post_order_unseen.lua get_user.lua
+stop d-user d-order d-note d-healthy
+fi
 
 {
   echo "| scenario | variant | connections | requests/s | p50 ms | p95 ms | p99 ms | non-2xx | socket errors |"
