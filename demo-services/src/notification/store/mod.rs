@@ -1,5 +1,5 @@
-//! The notification service's table, in SQLite ([`sqlite`]) or
-//! PostgreSQL ([`postgres`]), behind one interface
+//! The notification service's table, in SQLite (`sqlite.rs`) or
+//! PostgreSQL (`postgres.rs`), behind one interface
 //! ([`NotificationStore`]).
 
 use serde::{Deserialize, Serialize};

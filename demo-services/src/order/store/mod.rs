@@ -1,6 +1,6 @@
 //! The order service's tables: orders, idempotency keys, the last copy of
 //! each user seen, and the outbox of notifications to deliver; in SQLite
-//! ([`sqlite`], one process) or PostgreSQL ([`postgres`], shared by
+//! (`sqlite/`, one process) or PostgreSQL (`postgres.rs`, shared by
 //! replicas), behind one interface ([`OrderStore`]).
 //!
 //! An order and its notification record are written in one transaction, so

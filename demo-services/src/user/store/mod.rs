@@ -1,5 +1,5 @@
-//! The user service's table, in SQLite ([`sqlite`]) or PostgreSQL
-//! ([`postgres`]), behind one interface ([`UserStore`]).
+//! The user service's table, in SQLite (`sqlite.rs`) or PostgreSQL
+//! (`postgres.rs`), behind one interface ([`UserStore`]).
 
 use serde::{Deserialize, Serialize};
 
