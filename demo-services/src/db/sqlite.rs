@@ -76,13 +76,19 @@ async fn open_file(file: &Path, schema: &str, durability: Durability) -> Result<
         })
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(5));
+    // No ping before each use (sqlx's default, for connections over a
+    // network that may have died): a SQLite connection is a file opened by
+    // this process, and the ping is one more round trip to the
+    // connection's worker thread on every query.
     let writes = SqlitePoolOptions::new()
         .max_connections(1)
+        .test_before_acquire(false)
         .connect_with(options.clone())
         .await?;
     sqlx::raw_sql(schema).execute(&writes).await?;
     let reads = SqlitePoolOptions::new()
         .max_connections(4)
+        .test_before_acquire(false)
         .connect_with(options)
         .await?;
     Ok(Db { reads, writes })
