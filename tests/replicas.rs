@@ -28,8 +28,13 @@ async fn two_replicas() -> Option<(Cluster, Running, demo_services::order::State
 /// (0 when absent).
 async fn sample(http: &Http, url: &str, series: &str) -> f64 {
     let res = http.get(&format!("{url}/metrics"), "").await;
-    String::from_utf8_lossy(&res.raw)
-        .lines()
+    sample_in(&String::from_utf8_lossy(&res.raw), series)
+}
+
+/// The value of the sample of `text` (Prometheus text) whose line starts
+/// with `series` (0 when absent).
+fn sample_in(text: &str, series: &str) -> f64 {
+    text.lines()
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
         .unwrap_or(0.0)
 }
@@ -170,16 +175,7 @@ async fn two_replicas_drain_one_outbox_sending_each_record_once() {
     }
     assert_eq!(stored, 40);
     // Both replicas delivered some: the table really was shared.
-    let delivered = |text: &str| -> f64 {
-        text.lines()
-            .find_map(|l| {
-                l.strip_prefix("outbox_deliveries_total{result=\"delivered\"}")?
-                    .trim()
-                    .parse()
-                    .ok()
-            })
-            .unwrap_or(0.0)
-    };
+    let delivered = |text: &str| sample_in(text, "outbox_deliveries_total{result=\"delivered\"}");
     let first = delivered(&c.orders.metrics());
     let other = delivered(&second_state.metrics());
     assert_eq!(first + other, 40.0, "first {first}, second {other}");
