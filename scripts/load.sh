@@ -26,7 +26,7 @@
 #
 # Usage: scripts/load.sh [--install] [-h|--help]
 #        (DURATION=5s ROUNDS=3 CONNS="1 16 64" DB_SYNC=full BASE_PORT=4100
-#         SCENARIOS="a b c c2 d")
+#         SCENARIOS="a b c c2 d" DEMO_BIN=<a demo-services binary>)
 # Needs wrk and curl; when one is missing it says so and stops, unless
 # --install is given, which installs them with apt-get (sudo when not root).
 # Prints Markdown tables and writes them to target/load/results.md. Services
@@ -49,6 +49,9 @@ target/load/results.md.
 Environment: DURATION (5s) ROUNDS (3) CONNS ("1 16 64") DB_SYNC (full)
              SCENARIOS ("a b c c2 d": which to run)
              BASE_PORT (4100)
+             DEMO_BIN (a demo-services binary to drive instead of building
+                       this checkout's, e.g. an earlier commit's, to compare
+                       two builds with the same command)
 USAGE
 }
 
@@ -86,8 +89,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-cargo build --release -q -p demo-services
-BIN="$ROOT/target/release/demo-services"
+if [ -n "${DEMO_BIN:-}" ]; then
+  BIN=$(cd "$(dirname "$DEMO_BIN")" && pwd)/$(basename "$DEMO_BIN")
+  [ -x "$BIN" ] || { echo "scripts/load.sh: DEMO_BIN=$DEMO_BIN is not an executable" >&2; exit 2; }
+else
+  cargo build --release -q -p demo-services
+  BIN="$ROOT/target/release/demo-services"
+fi
 WORK=$(mktemp -d)
 mkdir -p "$OUT_DIR"
 export SERVICE_JWT_SECRET

@@ -311,6 +311,7 @@ async fn metrics_carry_every_family() {
         "retry_budget_exhausted_total",
         "outbox_pending_notifications",
         "outbox_deliveries_total",
+        "user_copy_lookups_total",
     ] {
         assert!(
             text.contains(&format!("\n{family}")),

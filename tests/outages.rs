@@ -93,6 +93,10 @@ async fn user_service_down(transport: UserTransport) {
         rejected >= 1,
         "the open breaker refused the call without sending it"
     );
+    // The first refusal asked the database for a copy of user 2; the
+    // second was answered from memory, without a query.
+    let lookups = copy_lookups(&c.orders.metrics());
+    assert_eq!(lookups, [("found", 1), ("missing", 1), ("remembered", 1)]);
 
     // Back up on the same address; after the open duration a probe closes
     // the breaker and users are live again.
@@ -103,6 +107,28 @@ async fn user_service_down(transport: UserTransport) {
     assert_eq!(back.json["user"]["source"], "live");
     assert_eq!(back.json["user"]["name"], "Grace Hopper");
     assert_eq!(breaker.state(), CircuitState::Closed);
+
+    // User 2 has a copy now, and is no longer remembered as having none:
+    // down again, the next order uses the copy.
+    c.user.stop().await.unwrap();
+    let copy = http.post(&orders, &token, &order_body(2)).await;
+    assert_eq!(copy.status, StatusCode::CREATED, "{:?}", copy.json);
+    assert_eq!(copy.json["user"]["source"], "cache");
+    let lookups = copy_lookups(&c.orders.metrics());
+    assert_eq!(lookups, [("found", 2), ("missing", 1), ("remembered", 1)]);
+}
+
+/// `user_copy_lookups_total` by result, from the order service's
+/// `/metrics` text.
+fn copy_lookups(metrics: &str) -> [(&'static str, u64); 3] {
+    ["found", "missing", "remembered"].map(|result| {
+        let series = format!("user_copy_lookups_total{{result=\"{result}\"}} ");
+        let n = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .unwrap_or_else(|| panic!("no {series} in:\n{metrics}"));
+        (result, n.trim().parse().unwrap())
+    })
 }
 
 async fn notification_service_down_orders_still_succeed_and_notifications_arrive_once() {

@@ -224,6 +224,7 @@ impl State {
         server::observe(&self.server);
         m.observe_dependency(&self.upstream.users);
         m.observe_dependency(&self.upstream.notifications);
+        m.observe_copy_lookups(self.upstream.copy_lookups());
         if let Some(nats) = &self.broker {
             nats.observe();
         }

@@ -24,6 +24,7 @@
 //! | `retry_budget_exhausted_total` | counter | `target` |
 //! | `outbox_pending_notifications` | gauge | |
 //! | `outbox_deliveries_total` | counter | `result` |
+//! | `user_copy_lookups_total` (`found`, `missing`: the database had none, `remembered`: known to be missing, not asked) | counter | `result` |
 //! | `notifications_accepted_total` (`new`, `duplicate`: a redelivery, `conflict`) | counter | `result` |
 //! | `tls_handshakes_total` | counter | |
 //! | `tls_handshake_failures_total` | counter | `reason` |
@@ -220,6 +221,20 @@ impl Metrics {
         });
     }
 
+    /// Reads the order service's look-ups of kept user copies into the
+    /// registry.
+    pub(crate) fn observe_copy_lookups(&self, lookups: crate::order::upstream::CopyLookups) {
+        self.record(|| {
+            for (result, n) in [
+                ("found", lookups.found),
+                ("missing", lookups.missing),
+                ("remembered", lookups.remembered),
+            ] {
+                counter!("user_copy_lookups_total", "result" => result).absolute(n);
+            }
+        });
+    }
+
     /// Counts a TLS handshake on the service's port: `None` for one that
     /// gave a served connection, else why it failed.
     pub fn tls_handshake(&self, failure: Option<HandshakeFailure>) {
@@ -323,6 +338,10 @@ fn describe() {
     describe_counter!(
         "outbox_deliveries_total",
         "Notification delivery attempts, by result"
+    );
+    describe_counter!(
+        "user_copy_lookups_total",
+        "Look-ups of a kept copy of a user while the user service was unavailable, by result"
     );
     describe_counter!(
         "tls_handshakes_total",

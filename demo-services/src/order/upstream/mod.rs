@@ -13,6 +13,7 @@
 //! and must be; plaintext URLs are refused when the clients are built,
 //! as `https://` ones are without `--tls-dir`.
 
+mod absent;
 pub mod grpc;
 
 use std::sync::Arc;
@@ -34,6 +35,8 @@ use tower_jwt_service_auth::api_key::ApiKeyClientLayer;
 use tower_jwt_service_auth::jwt::client::SignTokenLayer;
 use tower_jwt_service_auth::jwt::sign::Signer;
 
+use self::absent::AbsentCopies;
+pub(crate) use self::absent::CopyLookups;
 use super::UserTransport;
 use super::resilience::Resilience;
 use super::store::{CachedUser, OrderStore, OrderUser};
@@ -131,6 +134,8 @@ pub struct Upstream {
     pub users: Dependency<UserClient>,
     /// The notification service.
     pub notifications: Dependency,
+    /// Users found without a kept copy a moment ago.
+    absent: AbsentCopies,
 }
 
 /// An upstream client could not be built.
@@ -301,6 +306,7 @@ impl Upstream {
                 breaker: breaker_of_notifications,
                 retry: Retries::Http(retry),
             },
+            absent: AbsentCopies::default(),
         })
     }
 
@@ -350,13 +356,20 @@ impl Upstream {
                 breaker,
                 retry,
             },
+            absent: AbsentCopies::default(),
         })
+    }
+
+    /// What the look-ups of kept copies found, for `/metrics`.
+    pub(crate) fn copy_lookups(&self) -> CopyLookups {
+        self.absent.lookups()
     }
 
     /// The user `id`: fresh from the user service when it answers (the copy
     /// is kept), else the last copy kept. A user the service does not know
     /// is a 404; no service and no copy is a 503, with `Retry-After` while
-    /// the breaker is open. The same over REST and gRPC.
+    /// the breaker is open (for a user found without a copy a moment ago,
+    /// without asking the database again). The same over REST and gRPC.
     pub async fn user(&self, store: &OrderStore, id: i64) -> Result<OrderUser, ApiError> {
         let not_found = || {
             ApiError::new(
@@ -397,9 +410,12 @@ impl Upstream {
         };
         let error = match fetched {
             Ok(copy) => {
-                if let Err(e) = store.cache_user(&copy).await {
+                match store.cache_user(&copy).await {
+                    Ok(()) => self.absent.kept(id),
                     // The order can go on; only the fallback copy is stale.
-                    tracing::warn!(error = %Escaped(&e), user = id, "could not keep a copy of the user");
+                    Err(e) => {
+                        tracing::warn!(error = %Escaped(&e), user = id, "could not keep a copy of the user")
+                    }
                 }
                 return Ok(OrderUser {
                     name: copy.name,
@@ -409,7 +425,20 @@ impl Upstream {
             }
             Err(error) => error,
         };
-        if let Some(copy) = store.cached_user(id).await? {
+        // A user found without a copy a moment ago is refused without
+        // asking the database again (see `absent`).
+        let copy = if self.absent.known_absent(id) {
+            None
+        } else {
+            let lookup = self.absent.lookup(id);
+            let copy = store.cached_user(id).await?;
+            match copy {
+                Some(_) => self.absent.found(lookup),
+                None => self.absent.missing(lookup),
+            }
+            copy
+        };
+        if let Some(copy) = copy {
             tracing::warn!(
                 user = id,
                 error = %Escaped(&error),
