@@ -26,7 +26,8 @@
 #
 # Usage: scripts/load.sh [--install] [-h|--help]
 #        (DURATION=5s ROUNDS=3 CONNS="1 16 64" DB_SYNC=full BASE_PORT=4100
-#         SCENARIOS="a b c c2 d" DEMO_BIN=<a demo-services binary>)
+#         SCENARIOS="a b c c2 d" DEMO_BIN=<a demo-services binary>
+#         SERVER_CPUS=0 WRK_CPUS=1)
 # Needs wrk and curl; when one is missing it says so and stops, unless
 # --install is given, which installs them with apt-get (sudo when not root).
 # Prints Markdown tables and writes them to target/load/results.md. Services
@@ -49,6 +50,9 @@ target/load/results.md.
 Environment: DURATION (5s) ROUNDS (3) CONNS ("1 16 64") DB_SYNC (full)
              SCENARIOS ("a b c c2 d": which to run)
              BASE_PORT (4100)
+             SERVER_CPUS, WRK_CPUS (CPU lists for taskset: the services on
+                       some cores, wrk on others, e.g. 0 and 1, so the load
+                       generator does not take the services' cores)
              DEMO_BIN (a demo-services binary to drive instead of building
                        this checkout's, e.g. an earlier commit's, to compare
                        two builds with the same command)
@@ -115,7 +119,7 @@ declare -A PID
 start() {
   local key=$1 name=$2 port=$3
   shift 3
-  "$BIN" "$name" --listen "127.0.0.1:$port" --db-sync "$DB_SYNC" "$@" >>"$WORK/services.log" 2>&1 &
+  ${SERVER_CPUS:+taskset -c "$SERVER_CPUS"} "$BIN" "$name" --listen "127.0.0.1:$port" --db-sync "$DB_SYNC" "$@" >>"$WORK/services.log" 2>&1 &
   PIDS+=($!)
   PID[$key]=$!
   for _ in $(seq 1 100); do
@@ -157,7 +161,7 @@ trio() {
 wrk_once() {
   local c=$4 t
   t=$(($4 < 2 ? $4 : 2))
-  TOKEN=$3 wrk -t"$t" -c"$c" -d"$DURATION" -s "$LOAD_DIR/$2" "$1" \
+  TOKEN=$3 ${WRK_CPUS:+taskset -c "$WRK_CPUS"} wrk -t"$t" -c"$c" -d"$DURATION" -s "$LOAD_DIR/$2" "$1" \
     | awk '/^RESULT/ { print $2, $3, $4, $5, $6, $7 }'
 }
 
