@@ -72,7 +72,7 @@ fn count(calls: &[&(u64, bool)]) -> (u64, u64) {
 
 proptest! {
     #[test]
-    fn count_window_holds_exactly_the_last_n_calls(size in 1u32..40, steps in steps()) {
+    fn count_window_holds_exactly_the_last_n_calls(size in 1u32..200, steps in steps()) {
         run(Window::Count { size }, steps, |_, seen, history| {
             let last: Vec<_> = history.iter().rev().take(size as usize).collect();
             assert_eq!(seen, count(&last));

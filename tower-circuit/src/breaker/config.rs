@@ -202,6 +202,18 @@ impl Config {
 pub enum Window {
     /// The outcomes of the last `size` calls, a ring: each new call pushes
     /// out the oldest.
+    ///
+    /// With calls finishing on several cores, the order of the ring is the
+    /// order in which calls reached it, which is not quite the order in
+    /// which they finished: once the ring is full, each core hands its
+    /// successes in by batches of `size / 8` (at most 16; windows of fewer
+    /// than 16 calls take each call at once), so that cores do not take
+    /// turns on one lock for every call. A failure or slow call hands
+    /// in every core's held successes first, and so does every read
+    /// ([`Breaker::stats`](super::Breaker::stats)), so each decision counts
+    /// every call recorded before it; only the oldest end of the window
+    /// can differ from an exact order, by at most `(batch - 1) × (cores -
+    /// 1)` calls. From one core the window is exact.
     Count {
         /// How many calls the window holds, 1 to [`MAX_WINDOW_SIZE`].
         size: u32,

@@ -65,11 +65,12 @@ impl fmt::Debug for Shared {
 // === impl Shared ===
 
 impl Shared {
-    /// A closed breaker's shared state; `shards` sizes the time window.
+    /// A closed breaker's shared state; `shards` sizes the window's
+    /// per-core parts.
     pub(super) fn new(name: Arc<str>, config: Config, hooks: Hooks, shards: usize) -> Shared {
         let origin = Instant::now();
         let window = match config.window {
-            Window::Count { size } => SlidingWindow::Count(CountWindow::new(size, 0)),
+            Window::Count { size } => SlidingWindow::Count(CountWindow::new(size, shards, 0)),
             Window::Time { duration, buckets } => {
                 let bucket_nanos = nanos(duration) / u64::from(buckets);
                 SlidingWindow::Time(TimeWindow::new(bucket_nanos, buckets, shards, 0, origin))
@@ -209,7 +210,7 @@ impl Shared {
         // or slow calls (it may bring the window up to `minimum_calls`).
         match &self.window {
             SlidingWindow::Count(window) => {
-                if let Some(totals) = window.record(epoch, success)
+                if let Some(totals) = window.record(shard, epoch, success)
                     && (totals.failures > 0 || totals.slow > 0)
                 {
                     self.trip_if_needed(epoch, &totals);
@@ -263,7 +264,7 @@ impl Shared {
         }
         let sample = Sample { failure, slow };
         let totals = match &self.window {
-            SlidingWindow::Count(window) => match window.record(epoch, sample) {
+            SlidingWindow::Count(window) => match window.record(shard, epoch, sample) {
                 Some(totals) => totals,
                 None => return,
             },
