@@ -27,7 +27,7 @@
 # Usage: scripts/load.sh [--install] [-h|--help]
 #        (DURATION=5s ROUNDS=3 CONNS="1 16 64" DB_SYNC=full BASE_PORT=4100
 #         SCENARIOS="a b c c2 d" DEMO_BIN=<a demo-services binary>
-#         SERVER_CPUS=0 WRK_CPUS=1)
+#         SERVER_CPUS=0 WRK_CPUS=1 WRK_THREADS=1)
 # Needs wrk and curl; when one is missing it says so and stops, unless
 # --install is given, which installs them with apt-get (sudo when not root).
 # Prints Markdown tables and writes them to target/load/results.md. Services
@@ -53,6 +53,7 @@ Environment: DURATION (5s) ROUNDS (3) CONNS ("1 16 64") DB_SYNC (full)
              SERVER_CPUS, WRK_CPUS (CPU lists for taskset: the services on
                        some cores, wrk on others, e.g. 0 and 1, so the load
                        generator does not take the services' cores)
+             WRK_THREADS (wrk's threads; default 2, or 1 at 1 connection)
              DEMO_BIN (a demo-services binary to drive instead of building
                        this checkout's, e.g. an earlier commit's, to compare
                        two builds with the same command)
@@ -160,7 +161,7 @@ trio() {
 # wrk_once URL SCRIPT TOKEN CONNS: prints "rps p50 p95 p99 non2xx errors".
 wrk_once() {
   local c=$4 t
-  t=$(($4 < 2 ? $4 : 2))
+  t=${WRK_THREADS:-$(($4 < 2 ? $4 : 2))}
   TOKEN=$3 ${WRK_CPUS:+taskset -c "$WRK_CPUS"} wrk -t"$t" -c"$c" -d"$DURATION" -s "$LOAD_DIR/$2" "$1" \
     | awk '/^RESULT/ { print $2, $3, $4, $5, $6, $7 }'
 }
