@@ -34,6 +34,50 @@ async fn count_window_evicts_oldest_outcome() {
     assert_eq!(b.stats().calls, 4);
 }
 
+/// Two tasks on two workers calling through one breaker, `n` calls each,
+/// the outcome of each task's `i`-th call given by `outcome`.
+async fn on_two_workers(svc: &TestService, outcome: fn(usize) -> Call, n: usize) {
+    let tasks: Vec<_> = (0..2)
+        .map(|_| {
+            let mut svc = svc.clone();
+            tokio::spawn(async move {
+                for i in 0..n {
+                    let _ = call(&mut svc, outcome(i)).await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
+// With calls from several cores the count window takes successes in by
+// per-core batches; every decision must still count each call recorded
+// before it, and only the window's oldest end may be out of order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn count_window_fed_from_two_workers_counts_every_call_and_trips_on_the_rate() {
+    let b = breaker(count_config(100));
+    let (svc, _) = service(&b);
+    on_two_workers(&svc, |_| Call::Ok, 20_000).await;
+    let stats = b.stats();
+    assert_eq!((stats.calls, stats.failures), (100, 0));
+
+    // One call in three fails on each worker: about 33 of the last 100,
+    // give or take the 11 places a batch of 12 may move them.
+    let third = |i: usize| if i % 3 == 0 { Call::Fail } else { Call::Ok };
+    on_two_workers(&svc, third, 20_000).await;
+    assert_eq!(b.state(), CircuitState::Closed, "{:?}", b.stats());
+    let stats = b.stats();
+    assert_eq!(stats.calls, 100);
+    assert!((20..=46).contains(&stats.failures), "{stats:?}");
+
+    // Two calls in three fail: it opens.
+    let two_thirds = |i: usize| if i % 3 == 0 { Call::Ok } else { Call::Fail };
+    on_two_workers(&svc, two_thirds, 20_000).await;
+    assert_eq!(b.state(), CircuitState::Open);
+}
+
 fn time_config() -> Config {
     Config::default()
         .window(Window::Time {
