@@ -65,7 +65,13 @@ async fn count_window_fed_from_two_workers_counts_every_call_and_trips_on_the_ra
 
     // One call in three fails on each worker: about 33 of the last 100,
     // give or take the 11 places a batch of 12 may move them.
-    let third = |i: usize| if i % 3 == 0 { Call::Fail } else { Call::Ok };
+    let third = |i: usize| {
+        if i.is_multiple_of(3) {
+            Call::Fail
+        } else {
+            Call::Ok
+        }
+    };
     on_two_workers(&svc, third, 20_000).await;
     assert_eq!(b.state(), CircuitState::Closed, "{:?}", b.stats());
     let stats = b.stats();
@@ -73,7 +79,13 @@ async fn count_window_fed_from_two_workers_counts_every_call_and_trips_on_the_ra
     assert!((20..=46).contains(&stats.failures), "{stats:?}");
 
     // Two calls in three fail: it opens.
-    let two_thirds = |i: usize| if i % 3 == 0 { Call::Ok } else { Call::Fail };
+    let two_thirds = |i: usize| {
+        if i.is_multiple_of(3) {
+            Call::Ok
+        } else {
+            Call::Fail
+        }
+    };
     on_two_workers(&svc, two_thirds, 20_000).await;
     assert_eq!(b.state(), CircuitState::Open);
 }
